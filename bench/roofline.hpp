@@ -1,0 +1,105 @@
+// The machine's limits, measured in the same run as the benchmarks that are compared to them.
+//
+// read_bandwidth(): bytes/s of a streaming read over a buffer far larger than the caches, with
+// every thread parallel_for uses. fma_peak(): FLOP/s of independent fused multiply-add chains in
+// the widest vectors the compiler targets, on every thread. A benchmark reports its achieved
+// fraction of either with the counters made by bandwidth_fraction() and fma_fraction().
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "dsv4/core/parallel.hpp"
+
+namespace dsv4::bench {
+
+struct machine_roofline {
+  double read_bytes_per_s;
+  double fma_flops_per_s;
+  int threads;
+};
+
+namespace detail {
+using clock = std::chrono::steady_clock;
+
+inline double best_seconds(int repeats, auto&& f) {
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(clock::now() - t0).count());
+  }
+  return best;
+}
+
+inline double measure_read_bandwidth() {
+  const std::int64_t n = std::int64_t{1} << 26;  // 256 MiB of floats
+  std::vector<float> buf(static_cast<size_t>(n));
+  const int parts = std::max(1, dsv4::max_threads());
+  dsv4::parallel_for(0, parts, [&](std::int64_t p) {  // first touch by the reading thread
+    for (std::int64_t i = p * n / parts; i < (p + 1) * n / parts; ++i) buf[static_cast<size_t>(i)] = 1.0f;
+  });
+  std::vector<float> sums(static_cast<size_t>(parts));
+  const double s = best_seconds(5, [&] {
+    dsv4::parallel_for(0, parts, [&](std::int64_t p) {
+      const float* x = buf.data();
+      float acc[16] = {};
+      for (std::int64_t i = p * n / parts; i + 16 <= (p + 1) * n / parts; i += 16)
+        for (int k = 0; k < 16; ++k) acc[k] += x[i + k];
+      float t = 0;
+      for (float a : acc) t += a;
+      sums[static_cast<size_t>(p)] = t;
+    });
+    benchmark::DoNotOptimize(sums.data());
+  });
+  return static_cast<double>(n) * sizeof(float) / s;
+}
+
+inline double measure_fma_peak() {
+  using vec = float __attribute__((vector_size(32)));
+  constexpr int chains = 12;
+  constexpr std::int64_t iters = 1 << 22;
+  const int parts = std::max(1, dsv4::max_threads());
+  std::vector<float> out(static_cast<size_t>(parts));
+  const double s = best_seconds(3, [&] {
+    dsv4::parallel_for(0, parts, [&](std::int64_t p) {
+      vec acc[chains];
+      const vec a = {}, b = vec{} + 0.999999f;
+      for (int c = 0; c < chains; ++c) acc[c] = vec{} + static_cast<float>(c + p);
+      vec m = a + 1e-7f;
+      benchmark::DoNotOptimize(m);
+      for (std::int64_t i = 0; i < iters; ++i)
+        for (int c = 0; c < chains; ++c) acc[c] = acc[c] * b + m;
+      float t = 0;
+      for (int c = 0; c < chains; ++c) t += acc[c][0];
+      out[static_cast<size_t>(p)] = t;
+    });
+    benchmark::DoNotOptimize(out.data());
+  });
+  const double flops = 2.0 * (sizeof(vec) / sizeof(float)) * chains * static_cast<double>(iters) * parts;
+  return flops / s;
+}
+}  // namespace detail
+
+// Measured once per process, on first use.
+inline const machine_roofline& roofline() {
+  static const machine_roofline r{detail::measure_read_bandwidth(), detail::measure_fma_peak(),
+                                  dsv4::max_threads()};
+  return r;
+}
+
+// Counters whose reported value is achieved bandwidth (or FLOP rate) / the machine's.
+inline benchmark::Counter bandwidth_fraction(double bytes_per_iteration) {
+  return benchmark::Counter(bytes_per_iteration / roofline().read_bytes_per_s,
+                            benchmark::Counter::kIsIterationInvariantRate);
+}
+inline benchmark::Counter fma_fraction(double flops_per_iteration) {
+  return benchmark::Counter(flops_per_iteration / roofline().fma_flops_per_s,
+                            benchmark::Counter::kIsIterationInvariantRate);
+}
+
+}  // namespace dsv4::bench

@@ -1,0 +1,110 @@
+# Helpers for dsv4's own tests, benchmarks and examples (not installed).
+#
+#   dsv4_add_test(<name> SOURCES <files...> [LIBS <targets...>])
+#       A Catch2 test executable; each of its test cases is a ctest entry "<name>: <case>".
+#   dsv4_add_cuda_test(<name> SOURCES <files...>)
+#       The same for CUDA sources, built only when CUDA is enabled; exits 77 (ctest: skipped)
+#       when no GPU is present.
+#   dsv4_add_compile_fail_test(<name> <source> <regex>)
+#       Two ctest entries: <name>.control compiles <source> as is and must succeed;
+#       <name> compiles it with -DDSV4_EXPECT_FAILURE and passes only if the compiler's
+#       output matches <regex> (so it fails for the right reason, not for any error).
+#   dsv4_add_header_tests()
+#       One generated translation unit per public header: every .hpp compiles on its own with
+#       the host compiler, every .cuh with nvcc.
+#   dsv4_add_bench(<name> SOURCES <files...>)
+#       A Google Benchmark executable.
+
+set(DSV4_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wno-sign-conversion)
+option(DSV4_WERROR "Treat warnings in dsv4's own targets as errors" OFF)
+if(DSV4_WERROR)
+  list(APPEND DSV4_WARNINGS -Werror)
+endif()
+# Tests and benchmarks run where they are built, so they target this machine's vector units
+# (AVX2/FMA on the x86-64 machines dsv4 is developed on). The library itself sets no such flag.
+option(DSV4_NATIVE "Compile dsv4's tests, benchmarks and examples with -march=native" ON)
+if(DSV4_NATIVE)
+  list(APPEND DSV4_WARNINGS -march=native)
+endif()
+
+find_package(Catch2 REQUIRED)
+include(Catch)
+add_library(dsv4_catch_main OBJECT ${PROJECT_SOURCE_DIR}/tests/catch_main.cpp)
+target_link_libraries(dsv4_catch_main PUBLIC Catch2::Catch2)
+
+function(dsv4_target_defaults target)
+  target_link_libraries(${target} PRIVATE dsv4::dsv4)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${DSV4_WARNINGS}>)
+endfunction()
+
+function(dsv4_add_test name)
+  cmake_parse_arguments(arg "" "" "SOURCES;LIBS" ${ARGN})
+  add_executable(${name} ${arg_SOURCES})
+  dsv4_target_defaults(${name})
+  target_link_libraries(${name} PRIVATE dsv4_catch_main Catch2::Catch2 ${arg_LIBS})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+  target_compile_definitions(${name} PRIVATE DSV4_FIXTURE_DIR="${PROJECT_SOURCE_DIR}/tests/fixtures")
+  # One ctest entry per Catch2 test case, named "<name>: <case>".
+  catch_discover_tests(${name} TEST_PREFIX "${name}: ")
+endfunction()
+
+function(dsv4_add_cuda_test name)
+  cmake_parse_arguments(arg "" "" "SOURCES;LIBS" ${ARGN})
+  if(NOT DSV4_HAS_CUDA_TOOLCHAIN)
+    return()
+  endif()
+  if(NOT TARGET dsv4_cuda_catch_main)
+    add_library(dsv4_cuda_catch_main OBJECT ${PROJECT_SOURCE_DIR}/tests/cuda_catch_main.cpp)
+    target_link_libraries(dsv4_cuda_catch_main PUBLIC Catch2::Catch2 dsv4::cuda)
+  endif()
+  add_executable(${name} ${arg_SOURCES})
+  dsv4_target_defaults(${name})
+  target_link_libraries(${name} PRIVATE dsv4::cuda dsv4_cuda_catch_main Catch2::Catch2 ${arg_LIBS})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS cuda)
+endfunction()
+
+function(dsv4_add_compile_fail_test name source regex)
+  get_filename_component(src ${source} ABSOLUTE)
+  set(cmd ${CMAKE_CXX_COMPILER} -std=c++20 -fsyntax-only -I${PROJECT_SOURCE_DIR}/include ${src})
+  add_test(NAME ${name}.control COMMAND ${cmd})
+  add_test(NAME ${name} COMMAND ${cmd} -DDSV4_EXPECT_FAILURE)
+  set_tests_properties(${name} PROPERTIES PASS_REGULAR_EXPRESSION "${regex}" LABELS compile-fail)
+  set_tests_properties(${name}.control PROPERTIES LABELS compile-fail)
+endfunction()
+
+function(dsv4_add_header_tests)
+  set(root ${PROJECT_SOURCE_DIR}/include)
+  file(GLOB_RECURSE hpp RELATIVE ${root} CONFIGURE_DEPENDS ${root}/dsv4/*.hpp)
+  file(GLOB_RECURSE cuh RELATIVE ${root} CONFIGURE_DEPENDS ${root}/dsv4/*.cuh)
+  set(gen ${CMAKE_CURRENT_BINARY_DIR}/header_check)
+  set(host_tus "")
+  foreach(h IN LISTS hpp)
+    string(MAKE_C_IDENTIFIER ${h} id)
+    # Included twice: the second inclusion checks the include guard.
+    file(CONFIGURE OUTPUT ${gen}/${id}.cpp CONTENT "#include \"${h}\"\n#include \"${h}\"\n")
+    list(APPEND host_tus ${gen}/${id}.cpp)
+  endforeach()
+  add_library(dsv4_header_check OBJECT ${host_tus})
+  dsv4_target_defaults(dsv4_header_check)
+  if(DSV4_HAS_CUDA_TOOLCHAIN AND cuh)
+    set(cuda_tus "")
+    foreach(h IN LISTS cuh)
+      string(MAKE_C_IDENTIFIER ${h} id)
+      file(CONFIGURE OUTPUT ${gen}/${id}.cu CONTENT "#include \"${h}\"\n#include \"${h}\"\n")
+      list(APPEND cuda_tus ${gen}/${id}.cu)
+    endforeach()
+    add_library(dsv4_cuda_header_check OBJECT ${cuda_tus})
+    target_link_libraries(dsv4_cuda_header_check PRIVATE dsv4::cuda)
+  endif()
+endfunction()
+
+function(dsv4_add_bench name)
+  cmake_parse_arguments(arg "" "" "SOURCES;LIBS" ${ARGN})
+  find_package(benchmark REQUIRED)
+  add_executable(${name} ${arg_SOURCES})
+  dsv4_target_defaults(${name})
+  target_link_libraries(${name} PRIVATE benchmark::benchmark ${arg_LIBS})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/bench)
+endfunction()

@@ -1,0 +1,185 @@
+// Presets: the released DeepSeek-V4-Flash and -Pro configs (spec §1.1, §15), DeepSeek-V3.2-Exp for
+// the report's efficiency comparisons, and tiny models that exercise every layer kind in tests.
+//
+// The released presets copy config.json value by value so that a model built from them loads the
+// official checkpoints; each preset is validated right here, so a typo fails the build.
+#pragma once
+
+#include "dsv4/config/model_config.hpp"
+
+namespace dsv4::config {
+
+// ---- DeepSeek-V4-Flash (284B total / 13B activated) ---------------------------------------------
+
+// [0, 0] + [4, 128] * 20 + [4] + [0]: SWA layers 0-1, CSA even 2..42, HCA odd 3..41, SWA MTP.
+inline constexpr compress_schedule v4_flash_schedule =
+    compress_schedule{}.append({0, 0}).append({4, 128}, 20).append({4}).append({0});
+
+inline constexpr model_config v4_flash{
+    .family = attention_family::v4_hybrid,
+    .vocab_size = 129280,
+    .d_model = 4096,
+    .n_layers = 43,
+    .bos_id = 0,
+    .eos_id = 1,
+    .n_heads = 64,
+    .head_dim = 512,
+    .rope_dim = 64,
+    .nope_dim = 448,
+    .q_lora_rank = 1024,
+    .o_groups = 8,
+    .o_lora_rank = 1024,
+    .window = 128,
+    .csa_ratio = 4,
+    .hca_ratio = 128,
+    .compress_ratios = v4_flash_schedule.ratios,
+    .n_schedule = v4_flash_schedule.size,
+    .index_n_heads = 64,
+    .index_head_dim = 128,
+    .index_topk = 512,
+    .hc_mult = 4,
+    .hc_sinkhorn_iters = 20,
+    .n_routed_experts = 256,
+    .n_shared_experts = 1,
+    .n_experts_per_tok = 6,
+    .moe_inter_dim = 2048,
+    .n_hash_layers = 3,
+    .n_mtp_layers = 1,
+    .linear_format = weight_format::fp8_e4m3_block128,
+    .expert_format = weight_format::fp4_e2m1_block32,
+    .other_format = weight_format::bf16,
+    .kv_cache = kv_format::fp8_released,
+};
+static_assert(is_valid_config<v4_flash>);
+
+inline constexpr model_params v4_flash_params{.route_scale = 1.5f};
+
+// ---- DeepSeek-V4-Pro (1.6T total / 49B activated) -----------------------------------------------
+
+// [128, 128] + [4, 128] * 29 + [4] + [0]: HCA layers 0-1 and odd 3..59, CSA even 2..60, SWA MTP.
+inline constexpr compress_schedule v4_pro_schedule =
+    compress_schedule{}.append({128, 128}).append({4, 128}, 29).append({4}).append({0});
+
+inline constexpr model_config v4_pro = [] {
+  model_config c = v4_flash;  // spec §15: everything not listed here is identical
+  c.d_model = 7168;
+  c.n_layers = 61;
+  c.n_heads = 128;
+  c.q_lora_rank = 1536;
+  c.o_groups = 16;
+  c.compress_ratios = v4_pro_schedule.ratios;
+  c.n_schedule = v4_pro_schedule.size;
+  c.index_topk = 1024;
+  c.n_routed_experts = 384;
+  c.moe_inter_dim = 3072;
+  return c;
+}();
+static_assert(is_valid_config<v4_pro>);
+
+inline constexpr model_params v4_pro_params{.route_scale = 2.5f};
+
+// ---- DeepSeek-V3.2-Exp (671B / 37B per the report), the comparison baseline -----------------------
+
+// Published config.json. Only what the accounting reads is filled in: no mHC, no schedule (every
+// layer is MLA + DSA), FP8 weights including experts, FP8 KV cache (656 B entries, 132 B keys).
+inline constexpr model_config v32{
+    .family = attention_family::v32_mla_dsa,
+    .vocab_size = 129280,
+    .d_model = 7168,
+    .n_layers = 61,
+    .bos_id = 0,
+    .eos_id = 1,
+    .n_heads = 128,
+    .head_dim = 192,  // qk_nope_head_dim + qk_rope_head_dim
+    .rope_dim = 64,
+    .nope_dim = 128,
+    .q_lora_rank = 1536,
+    .kv_lora_rank = 512,
+    .v_head_dim = 128,
+    .index_n_heads = 64,
+    .index_head_dim = 128,
+    .index_topk = 2048,
+    .n_routed_experts = 256,
+    .n_shared_experts = 1,
+    .n_experts_per_tok = 8,
+    .moe_inter_dim = 2048,
+    .first_k_dense = 3,
+    .dense_inter_dim = 18432,
+    .n_mtp_layers = 1,
+    .linear_format = weight_format::fp8_e4m3_block128,
+    .expert_format = weight_format::fp8_e4m3_block128,
+    .other_format = weight_format::bf16,
+    .kv_cache = kv_format::fp8_released,
+};
+static_assert(is_valid_config<v32>);
+
+// V3.2 applies YaRN (factor 40 over 4,096 tokens) to every layer at theta 10,000; no SwiGLU clamp.
+inline constexpr model_params v32_params{.compress_rope_theta = 10000.0f,
+                                         .yarn_factor = 40.0f,
+                                         .yarn_original_seq_len = 4096,
+                                         .route_scale = 2.5f,
+                                         .swiglu_limit = 0.0f,
+                                         .max_seq_len = 163840};
+
+// ---- tiny test models ----------------------------------------------------------------------------
+
+// Small enough for exhaustive CPU tests and golden fixtures; dims keep every ratio of the real
+// models that matters (head_dim = nope + rope, 2 heads per output group, window < hca_ratio).
+inline constexpr compress_schedule tiny_swa_schedule = compress_schedule{}.append({0, 0}).append({0});
+
+// Two SWA-only layers, hash-routed then score-routed, no MTP.
+inline constexpr model_config tiny_swa{
+    .family = attention_family::v4_hybrid,
+    .vocab_size = 256,
+    .d_model = 64,
+    .n_layers = 2,
+    .bos_id = 0,
+    .eos_id = 1,
+    .n_heads = 4,
+    .head_dim = 32,
+    .rope_dim = 16,
+    .nope_dim = 16,
+    .q_lora_rank = 32,
+    .o_groups = 2,
+    .o_lora_rank = 16,
+    .window = 8,
+    .csa_ratio = 4,
+    .hca_ratio = 16,
+    .compress_ratios = tiny_swa_schedule.ratios,
+    .n_schedule = tiny_swa_schedule.size,
+    .index_n_heads = 2,
+    .index_head_dim = 16,
+    .index_topk = 4,
+    .hc_mult = 4,
+    .hc_sinkhorn_iters = 20,
+    .n_routed_experts = 8,
+    .n_shared_experts = 1,
+    .n_experts_per_tok = 2,
+    .moe_inter_dim = 32,
+    .n_hash_layers = 1,
+    .n_mtp_layers = 0,
+    .linear_format = weight_format::f32,
+    .expert_format = weight_format::f32,
+    .other_format = weight_format::f32,
+    .kv_cache = kv_format::f32,
+};
+static_assert(is_valid_config<tiny_swa>);
+
+// Layers: 0 SWA/hash, 1 CSA/hash, 2 HCA/score, 3 CSA/score, 4 HCA/score; MTP block SWA/score.
+inline constexpr compress_schedule tiny_hybrid_schedule =
+    compress_schedule{}.append({0}).append({4, 16}, 2).append({0});
+
+inline constexpr model_config tiny_hybrid = [] {
+  model_config c = tiny_swa;
+  c.n_layers = 5;
+  c.compress_ratios = tiny_hybrid_schedule.ratios;
+  c.n_schedule = tiny_hybrid_schedule.size;
+  c.n_hash_layers = 2;
+  c.n_mtp_layers = 1;
+  return c;
+}();
+static_assert(is_valid_config<tiny_hybrid>);
+
+inline constexpr model_params tiny_params = v4_flash_params;
+
+}  // namespace dsv4::config

@@ -1,0 +1,48 @@
+// parallel_for: the one way dsv4 spreads CPU work over threads.
+//
+// Uses OpenMP when the build has it, a plain loop otherwise. Each index is processed by exactly
+// one thread and no reduction crosses indices, so results are bit-identical for any thread count:
+// a caller that needs a reduction over indices does it afterwards, in index order.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace dsv4 {
+
+// Threads parallel_for will use (1 without OpenMP).
+inline int max_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// Sets the threads later parallel_for calls use; n < 1 is taken as 1. No effect without OpenMP.
+inline void set_num_threads(int n) {
+#if defined(_OPENMP)
+  omp_set_num_threads(std::max(1, n));
+#else
+  (void)n;
+#endif
+}
+
+// Calls f(i) for every i in [begin, end), statically partitioned over the threads.
+template <class F>
+void parallel_for(std::int64_t begin, std::int64_t end, F&& f) {
+#if defined(_OPENMP)
+  if (end - begin > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static)
+    for (std::int64_t i = begin; i < end; ++i) f(i);
+    return;
+  }
+#endif
+  for (std::int64_t i = begin; i < end; ++i) f(i);
+}
+
+}  // namespace dsv4
