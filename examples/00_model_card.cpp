@@ -37,7 +37,8 @@ void print_context_table() {
   };
   constexpr context contexts[] = {{"4K", 4096}, {"64K", 65536}, {"128K", 131072}, {"1M", 1048576}};
   std::printf(
-      "\nPer sequence: KV cache in the released format (backbone): KV = all a cache allocates, entries = the\n"
+      "\nPer sequence: KV cache in the released format (backbone): KV = all a cache allocates, entries = "
+      "the\n"
       "compressed entries and index keys alone (what grows with the context; spec 8.3 counts these).\n"
       "Per decoded token: attention = core + indexer (raw FLOPs); token = whole token in FP8-equivalent "
       "FLOPs.\n");
@@ -50,8 +51,9 @@ void print_context_table() {
       const kv_bytes bytes = kv_sequence_bytes(m.config, m.config.kv_cache, ctx.tokens).backbone();
       const auto kv = static_cast<double>(bytes.total());
       const token_flops f = decode_flops(m.config, ctx.tokens);
-      std::printf("%-7s %-10s %9.3f %10.3f %7.1f%% %11.2f %7.1f%% %12.2f %7.1f%%\n", &m == models ? ctx.label : "",
-                  m.name, kv / 1e9, static_cast<double>(bytes.entries()) / 1e9, percent(kv, base_kv), giga(f.attention()),
+      std::printf("%-7s %-10s %9.3f %10.3f %7.1f%% %11.2f %7.1f%% %12.2f %7.1f%%\n",
+                  &m == models ? ctx.label : "", m.name, kv / 1e9, static_cast<double>(bytes.entries()) / 1e9,
+                  percent(kv, base_kv), giga(f.attention()),
                   percent(static_cast<double>(f.attention()), static_cast<double>(base.attention())),
                   f.fp8_equivalent() / 1e9, percent(f.fp8_equivalent(), base.fp8_equivalent()));
     }
