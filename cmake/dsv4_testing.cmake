@@ -5,10 +5,10 @@
 #   dsv4_add_cuda_test(<name> SOURCES <files...>)
 #       The same for CUDA sources, built only when CUDA is enabled; exits 77 (ctest: skipped)
 #       when no GPU is present.
-#   dsv4_add_compile_fail_test(<name> <source> <regex>)
-#       Two ctest entries: <name>.control compiles <source> as is and must succeed;
-#       <name> compiles it with -DDSV4_EXPECT_FAILURE and passes only if the compiler's
-#       output matches <regex> (so it fails for the right reason, not for any error).
+#   dsv4_add_compile_fail_test(<name> <source> <regex> [flags...])
+#       <name> compiles <source> with -DDSV4_EXPECT_FAILURE (and the flags) and passes only if
+#       the compiler's output matches <regex>; a control entry compiles <source> as is and must
+#       succeed (so a case fails for the right reason, not for any error).
 #   dsv4_add_header_tests()
 #       One generated translation unit per public header: every .hpp compiles on its own with
 #       the host compiler, every .cuh with nvcc.
@@ -65,13 +65,20 @@ function(dsv4_add_cuda_test name)
   set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 LABELS cuda)
 endfunction()
 
-function(dsv4_add_compile_fail_test name source regex)
+function(dsv4_add_compile_fail_test name source regex)  # extra compiler flags may follow
   get_filename_component(src ${source} ABSOLUTE)
   set(cmd ${CMAKE_CXX_COMPILER} -std=c++20 -fsyntax-only -I${PROJECT_SOURCE_DIR}/include ${src})
-  add_test(NAME ${name}.control COMMAND ${cmd})
-  add_test(NAME ${name} COMMAND ${cmd} -DDSV4_EXPECT_FAILURE)
+  add_test(NAME ${name} COMMAND ${cmd} -DDSV4_EXPECT_FAILURE ${ARGN})
   set_tests_properties(${name} PROPERTIES PASS_REGULAR_EXPRESSION "${regex}" LABELS compile-fail)
-  set_tests_properties(${name}.control PROPERTIES LABELS compile-fail)
+  # One control per source file: it must compile as it is.
+  string(MAKE_C_IDENTIFIER ${src} control_id)
+  get_property(done GLOBAL PROPERTY dsv4_control_${control_id})
+  if(NOT done)
+    set_property(GLOBAL PROPERTY dsv4_control_${control_id} TRUE)
+    string(REGEX REPLACE "\\.[a-z_0-9]+$" "" control_name "${name}")
+    add_test(NAME ${control_name}.control COMMAND ${cmd})
+    set_tests_properties(${control_name}.control PROPERTIES LABELS compile-fail)
+  endif()
 endfunction()
 
 function(dsv4_add_header_tests)
