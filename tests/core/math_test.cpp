@@ -1,0 +1,70 @@
+// dot, rms_norm, softmax and the activations against double-precision formulas.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "dsv4/core/math.hpp"
+
+namespace {
+std::vector<float> random_vector(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.5f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("dot matches a double-precision sum for every tail length", "[core][math]") {
+  for (std::size_t n : {1u, 7u, 8u, 9u, 63u, 512u, 1001u}) {
+    const auto a = random_vector(n, 1), b = random_vector(n, 2);
+    double ref = 0;
+    for (std::size_t i = 0; i < n; ++i) ref += double(a[i]) * double(b[i]);
+    CHECK(dsv4::dot(a.data(), b.data(), static_cast<dsv4::index_t>(n)) ==
+          Approx(ref).margin(1e-5 * std::sqrt(double(n))).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("rms_norm, weighted and unweighted", "[core][math]") {
+  const auto x = random_vector(300, 3), w = random_vector(300, 4);
+  double ms = 0;
+  for (float v : x) ms += double(v) * v;
+  const double r = 1.0 / std::sqrt(ms / 300 + 1e-6);
+  std::vector<float> y(300), u(300);
+  dsv4::rms_norm(x, w, 1e-6f, y);
+  dsv4::rms_norm(x, {}, 1e-6f, u);
+  for (std::size_t i = 0; i < 300; ++i) {
+    CHECK(y[i] == Approx(double(w[i]) * x[i] * r).epsilon(1e-5));
+    CHECK(u[i] == Approx(double(x[i]) * r).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("softmax sums to one, is shift invariant and handles -inf", "[core][math]") {
+  auto x = random_vector(17, 5);
+  x[3] = -INFINITY;
+  auto shifted = x;
+  for (float& v : shifted) v += 100.0f;
+  dsv4::softmax(x);
+  dsv4::softmax(shifted);
+  double sum = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    sum += x[i];
+    CHECK(x[i] == Approx(shifted[i]).epsilon(1e-5));
+  }
+  CHECK(sum == Approx(1.0).epsilon(1e-6));
+  CHECK(x[3] == 0.0f);
+  std::vector<float> all_masked(4, -INFINITY);
+  dsv4::softmax(all_masked);
+  for (float v : all_masked) CHECK(v == 0.0f);
+}
+
+TEST_CASE("activations", "[core][math]") {
+  for (float x : {-90.0f, -20.0f, -1.5f, 0.0f, 0.3f, 4.0f, 30.0f, 90.0f}) {
+    const double xd = x;
+    CHECK(dsv4::sigmoid(x) == Approx(1.0 / (1.0 + std::exp(-xd))).margin(1e-30));
+    CHECK(dsv4::silu(x) == Approx(xd / (1.0 + std::exp(-xd))).margin(1e-30));
+    CHECK(dsv4::softplus(x) == Approx(std::log1p(std::exp(xd))).epsilon(1e-6).margin(1e-30));
+  }
+}
