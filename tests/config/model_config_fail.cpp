@@ -6,6 +6,8 @@
 // expected-error schedule_length: dsv4 model_config: compress_ratios must have n_layers \+ 1 entries
 // expected-error schedule_ratio: dsv4 model_config: every compress ratio must be 0, csa_ratio or hca_ratio
 // expected-error index_topk: dsv4 model_config: index_topk must be positive when the schedule has CSA layers
+// expected-error ratio_multiple: dsv4 model_config: hca_ratio must be a multiple of csa_ratio
+// expected-error experts_per_tok: dsv4 model_config: n_experts_per_tok must be in \[1, n_routed_experts\]
 #include "dsv4/config/presets.hpp"
 
 namespace cfg = dsv4::config;
@@ -28,6 +30,14 @@ constexpr auto broken = edited([](cfg::model_config& c) { c.n_schedule = c.n_lay
 constexpr auto broken = edited([](cfg::model_config& c) { c.compress_ratios[2] = 8; });  // neither 4 nor 16
 #elif defined(DSV4_CASE_index_topk)
 constexpr auto broken = edited([](cfg::model_config& c) { c.index_topk = 0; });
+#elif defined(DSV4_CASE_ratio_multiple)
+constexpr auto broken = edited([](cfg::model_config& c) {  // 16 -> 18 everywhere, not a multiple of 4
+  for (int l = 0; l < c.n_schedule; ++l)
+    if (c.compress_ratios[l] == c.hca_ratio) c.compress_ratios[l] = 18;
+  c.hca_ratio = 18;
+});
+#elif defined(DSV4_CASE_experts_per_tok)
+constexpr auto broken = edited([](cfg::model_config& c) { c.n_experts_per_tok = c.n_routed_experts + 1; });
 #else
 constexpr auto broken = edited([](cfg::model_config&) {});
 #endif
