@@ -2,14 +2,14 @@
 // and the scalar activations of DeepSeek-V4 (sigmoid, SiLU, softplus).
 //
 // These are the readable specification: fp32 in, fp32 out, fp32 accumulation in a fixed order.
-// dot() keeps eight partial sums (lane i takes elements i, i+8, ...) and adds them in a fixed tree,
-// so the compiler can vectorize it and the result still does not depend on threads or on where a
-// buffer starts.
+// Dot products keep eight partial sums (lane l takes elements l, l+8, ...) and add them in a fixed
+// tree, so they vectorize and the result still does not depend on threads, blocking or alignment.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 
@@ -18,15 +18,44 @@
 
 namespace dsv4 {
 
+// out[b] = sum_i rows[b][i] * x[i] for B consecutive rows of length n (row stride n). Each row keeps
+// its eight lanes in one vector register (GCC vector extension: AVX with -march=native, plain code
+// elsewhere); the B accumulators are independent FMA chains, so a block of rows hides the latency
+// a single dot product waits on. Every result sums in the same lane order whatever B is.
+template <index_t B>
+inline void dot_rows(const float* rows, const float* x, index_t n, float* out) {
+  using lanes8 = float __attribute__((vector_size(32)));
+  constexpr index_t lanes = 8;
+  lanes8 acc[B] = {};
+  index_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    lanes8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    for (index_t b = 0; b < B; ++b) {
+      lanes8 r;
+      std::memcpy(&r, rows + b * n + i, sizeof r);
+      acc[b] += r * v;
+    }
+  }
+  for (index_t b = 0; b < B; ++b) {
+    float a[lanes];
+    std::memcpy(a, &acc[b], sizeof a);
+    for (index_t l = 0; l < lanes && i + l < n; ++l) a[l] += rows[b * n + i + l] * x[i + l];
+    out[b] = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+  }
+}
+
+// dot_rows over any number of rows: blocks of 8, then one at a time.
+inline void dot_rows(const float* rows, const float* x, index_t n, index_t count, float* out) {
+  for (; count >= 8; count -= 8, rows += 8 * n, out += 8) dot_rows<8>(rows, x, n, out);
+  for (; count > 0; --count, rows += n, ++out) dot_rows<1>(rows, x, n, out);
+}
+
 // sum_i a[i] * b[i], n elements.
 inline float dot(const float* a, const float* b, index_t n) {
-  constexpr int lanes = 8;
-  float acc[lanes] = {};
-  index_t i = 0;
-  for (; i + lanes <= n; i += lanes)
-    for (int l = 0; l < lanes; ++l) acc[l] += a[i + l] * b[i + l];
-  for (int l = 0; i < n; ++i, ++l) acc[l] += a[i] * b[i];
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  float r;
+  dot_rows<1>(a, b, n, &r);
+  return r;
 }
 
 // sum_i x[i]^2 over n elements, in the same order as dot(x, x, n).

@@ -1,0 +1,248 @@
+// The attention layer's properties for every policy: decode == prefill == chunked prefill,
+// causality, CSA with a large top-k == attending to every visible entry, bad input.
+#include <catch2/catch.hpp>
+
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "attn/attn_test_support.hpp"
+#include "dsv4/attn/attention.hpp"
+#include "dsv4/config/presets.hpp"
+#include "fixture.hpp"
+
+namespace {
+using namespace dsv4;
+using config::model_config;
+
+// Window 8 with HCA blocks of 16 (tiny_hybrid), and the real model's window of 128 with HCA
+// blocks of 128 and a top-k that leaves entries unselected.
+constexpr model_config tiny = config::tiny_hybrid;
+constexpr model_config tiny_w128 = [] {
+  model_config c = config::tiny_hybrid;
+  c.window = 128;
+  c.hca_ratio = 128;
+  c.compress_ratios = config::compress_schedule{}.append({0}).append({4, 128}, 2).append({0}).ratios;
+  c.index_topk = 16;
+  return c;
+}();
+// A top-k larger than any number of visible entries in these tests.
+constexpr model_config tiny_all = [] {
+  model_config c = config::tiny_hybrid;
+  c.index_topk = 1000;
+  return c;
+}();
+
+// csa without the indexer: every visible overlapping entry.
+struct csa_every_entry : attn::csa {
+  static constexpr int top_k(const model_config&) { return 0; }
+};
+static_assert(attn::attention_policy<csa_every_entry>);
+
+// A layer of policy P over random weights it owns.
+template <model_config C, class P>
+struct random_layer {
+  test::tensor_store store;
+  attn::attention_layer<C, P> layer;
+  explicit random_layer(unsigned seed)
+      : store(test::random_attention_store<C>(seed)),
+        layer(*attn::attention_layer<C, P>::create(test::attention_views(store, P::compress_ratio(C)),
+                                                   config::tiny_params)) {}
+};
+
+// Runs x (S, d) through a fresh cache in calls of the given lengths (cycled until S is covered).
+template <model_config C, class P>
+std::vector<float> run(const attn::attention_layer<C, P>& layer, const std::vector<float>& x,
+                       index_t capacity, const std::vector<index_t>& chunks) {
+  const index_t d = C.d_model, S = static_cast<index_t>(x.size()) / d;
+  attn::sequence_cache<C, P> cache(capacity);
+  std::vector<float> y(x.size());
+  for (index_t done = 0, k = 0; done < S; ++k) {
+    const index_t n = std::min(chunks[std::size_t(k) % chunks.size()], S - done);
+    const tensor_view<const float, 2> xv(x.data() + done * d, {n, d});
+    const tensor_view<float, 2> yv(y.data() + done * d, {n, d});
+    REQUIRE(layer.forward(cache, xv, yv).ok());
+    done += n;
+  }
+  REQUIRE(cache.tokens() == S);
+  return y;
+}
+
+template <model_config C, class P>
+void check_decode_equals_prefill() {
+  const random_layer<C, P> r(11);
+  const auto* layer = &r.layer;
+  std::mt19937 rng(5);
+  for (index_t S : {1, 3, 4, 5, 127, 128, 129, 300}) {
+    const auto x = test::normal(std::size_t(S * C.d_model), 0.0f, 1.0f, rng);
+    const auto whole = run<C, P>(*layer, x, 320, {S});
+    const auto tokens = run<C, P>(*layer, x, 320, {1});
+    const auto chunked = run<C, P>(*layer, x, 320, {7, 1, 16, 33});
+    INFO(P::name << " S = " << S);
+    CHECK(test::rel_l2(tokens, whole) <= 1e-5);
+    CHECK(test::rel_l2(chunked, whole) <= 1e-5);
+  }
+}
+
+template <model_config C, class P>
+void check_causal() {
+  const random_layer<C, P> r(12);
+  const auto* layer = &r.layer;
+  std::mt19937 rng(6);
+  const index_t S = 200, d = C.d_model;
+  auto x = test::normal(std::size_t(S * d), 0.0f, 1.0f, rng);
+  const auto before = run<C, P>(*layer, x, S, {S});
+  for (index_t j : {0, 37, 150, 199}) {
+    auto changed = x;
+    for (index_t i = 0; i < d; ++i) changed[std::size_t(j * d + i)] += 0.5f;
+    const auto after = run<C, P>(*layer, changed, S, {S});
+    INFO(P::name << " token " << j);
+    CHECK(std::equal(before.begin(), before.begin() + j * d, after.begin()));
+    CHECK(!std::equal(before.begin() + j * d, before.begin() + (j + 1) * d, after.begin() + j * d));
+  }
+}
+}  // namespace
+
+TEST_CASE("decode token by token and chunked prefill equal one prefill", "[attn]") {
+  check_decode_equals_prefill<tiny, attn::swa>();
+  check_decode_equals_prefill<tiny, attn::csa>();
+  check_decode_equals_prefill<tiny, attn::hca>();
+  check_decode_equals_prefill<tiny, attn::dense>();
+  check_decode_equals_prefill<tiny_w128, attn::swa>();
+  check_decode_equals_prefill<tiny_w128, attn::csa>();
+  check_decode_equals_prefill<tiny_w128, attn::hca>();
+}
+
+TEST_CASE("an output never depends on later tokens", "[attn]") {
+  check_causal<tiny, attn::swa>();
+  check_causal<tiny, attn::csa>();
+  check_causal<tiny, attn::hca>();
+  check_causal<tiny, attn::dense>();
+}
+
+TEST_CASE("CSA with top-k past the visible entries attends to all of them", "[attn]") {
+  const auto store = test::random_attention_store<tiny_all>(13);
+  const auto w = test::attention_views(store, tiny_all.csa_ratio);
+  const auto sparse = attn::attention_layer<tiny_all, attn::csa>::create(w, config::tiny_params);
+  const auto every = attn::attention_layer<tiny_all, csa_every_entry>::create(w, config::tiny_params);
+  const auto narrow = attn::attention_layer<tiny, attn::csa>::create(w, config::tiny_params);
+  REQUIRE((sparse.ok() && every.ok() && narrow.ok()));
+  std::mt19937 rng(7);
+  const index_t S = 150;
+  const auto x = test::normal(std::size_t(S * tiny.d_model), 0.0f, 1.0f, rng);
+  const auto a = run<tiny_all, attn::csa>(*sparse, x, S, {S});
+  const auto b = run<tiny_all, csa_every_entry>(*every, x, S, {S});
+  CHECK(test::rel_l2(a, b) <= 1e-6);
+  // With top-4 of up to 37 entries the selection matters (the comparison above can fail).
+  const auto c = run<tiny, attn::csa>(*narrow, x, S, {S});
+  CHECK(test::rel_l2(c, b) > 1e-3);
+}
+
+TEST_CASE("dense attention equals SWA while the sequence fits in the window", "[attn]") {
+  const auto store = test::random_attention_store<tiny>(14);
+  const auto w = test::attention_views(store, 0);
+  const auto window = attn::attention_layer<tiny, attn::swa>::create(w, config::tiny_params);
+  const auto dense = attn::attention_layer<tiny, attn::dense>::create(w, config::tiny_params);
+  REQUIRE((window.ok() && dense.ok()));
+  std::mt19937 rng(8);
+  const auto x = test::normal(std::size_t(40 * tiny.d_model), 0.0f, 1.0f, rng);
+  const auto a = run<tiny, attn::swa>(*window, x, 40, {40});
+  const auto b = run<tiny, attn::dense>(*dense, x, 40, {40});
+  const auto d = static_cast<std::size_t>(tiny.d_model);
+  const std::size_t fit = std::size_t(tiny.window) * d;
+  CHECK(test::rel_l2({a.data(), fit}, {b.data(), fit}) == 0.0);
+  CHECK(test::rel_l2({a.data() + fit, a.size() - fit}, {b.data() + fit, b.size() - fit}) > 1e-3);
+}
+
+TEST_CASE("bad input returns a status and leaves the cache as it was", "[attn]") {
+  const auto store = test::random_attention_store<tiny>(15);
+  const auto layer =
+      attn::attention_layer<tiny, attn::csa>::create(test::attention_views(store, 4), config::tiny_params);
+  REQUIRE(layer.ok());
+  std::mt19937 rng(9);
+  const index_t d = tiny.d_model;
+  const auto x = test::normal(std::size_t(24 * d), 0.0f, 1.0f, rng);
+  attn::sequence_cache<tiny, attn::csa> cache(20), reference(20);
+  std::vector<float> y(x.size()), z(x.size());
+  REQUIRE(layer->forward(cache, {x.data(), {10, d}}, {y.data(), {10, d}}).ok());
+  REQUIRE(layer->forward(reference, {x.data(), {10, d}}, {y.data(), {10, d}}).ok());
+
+  const status past = layer->forward(cache, {x.data(), {11, d}}, {y.data(), {11, d}});
+  CHECK(past.code() == errc::out_of_range);
+  CHECK_THAT(past.message(), Catch::Contains("capacity 20"));
+  const status shape = layer->forward(cache, {x.data(), {2, d - 1}}, {y.data(), {2, d - 1}});
+  CHECK(shape.code() == errc::shape_mismatch);
+  CHECK_THAT(shape.message(), Catch::Contains("x"));
+  const status out = layer->forward(cache, {x.data(), {2, d}}, {y.data(), {3, d}});
+  CHECK(out.code() == errc::shape_mismatch);
+
+  // The failed calls changed nothing: continuing gives what an untouched cache gives.
+  CHECK(cache.tokens() == 10);
+  REQUIRE(layer->forward(cache, {x.data() + 10 * d, {10, d}}, {y.data(), {10, d}}).ok());
+  REQUIRE(layer->forward(reference, {x.data() + 10 * d, {10, d}}, {z.data(), {10, d}}).ok());
+  CHECK(std::equal(y.begin(), y.begin() + 10 * d, z.begin()));
+
+  auto w = test::attention_views(store, 4);
+  w.indexer.wq_b = store.view2("wq_b");
+  const auto bad = attn::attention_layer<tiny, attn::csa>::create(w, config::tiny_params);
+  REQUIRE(!bad.ok());
+  CHECK_THAT(bad.error().message(), Catch::Contains("indexer.wq_b.weight"));
+}
+
+TEST_CASE("visit_policy maps each layer kind of the schedule to its policy", "[attn]") {
+  std::vector<std::string_view> names;
+  for (int l = 0; l <= tiny.n_layers; ++l)
+    names.push_back(attn::visit_policy(config::layer_kind_of(tiny, l), []<class P>() { return P::name; }));
+  CHECK(names == std::vector<std::string_view>{"swa", "csa", "hca", "csa", "hca", "swa"});
+}
+
+TEST_CASE("a copied cache is a snapshot the sequence can roll back to", "[attn]") {
+  const random_layer<tiny, attn::csa> r(16);
+  std::mt19937 rng(10);
+  const index_t d = tiny.d_model;
+  const auto x = test::normal(std::size_t(40 * d), 0.0f, 1.0f, rng);
+  attn::sequence_cache<tiny, attn::csa> cache(40);
+  std::vector<float> first(std::size_t(10 * d)), second(first.size()), other(first.size());
+  REQUIRE(
+      r.layer.forward(cache, {x.data(), {25, d}}, {std::vector<float>(std::size_t(25 * d)).data(), {25, d}})
+          .ok());
+  const auto snapshot = cache;
+  REQUIRE(r.layer.forward(cache, {x.data() + 25 * d, {10, d}}, {first.data(), {10, d}}).ok());
+  cache = snapshot;  // roll back 10 speculative tokens
+  REQUIRE(cache.tokens() == 25);
+  REQUIRE(r.layer.forward(cache, {x.data() + 30 * d, {10, d}}, {other.data(), {10, d}}).ok());
+  cache = snapshot;
+  REQUIRE(r.layer.forward(cache, {x.data() + 25 * d, {10, d}}, {second.data(), {10, d}}).ok());
+  CHECK(first == second);
+  CHECK(first != other);
+}
+
+TEST_CASE("a layer large enough to use both threads gives identical outputs on 1 and 2 threads", "[attn]") {
+  // Projections of 128K+ multiply-adds and 160+ candidates: every parallel path of the layer runs.
+  constexpr model_config mid = [] {
+    model_config c = config::tiny_hybrid;
+    c.d_model = 256;
+    c.n_heads = 8;
+    c.head_dim = 128;
+    c.rope_dim = 64;
+    c.nope_dim = 64;
+    c.q_lora_rank = 128;
+    c.o_lora_rank = 64;
+    c.window = 128;
+    c.index_n_heads = 8;
+    c.index_head_dim = 64;
+    c.index_topk = 8;
+    return c;
+  }();
+  const random_layer<mid, attn::hca> r(17);
+  std::mt19937 rng(11);
+  const index_t S = 200;
+  const auto x = test::normal(std::size_t(S * mid.d_model), 0.0f, 1.0f, rng);
+  const int threads = max_threads();
+  set_num_threads(1);
+  const auto one = run<mid, attn::hca>(r.layer, x, S, {S});
+  set_num_threads(2);
+  const auto two = run<mid, attn::hca>(r.layer, x, S, {S});
+  set_num_threads(threads);
+  CHECK(one == two);
+}

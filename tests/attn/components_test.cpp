@@ -1,0 +1,280 @@
+// RoPE, compressor, indexer top-k and the sparse attention core, each against independent
+// formulas in double precision or hand-computed cases.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <numbers>
+#include <random>
+#include <vector>
+
+#include "attn/attn_test_support.hpp"
+#include "dsv4/attn/compressor.hpp"
+#include "dsv4/attn/indexer.hpp"
+#include "dsv4/attn/rope.hpp"
+#include "dsv4/attn/sparse_attention.hpp"
+#include "dsv4/core/parallel.hpp"
+#include "fixture.hpp"
+
+namespace {
+using namespace dsv4;
+
+double dot_double(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += double(a[i]) * b[i];
+  return s;
+}
+}  // namespace
+
+TEST_CASE("plain RoPE rotates interleaved pairs of the trailing dims by t * theta^(-2i/r)", "[attn][rope]") {
+  const auto table = attn::rope_table::plain(8, 10000.0f);
+  std::mt19937 rng(1);
+  const auto x = test::normal(12, 0.0f, 1.0f, rng);  // 4 nope + 8 rope
+  auto y = x;
+  table.apply(y, 37);
+  for (int i = 0; i < 4; ++i) CHECK(y[std::size_t(i)] == x[std::size_t(i)]);
+  for (int i = 0; i < 4; ++i) {
+    const double a = 37.0 * std::pow(10000.0, -2.0 * i / 8), c = std::cos(a), s = std::sin(a);
+    const double re = x[std::size_t(4 + 2 * i)], im = x[std::size_t(5 + 2 * i)];
+    CHECK(y[std::size_t(4 + 2 * i)] == Approx(re * c - im * s).margin(1e-5));
+    CHECK(y[std::size_t(5 + 2 * i)] == Approx(im * c + re * s).margin(1e-5));
+  }
+  table.apply(y, 37, /*inverse=*/true);
+  CHECK(test::rel_l2(y, x) <= 1e-6);
+}
+
+TEST_CASE("YaRN keeps high frequencies, divides low ones by the factor, no mscale", "[attn][rope]") {
+  // Released values (spec §4.3): theta 160k, 64 dims, factor 16 over 65,536: ramp from pair 15 to 25.
+  const auto plain = attn::rope_table::plain(64, 160000.0f);
+  const auto yarn = attn::rope_table::yarn(64, 160000.0f, 16.0f, 65536, 32.0f, 1.0f);
+  const auto p = plain.inv_freq(), f = yarn.inv_freq();
+  for (int i = 0; i < 32; ++i) {
+    const double ramp = std::clamp((i - 15.0) / 10.0, 0.0, 1.0);
+    CHECK(f[std::size_t(i)] == Approx(p[std::size_t(i)] * (ramp / 16 + (1 - ramp))).epsilon(1e-6));
+  }
+  CHECK(f[15] == p[15]);
+  CHECK(f[25] == Approx(p[25] / 16).epsilon(1e-6));
+  // No temperature: a rotation keeps the norm.
+  std::mt19937 rng(2);
+  auto x = test::normal(64, 0.0f, 1.0f, rng);
+  const double n0 = std::sqrt(dot_double(x, x));
+  yarn.apply(x, 1000003);
+  CHECK(std::sqrt(dot_double(x, x)) == Approx(n0).epsilon(1e-5));
+}
+
+TEST_CASE("RoPE scores depend on the relative position only", "[attn][rope]") {
+  const auto table = attn::rope_table::for_layer(config::model_params{}, 16, true);
+  std::mt19937 rng(3);
+  const auto a = test::normal(16, 0.0f, 1.0f, rng), b = test::normal(16, 0.0f, 1.0f, rng);
+  const auto score = [&](index_t s, index_t t) {
+    auto qa = a, kb = b;
+    table.apply(qa, s);
+    table.apply(kb, t);
+    return dot_double(qa, kb);
+  };
+  CHECK(score(100, 40) == Approx(score(1060, 1000)).margin(1e-4));
+  CHECK(score(100, 40) != Approx(score(100, 41)).margin(1e-4));
+}
+
+namespace {
+// Independent form of a compressed entry (spec §6.1, paper order): entry i pools, per channel,
+// the own-window series C^a (last c channels) of tokens [m i, m(i+1)) and the previous-window
+// series C^b (first c channels) of tokens [m(i-1), m i), softmax over the 2m scores; then norm
+// and RoPE at m i.
+std::vector<float> reference_entry(const attn::compressor_shape& s, const test::tensor_store& w,
+                                   const std::vector<float>& x, index_t d, index_t i,
+                                   const attn::rope_table& rope) {
+  const auto wkv = w.view2("c.wkv"), wgate = w.view2("c.wgate"), ape = w.view2("c.ape");
+  const int m = s.ratio, dim = s.dim;
+  std::vector<double> num(std::size_t(dim), 0.0), den(std::size_t(dim), 0.0);
+  const auto add = [&](index_t token, int channel_offset, int c) {
+    double kv = 0, z = ape(token % m, channel_offset + c);
+    for (index_t k = 0; k < d; ++k) {
+      kv += double(wkv(channel_offset + c, k)) * x[std::size_t(token * d + k)];
+      z += double(wgate(channel_offset + c, k)) * x[std::size_t(token * d + k)];
+    }
+    num[std::size_t(c)] += std::exp(z) * kv;
+    den[std::size_t(c)] += std::exp(z);
+  };
+  for (int c = 0; c < dim; ++c) {
+    for (index_t tok = m * i; tok < m * (i + 1); ++tok) add(tok, s.overlap ? dim : 0, c);
+    if (s.overlap && i > 0)
+      for (index_t tok = m * (i - 1); tok < m * i; ++tok) add(tok, 0, c);
+  }
+  // RMSNorm in double, then RoPE at the block start.
+  double ms = 0;
+  for (int c = 0; c < dim; ++c) ms += std::pow(num[std::size_t(c)] / den[std::size_t(c)], 2) / dim;
+  const auto norm = w.view1("c.norm");
+  std::vector<float> e(static_cast<std::size_t>(dim));
+  for (int c = 0; c < dim; ++c)
+    e[std::size_t(c)] = float(norm(c) * (num[std::size_t(c)] / den[std::size_t(c)]) / std::sqrt(ms + 1e-6));
+  rope.apply(e, i * m);
+  return e;
+}
+
+void check_compressor(const attn::compressor_shape& s, index_t tokens) {
+  const index_t d = 24;
+  std::mt19937 rng(4 + unsigned(s.ratio));
+  test::tensor_store w;
+  w.add("c.wkv", {s.channels(), d}, test::normal(std::size_t(s.channels() * d), 0.0f, 0.3f, rng));
+  w.add("c.wgate", {s.channels(), d}, test::normal(std::size_t(s.channels() * d), 0.0f, 0.3f, rng));
+  w.add("c.ape", {s.ratio, s.channels()}, test::normal(std::size_t(s.ratio * s.channels()), 0.0f, 1.0f, rng));
+  w.add("c.norm", {s.dim}, test::normal(std::size_t(s.dim), 1.0f, 0.2f, rng));
+  const attn::compressor_weights cw = test::compressor_views(w, "c");
+  REQUIRE(attn::check_compressor(s, cw, d, "c").ok());
+  const auto rope = attn::rope_table::for_layer(config::model_params{}, 8, true);
+  const auto x = test::normal(std::size_t(tokens * d), 0.0f, 1.0f, rng);
+
+  attn::compressor_state state(s);
+  std::vector<float> entry(std::size_t(s.dim));
+  index_t emitted = 0;
+  for (index_t t = 0; t < tokens; ++t) {
+    const bool closed = state.step(cw, rope, 1e-6f, {x.data() + t * d, std::size_t(d)}, entry);
+    CHECK(closed == ((t + 1) % s.ratio == 0));
+    CHECK(state.entries() == attn::visible_entries(t, s.ratio));
+    if (!closed) continue;
+    const auto ref = reference_entry(s, w, x, d, emitted++, rope);
+    INFO("ratio " << s.ratio << " entry " << emitted - 1);
+    CHECK(test::rel_l2(entry, ref) <= 1e-5);
+  }
+  CHECK(emitted == tokens / s.ratio);
+}
+}  // namespace
+
+TEST_CASE("overlapping and non-overlapping compressors match the report's pooling formula",
+          "[attn][compressor]") {
+  check_compressor({4, 16, true}, 41);
+  check_compressor({16, 16, false}, 50);
+  check_compressor({2, 8, false}, 9);
+}
+
+TEST_CASE("a ratio-1 compressor is its projection, norm and RoPE at the token", "[attn][compressor]") {
+  const attn::compressor_shape s{1, 16, false};
+  check_compressor(s, 5);
+  // Directly: softmax over one row is 1, whatever the gate.
+  const index_t d = 8;
+  std::mt19937 rng(9);
+  test::tensor_store w;
+  w.add("c.wkv", {16, d}, test::normal(16 * d, 0.0f, 0.3f, rng));
+  w.add("c.wgate", {16, d}, test::normal(16 * d, 0.0f, 3.0f, rng));
+  w.add("c.ape", {1, 16}, test::normal(16, 0.0f, 3.0f, rng));
+  w.add("c.norm", {16}, test::normal(16, 1.0f, 0.2f, rng));
+  const auto rope = attn::rope_table::plain(8, 10000.0f);
+  attn::compressor_state state(s);
+  const auto x = test::normal(std::size_t(3 * d), 0.0f, 1.0f, rng);
+  std::vector<float> entry(16), proj(16);
+  for (index_t t = 0; t < 3; ++t) {
+    REQUIRE(
+        state.step(test::compressor_views(w, "c"), rope, 1e-6f, {x.data() + t * d, std::size_t(d)}, entry));
+    attn::matvec(w.view2("c.wkv"), {x.data() + t * d, std::size_t(d)}, proj);
+    double ms = 0;
+    for (float v : proj) ms += double(v) * v / 16;
+    for (std::size_t i = 0; i < 16; ++i)
+      proj[i] = float(w.view1("c.norm")(i) * proj[i] / std::sqrt(ms + 1e-6));
+    rope.apply(proj, t);
+    CHECK(test::rel_l2(entry, proj) <= 1e-6);
+  }
+}
+
+TEST_CASE("top-k selects by score, ties by lower index, in ascending order", "[attn][indexer]") {
+  const std::vector<float> scores = {0.5f, 2.0f, 0.0f, 2.0f, -1.0f, 0.0f, 0.0f, 3.0f};
+  std::vector<std::int32_t> sel(scores.size());
+  REQUIRE(attn::select_top_k(scores, 3, sel) == 3);
+  CHECK(std::vector<std::int32_t>(sel.begin(), sel.begin() + 3) == std::vector<std::int32_t>{1, 3, 7});
+  REQUIRE(attn::select_top_k(scores, 5, sel) == 5);
+  CHECK(std::vector<std::int32_t>(sel.begin(), sel.begin() + 5) == std::vector<std::int32_t>{0, 1, 2, 3, 7});
+  REQUIRE(attn::select_top_k(scores, 20, sel) == 8);
+  CHECK(sel[7] == 7);
+}
+
+TEST_CASE("index scores are the head-weighted sum of ReLU dot products", "[attn][indexer]") {
+  std::mt19937 rng(10);
+  const auto q = test::normal(3 * 8, 0.0f, 1.0f, rng), keys = test::normal(5 * 8, 0.0f, 1.0f, rng);
+  const auto w = test::normal(3, 0.0f, 1.0f, rng);
+  std::vector<float> scores(5);
+  attn::indexer_scores({q.data(), {3, 8}}, w, {keys.data(), {5, 8}}, scores);
+  for (int s = 0; s < 5; ++s) {
+    double ref = 0;
+    for (int h = 0; h < 3; ++h) {
+      double qk = 0;
+      for (int i = 0; i < 8; ++i) qk += double(q[std::size_t(h * 8 + i)]) * keys[std::size_t(s * 8 + i)];
+      ref += w[std::size_t(h)] * std::max(0.0, qk);
+    }
+    CHECK(scores[std::size_t(s)] == Approx(ref).margin(1e-5));
+  }
+}
+
+TEST_CASE("sparse attention: one softmax over the candidates with the sink in the denominator",
+          "[attn][core]") {
+  std::mt19937 rng(11);
+  const index_t heads = 3, c = 20, rows = 9;
+  const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
+  const auto kv = test::normal(std::size_t(rows * c), 0.0f, 1.0f, rng);
+  const auto sink = test::normal(std::size_t(heads), 0.0f, 1.0f, rng);
+  // 600 candidates (5 chunks), -1 among them, every row many times: there is no de-duplication.
+  std::vector<std::int32_t> candidates(600);
+  for (auto& j : candidates) j = std::int32_t(rng() % (rows + 1)) - 1;
+  std::vector<float> out(std::size_t(heads * c));
+  std::vector<float> workspace(std::size_t(attn::sparse_attention_op::workspace_floats(heads, c, 600)));
+  const float scale = 1.0f / std::sqrt(float(c));
+  const attn::sparse_attention_op::params p{.q = {q.data(), {heads, c}},
+                                            .kv = {kv.data(), {rows, c}},
+                                            .candidates = candidates,
+                                            .sink = {sink.data(), {heads}},
+                                            .scale = scale,
+                                            .out = {out.data(), {heads, c}},
+                                            .workspace = workspace};
+  REQUIRE(attn::sparse_attention_op::check(p).ok());
+  REQUIRE(run<cpu>(p).ok());
+  for (index_t h = 0; h < heads; ++h) {
+    double den = std::exp(double(sink[std::size_t(h)]));
+    std::vector<double> num(std::size_t(c), 0.0);
+    for (std::int32_t j : candidates) {
+      if (j < 0) continue;
+      double z = 0;
+      for (index_t i = 0; i < c; ++i) z += double(q[std::size_t(h * c + i)]) * kv[std::size_t(j * c + i)];
+      const double e = std::exp(z * scale);
+      den += e;
+      for (index_t i = 0; i < c; ++i) num[std::size_t(i)] += e * kv[std::size_t(j * c + i)];
+    }
+    for (index_t i = 0; i < c; ++i)
+      CHECK(out[std::size_t(h * c + i)] == Approx(num[std::size_t(i)] / den).margin(1e-5));
+  }
+  // No candidate at all: the sink takes all the mass.
+  auto empty = p;
+  empty.candidates = {};
+  REQUIRE(run<cpu>(empty).ok());
+  for (float v : out) CHECK(v == 0.0f);
+  // A candidate outside the kv rows is refused before anything is written.
+  const std::vector<std::int32_t> bad = {0, 9};
+  auto outside = p;
+  outside.candidates = bad;
+  const status st = attn::sparse_attention_op::check(outside);
+  CHECK(st.code() == errc::out_of_range);
+  CHECK_THAT(st.message(), Catch::Contains("row 9"));
+}
+
+TEST_CASE("attention outputs are bit-identical for 1 and 2 threads", "[attn][core]") {
+  std::mt19937 rng(12);
+  const index_t heads = 8, c = 64, rows = 1000;
+  const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
+  const auto kv = test::normal(std::size_t(rows * c), 0.0f, 1.0f, rng);
+  const auto sink = test::normal(std::size_t(heads), 0.0f, 1.0f, rng);
+  std::vector<std::int32_t> candidates(static_cast<std::size_t>(rows));
+  for (index_t j = 0; j < rows; ++j) candidates[std::size_t(j)] = std::int32_t((j * 7) % rows);
+  std::vector<float> one(std::size_t(heads * c)), two(one.size());
+  std::vector<float> workspace(std::size_t(attn::sparse_attention_op::workspace_floats(heads, c, rows)));
+  const int threads = max_threads();
+  for (auto* out : {&one, &two}) {
+    set_num_threads(out == &one ? 1 : 2);
+    const attn::sparse_attention_op::params p{{q.data(), {heads, c}},
+                                              {kv.data(), {rows, c}},
+                                              candidates,
+                                              {sink.data(), {heads}},
+                                              0.125f,
+                                              {out->data(), {heads, c}},
+                                              workspace};
+    REQUIRE(run<cpu>(p).ok());
+  }
+  set_num_threads(threads);
+  CHECK(one == two);
+}
