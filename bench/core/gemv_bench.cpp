@@ -1,0 +1,85 @@
+// GEMV (one token) and GEMM (256 tokens) over one weight matrix of V4-Flash's routed-expert shape
+// (2048 x 4096) in each storage format. The GEMV cycles over enough copies of the matrix that they
+// do not fit in the last-level cache, and reports the bytes it reads as a fraction of the read
+// bandwidth measured in the same run (`of_read_bw`); the GEMM reports its FLOP rate as a fraction
+// of the measured FMA peak (`of_fma_peak`). Each benchmark checks one output against a direct
+// evaluation before timing.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <vector>
+
+#include "dsv4/core/gemv.hpp"
+#include "moe/bench_weights.hpp"
+#include "roofline.hpp"
+
+namespace {
+
+using dsv4::index_t;
+constexpr index_t rows = 2048, cols = 4096;
+constexpr double working_set_bytes = 320.0 * (1 << 20);  // well past any last-level cache
+
+// y[o] against a double dot product of the decoded row, for one row.
+template <class W>
+void verify_or_abort(const W& w, const float* x, const float* y, index_t n_tok, index_t o) {
+  std::vector<float> row(static_cast<std::size_t>(w.cols()));
+  for (index_t k = 0; k < w.cols(); k += dsv4::weight_chunk)
+    w.decode(o, k, dsv4::weight_chunk, row.data() + k);
+  for (index_t t = 0; t < n_tok; ++t) {
+    double s = 0, mag = 0;
+    for (index_t k = 0; k < w.cols(); ++k) {
+      s += double(row[static_cast<std::size_t>(k)]) * x[t * w.cols() + k];
+      mag += std::fabs(double(row[static_cast<std::size_t>(k)]) * x[t * w.cols() + k]);
+    }
+    if (std::fabs(s - y[t * w.rows() + o]) > 1e-5 * mag) std::abort();
+  }
+}
+
+template <class W>
+void bm_gemv(benchmark::State& state) {
+  const dsv4::bench::stored_matrix<W> probe(rows, cols, 1);
+  const int copies = std::max(1, static_cast<int>(std::ceil(working_set_bytes / probe.bytes())));
+  std::vector<dsv4::bench::stored_matrix<W>> mats;
+  for (int c = 0; c < copies; ++c) mats.emplace_back(rows, cols, static_cast<unsigned>(c + 2));
+  const auto x = std::vector<float>(cols, 0.5f);
+  std::vector<float> y(rows);
+  if (!dsv4::gemv(mats[0].view(), x, y).ok()) std::abort();
+  verify_or_abort(mats[0].view(), x.data(), y.data(), 1, 1234);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(dsv4::gemv(mats[i].view(), x, y));
+    benchmark::ClobberMemory();
+    i = (i + 1) % mats.size();
+  }
+  state.counters["bytes"] = benchmark::Counter(probe.bytes(), benchmark::Counter::kIsIterationInvariantRate,
+                                               benchmark::Counter::kIs1024);
+  state.counters["of_read_bw"] = dsv4::bench::bandwidth_fraction(probe.bytes());
+}
+
+template <class W>
+void bm_gemm(benchmark::State& state) {
+  const index_t n = state.range(0);
+  const dsv4::bench::stored_matrix<W> w(rows, cols, 1);
+  std::vector<float> x(static_cast<std::size_t>(n * cols));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7) * 0.25f - 0.75f;
+  std::vector<float> y(static_cast<std::size_t>(n * rows));
+  if (!dsv4::gemm(w.view(), {x.data(), {n, cols}}, {y.data(), {n, rows}}).ok()) std::abort();
+  verify_or_abort(w.view(), x.data(), y.data(), n, 777);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(dsv4::gemm(w.view(), {x.data(), {n, cols}}, {y.data(), {n, rows}}));
+    benchmark::ClobberMemory();
+  }
+  state.counters["of_fma_peak"] = dsv4::bench::fma_fraction(2.0 * static_cast<double>(n * rows * cols));
+}
+
+}  // namespace
+
+BENCHMARK(bm_gemv<dsv4::f32_matrix>)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(bm_gemv<dsv4::bf16_matrix>)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(bm_gemv<dsv4::fp8_matrix>)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(bm_gemv<dsv4::fp4_matrix>)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(bm_gemm<dsv4::f32_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bm_gemm<dsv4::bf16_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bm_gemm<dsv4::fp8_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bm_gemm<dsv4::fp4_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();

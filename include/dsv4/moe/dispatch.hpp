@@ -1,0 +1,95 @@
+// Grouping the tokens of a batch by expert, and combining the experts' outputs back per token.
+//
+// Why: with k experts per token, expert e sees only the tokens that chose it. Sorting the n*k
+// (token, slot) pairs by expert lets each expert run one GEMM over a contiguous block of rows
+// (decoding its quantized weights once per batch instead of once per token). The plan is a
+// counting sort, stable in pair order (pair p = t*k + j is slot j of token t):
+//   counts[e]            pairs routed to expert e
+//   offsets[e]           first row of expert e's block; offsets[n_experts] = n*k
+//   order[r]             the pair at sorted row r
+//   inverse[p]           the sorted row of pair p (inverse[order[r]] = r)
+// combine() adds, for each token, its k expert outputs in slot order and then the shared expert's,
+// so the result does not depend on the batch, on the grouping or on the thread count.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "dsv4/core/parallel.hpp"
+#include "dsv4/core/status.hpp"
+#include "dsv4/core/tensor_view.hpp"
+
+namespace dsv4::moe {
+
+struct dispatch_plan {
+  tensor_view<std::int32_t, 1> counts;   // (n_experts)
+  tensor_view<std::int32_t, 1> offsets;  // (n_experts + 1)
+  tensor_view<std::int32_t, 1> order;    // (n * k) pair index at each sorted row
+  tensor_view<std::int32_t, 1> inverse;  // (n * k) sorted row of each pair
+};
+
+// Builds the plan for experts (n, k) out of n_experts; ids outside [0, n_experts) are an error
+// reported before anything is written.
+inline status plan_dispatch(tensor_view<const std::int32_t, 2> experts, index_t n_experts,
+                            const dispatch_plan& plan) {
+  const index_t n = experts.extent(0), k = experts.extent(1), pairs = n * k;
+  DSV4_TRY(check_shape(plan.counts, {n_experts}, "plan.counts"));
+  DSV4_TRY(check_shape(plan.offsets, {n_experts + 1}, "plan.offsets"));
+  DSV4_TRY(check_shape(plan.order, {pairs}, "plan.order"));
+  DSV4_TRY(check_shape(plan.inverse, {pairs}, "plan.inverse"));
+  for (index_t t = 0; t < n; ++t)
+    for (index_t j = 0; j < k; ++j)
+      if (experts(t, j) < 0 || experts(t, j) >= n_experts) {
+        return {errc::invalid_argument, "experts[" + std::to_string(t) + "][" + std::to_string(j) +
+                                            "] = " + std::to_string(experts(t, j)) + " is not in [0, " +
+                                            std::to_string(n_experts) + ")"};
+      }
+  for (index_t e = 0; e < n_experts; ++e) plan.counts(e) = 0;
+  for (index_t t = 0; t < n; ++t)
+    for (index_t j = 0; j < k; ++j) ++plan.counts(experts(t, j));
+  plan.offsets(0) = 0;
+  for (index_t e = 0; e < n_experts; ++e) plan.offsets(e + 1) = plan.offsets(e) + plan.counts(e);
+  // Fill each expert's block in pair order, using inverse as the running cursor per pair.
+  for (index_t e = 0; e < n_experts; ++e) plan.counts(e) = 0;
+  for (index_t p = 0; p < pairs; ++p) {
+    const std::int32_t e = experts(p / k, p % k);
+    const std::int32_t row = plan.offsets(e) + plan.counts(e)++;
+    plan.order(row) = static_cast<std::int32_t>(p);
+    plan.inverse(p) = row;
+  }
+  return {};
+}
+
+// xs (n*k, d): row r = x[order[r] / k], the token of the pair at sorted row r.
+inline status gather_tokens(tensor_view<const float, 2> x, tensor_view<const std::int32_t, 1> order,
+                            index_t k, tensor_view<float, 2> xs) {
+  const index_t n = x.extent(0), d = x.extent(1);
+  DSV4_TRY(check_shape(order, {n * k}, "order"));
+  DSV4_TRY(check_shape(xs, {n * k, d}, "xs"));
+  parallel_for(0, n * k, [&](index_t r) {
+    const index_t t = order(r) / k;
+    for (index_t c = 0; c < d; ++c) xs(r, c) = x(t, c);
+  });
+  return {};
+}
+
+// y (n, d): y[t] = (ys[inverse[t*k]] + ... + ys[inverse[t*k + k-1]]) + shared[t], left to right;
+// shared may be an empty view (no shared expert).
+inline status combine(tensor_view<const float, 2> ys, tensor_view<const std::int32_t, 1> inverse, index_t k,
+                      tensor_view<const float, 2> shared, tensor_view<float, 2> y) {
+  const index_t n = y.extent(0), d = y.extent(1);
+  if (k < 1) return {errc::invalid_argument, "combine: k = " + std::to_string(k) + " must be at least 1"};
+  DSV4_TRY(check_shape(inverse, {n * k}, "inverse"));
+  DSV4_TRY(check_shape(ys, {n * k, d}, "ys"));
+  if (!shared.empty()) DSV4_TRY(check_shape(shared, {n, d}, "shared"));
+  parallel_for(0, n, [&](index_t t) {
+    for (index_t c = 0; c < d; ++c) {
+      float acc = ys(inverse(t * k), c);
+      for (index_t j = 1; j < k; ++j) acc += ys(inverse(t * k + j), c);
+      y(t, c) = shared.empty() ? acc : acc + shared(t, c);
+    }
+  });
+  return {};
+}
+
+}  // namespace dsv4::moe

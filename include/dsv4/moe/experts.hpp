@@ -1,0 +1,153 @@
+// SwiGLU experts of DeepSeek-V4 (spec §9.3) and the dense SwiGLU FFN policy built from one.
+//
+//   g = w1 . x,  u = w3 . x                       (fp32 accumulation, core/gemv.hpp)
+//   u <- clamp(u, -limit, limit),  g <- min(g, limit)   (the gate is clamped from above only)
+//   a = silu(g) * u * weight                      (a routed expert's mixing weight, before w2)
+//   y = w2 . a
+//
+// The clamp (swiglu_limit, 10 in both releases; 0 or less disables it) applies to the routed and
+// the shared expert alike: the current official revision clamps the shared expert too (§16.3,
+// §18.1). Applying the routing weight before w2 is the released model's order; Hugging Face applies
+// it after w2, which is the same up to fp32 rounding. Weights may be stored in any format of
+// core/gemv.hpp and are decoded on the fly. This is the fp32 path; the released model's BF16
+// roundings of g, u and a and the FP8 quantization of w2's input (§18.3) are not simulated here.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/math.hpp"
+#include "dsv4/core/parallel.hpp"
+#include "dsv4/core/status.hpp"
+#include "dsv4/core/tensor_view.hpp"
+#include "dsv4/moe/concepts.hpp"
+
+namespace dsv4::moe {
+
+// silu(min(g, limit)) * clamp(u, -limit, limit); limit <= 0 means no clamp.
+inline float clamped_swiglu(float g, float u, float limit) {
+  if (limit > 0.0f) {
+    g = std::min(g, limit);
+    u = std::clamp(u, -limit, limit);
+  }
+  return silu(g) * u;
+}
+
+// The three matrices of one SwiGLU expert.
+template <weight_matrix W>
+struct swiglu_weights {
+  W w1;  // (inter, d) gate projection
+  W w3;  // (inter, d) up projection
+  W w2;  // (d, inter) down projection
+
+  index_t dim() const { return w1.cols(); }
+  index_t inter() const { return w1.rows(); }
+
+  status check(std::string_view name) const {
+    const std::string n(name);
+    DSV4_TRY(w1.check(n + ".w1"));
+    DSV4_TRY(w3.check(n + ".w3"));
+    DSV4_TRY(w2.check(n + ".w2"));
+    if (w3.rows() != inter() || w3.cols() != dim() || w2.rows() != dim() || w2.cols() != inter()) {
+      return {errc::shape_mismatch, n + ": expected w1, w3 (inter, d) and w2 (d, inter), got w1 (" +
+                                        std::to_string(inter()) + ", " + std::to_string(dim()) + "), w3 (" +
+                                        std::to_string(w3.rows()) + ", " + std::to_string(w3.cols()) +
+                                        "), w2 (" + std::to_string(w2.rows()) + ", " +
+                                        std::to_string(w2.cols()) + ")"};
+    }
+    return {};
+  }
+};
+
+// Floats of scratch swiglu_forward needs for n tokens.
+template <weight_matrix W>
+index_t swiglu_scratch_floats(const swiglu_weights<W>& e, index_t n) {
+  return 2 * n * e.inter();
+}
+
+// y (n, d) = w2 . (clamped_swiglu(w1 . x_t, w3 . x_t) * row_weight[t]) for every token t; an empty
+// row_weight means weight 1 (shared and dense experts). scratch holds swiglu_scratch_floats.
+template <weight_matrix W>
+status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
+                      std::span<const float> row_weight, float limit, tensor_view<float, 2> y,
+                      std::span<float> scratch) {
+  const index_t n = x.extent(0), inter = e.inter();
+  if (!row_weight.empty() && static_cast<index_t>(row_weight.size()) != n) {
+    return {errc::shape_mismatch, "row_weight: expected " + std::to_string(n) + " weights, got " +
+                                      std::to_string(row_weight.size())};
+  }
+  if (static_cast<index_t>(scratch.size()) < swiglu_scratch_floats(e, n)) {
+    return {errc::out_of_range, "scratch: expected at least " + std::to_string(swiglu_scratch_floats(e, n)) +
+                                    " floats, got " + std::to_string(scratch.size())};
+  }
+  const tensor_view<float, 2> g(scratch.data(), {n, inter});              // (n, inter)
+  const tensor_view<float, 2> u(scratch.data() + n * inter, {n, inter});  // (n, inter)
+  DSV4_TRY(gemm(e.w1, x, g));
+  DSV4_TRY(gemm(e.w3, x, u));
+  parallel_for(0, n, [&](index_t t) {
+    const float w = row_weight.empty() ? 1.0f : row_weight[static_cast<std::size_t>(t)];
+    for (index_t i = 0; i < inter; ++i) {
+      const float a = clamped_swiglu(g(t, i), u(t, i), limit);
+      g(t, i) = row_weight.empty() ? a : a * w;
+    }
+  });
+  return gemm(e.w2, tensor_view<const float, 2>(g), y);
+}
+
+namespace detail {
+// Workspace pieces, each rounded up to a cache line so that every piece is aligned. With a null
+// base the layout only adds up sizes, so that a size query and the carving share one code path.
+inline constexpr std::size_t workspace_align = 64;
+struct workspace_layout {
+  std::byte* base = nullptr;
+  std::size_t used = 0;
+
+  template <class T>
+  T* take(index_t count) {
+    T* p = base ? reinterpret_cast<T*>(base + used) : nullptr;
+    used += (static_cast<std::size_t>(count) * sizeof(T) + workspace_align - 1) / workspace_align *
+            workspace_align;
+    return p;
+  }
+};
+inline status check_workspace(std::span<std::byte> ws, std::size_t need) {
+  if (ws.size() >= need && reinterpret_cast<std::uintptr_t>(ws.data()) % workspace_align == 0) return {};
+  return {errc::out_of_range, "workspace: expected at least " + std::to_string(need) +
+                                  " bytes aligned to 64, got " + std::to_string(ws.size())};
+}
+}  // namespace detail
+
+// The dense SwiGLU FFN: the baseline an MoE is compared with (no routing, weight 1, clamp optional).
+template <weight_matrix W>
+struct dense_swiglu_ffn {
+  swiglu_weights<W> weights;
+  float swiglu_limit = 0.0f;  // <= 0: the plain SwiGLU
+
+  std::size_t workspace_bytes(index_t n) const {
+    detail::workspace_layout size_only;
+    size_only.take<float>(swiglu_scratch_floats(weights, n));
+    return size_only.used;
+  }
+
+  status forward(const ffn_input& in, tensor_view<float, 2> y, std::span<std::byte> ws) const {
+    const index_t n = in.x.extent(0);
+    DSV4_TRY(weights.check("ffn"));
+    DSV4_TRY(check_shape(in.x, {n, weights.dim()}, "x"));
+    DSV4_TRY(check_shape(y, {n, weights.dim()}, "y"));
+    DSV4_TRY(detail::check_workspace(ws, workspace_bytes(n)));
+    const index_t floats = swiglu_scratch_floats(weights, n);
+    detail::workspace_layout layout{ws.data()};
+    return swiglu_forward(weights, in.x, {}, swiglu_limit, y,
+                          std::span<float>(layout.take<float>(floats), static_cast<std::size_t>(floats)));
+  }
+};
+
+static_assert(ffn_policy<dense_swiglu_ffn<f32_matrix>> && ffn_policy<dense_swiglu_ffn<bf16_matrix>> &&
+              ffn_policy<dense_swiglu_ffn<fp8_matrix>> && ffn_policy<dense_swiglu_ffn<fp4_matrix>>);
+
+}  // namespace dsv4::moe
