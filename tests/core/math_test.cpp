@@ -6,20 +6,13 @@
 #include <vector>
 
 #include "dsv4/core/math.hpp"
+#include "random.hpp"
 
-namespace {
-std::vector<float> random_vector(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.5f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-}  // namespace
+using dsv4::test::random_normal;
 
 TEST_CASE("dot matches a double-precision sum for every tail length", "[core][math]") {
   for (std::size_t n : {1u, 7u, 8u, 9u, 63u, 512u, 1001u}) {
-    const auto a = random_vector(n, 1), b = random_vector(n, 2);
+    const auto a = random_normal(n, 1), b = random_normal(n, 2);
     double ref = 0;
     for (std::size_t i = 0; i < n; ++i) ref += double(a[i]) * double(b[i]);
     CHECK(dsv4::dot(a.data(), b.data(), static_cast<dsv4::index_t>(n)) ==
@@ -28,7 +21,7 @@ TEST_CASE("dot matches a double-precision sum for every tail length", "[core][ma
 }
 
 TEST_CASE("rms_norm, weighted and unweighted", "[core][math]") {
-  const auto x = random_vector(300, 3), w = random_vector(300, 4);
+  const auto x = random_normal(300, 3), w = random_normal(300, 4);
   double ms = 0;
   for (float v : x) ms += double(v) * v;
   const double r = 1.0 / std::sqrt(ms / 300 + 1e-6);
@@ -42,7 +35,7 @@ TEST_CASE("rms_norm, weighted and unweighted", "[core][math]") {
 }
 
 TEST_CASE("softmax sums to one, is shift invariant and handles -inf", "[core][math]") {
-  auto x = random_vector(17, 5);
+  auto x = random_normal(17, 5);
   x[3] = -INFINITY;
   auto shifted = x;
   for (float& v : shifted) v += 100.0f;

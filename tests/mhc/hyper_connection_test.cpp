@@ -158,7 +158,7 @@ TEST_CASE("HC_post mixes with comb^T, which differs from comb on a non-symmetric
   // The same on a Sinkhorn-projected (doubly stochastic, non-symmetric) matrix at test width.
   site_buffers b(2, 4, 48, 21, 3.0f);
   REQUIRE(run<cpu>(b.pre_params()).ok());
-  const auto yv = random_vector(static_cast<std::size_t>(b.tokens * b.d), 22);
+  const auto yv = random_normal(static_cast<std::size_t>(b.tokens * b.d), 22);
   std::vector<float> o(b.x.size());
   REQUIRE(run<cpu>(hc_post_op::params{{yv.data(), {b.tokens, b.d}},
                                       b.streams(),
@@ -189,7 +189,7 @@ TEST_CASE("HC_post mixes with comb^T, which differs from comb on a non-symmetric
 TEST_CASE("HC_post in place equals out of place, and a partial overlap is rejected", "[mhc]") {
   site_buffers b(2, 4, 300, 31);  // d = 300: a full and a partial channel block
   REQUIRE(run<cpu>(b.pre_params()).ok());
-  const auto y = random_vector(static_cast<std::size_t>(b.tokens * b.d), 32);
+  const auto y = random_normal(static_cast<std::size_t>(b.tokens * b.d), 32);
   std::vector<float> separate(b.x.size());
   const hc_post_op::params out_of_place{{y.data(), {b.tokens, b.d}},
                                         b.streams(),
@@ -215,8 +215,8 @@ TEST_CASE("HC_post in place equals out of place, and a partial overlap is reject
 
 TEST_CASE("HC_pre, HC_post and the head give bit-identical results for 1 and 2 threads", "[mhc]") {
   const int saved = max_threads();
-  const auto y = random_vector(3 * 300, 42);
-  const auto head_fn = random_vector(4 * 4 * 300, 43, 0.05f);
+  const auto y = random_normal(3 * 300, 42);
+  const auto head_fn = random_normal(4 * 4 * 300, 43, 0.05f);
   const float head_scale[] = {0.9f}, head_base[] = {0.1f, -0.2f, 0.3f, 0.0f};
   const auto once = [&](int threads) {
     set_num_threads(threads);
@@ -276,7 +276,7 @@ TEST_CASE("Shape and setting errors name the offending tensor and leave the outp
 
 TEST_CASE("mhc<4> as a residual policy: expand, two sites, head", "[mhc]") {
   constexpr index_t tokens = 2, n = 4, d = 24;
-  const auto e = random_vector(tokens * d, 61);
+  const auto e = random_normal(tokens * d, 61);
   std::vector<float> x(tokens * n * d);
   REQUIRE(mhc4::expand({e.data(), {tokens, d}}, {x.data(), {tokens, n, d}}).ok());
   for (index_t t = 0; t < tokens; ++t)
@@ -294,7 +294,7 @@ TEST_CASE("mhc<4> as a residual policy: expand, two sites, head", "[mhc]") {
   REQUIRE(run<cpu>(direct.pre_params()).ok());
   CHECK(x_in == direct.x_in);
   CHECK(std::vector<float>(scratch.begin() + 2 * tokens * n, scratch.end()) == direct.comb);
-  const auto y = random_vector(tokens * d, 63);
+  const auto y = random_normal(tokens * d, 63);
   const tensor_view<float, 3> xs(x.data(), {tokens, n, d});
   REQUIRE(mhc4::post({y.data(), {tokens, d}}, xs, state, xs).ok());
   REQUIRE(run<cpu>(hc_post_op::params{{y.data(), {tokens, d}},
@@ -309,7 +309,7 @@ TEST_CASE("mhc<4> as a residual policy: expand, two sites, head", "[mhc]") {
 TEST_CASE("A batch gives bit-identical results to its tokens run one at a time", "[mhc]") {
   constexpr index_t tokens = 5, n = 4, d = 300;
   site_buffers batch(tokens, n, d, 91, 2.0f);
-  const auto y = random_vector(tokens * d, 92);
+  const auto y = random_normal(tokens * d, 92);
   REQUIRE(run<cpu>(batch.pre_params()).ok());
   std::vector<float> out(batch.x.size());
   REQUIRE(run<cpu>(hc_post_op::params{{y.data(), {tokens, d}},

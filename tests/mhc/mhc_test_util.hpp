@@ -7,18 +7,13 @@
 #include <vector>
 
 #include "dsv4/mhc/hyper_connection.hpp"
+#include "random.hpp"
 
 namespace mhc_test {
 using namespace dsv4;
 using namespace dsv4::mhc;
 
-inline std::vector<float> random_vector(std::size_t n, unsigned seed, float stddev = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using test::random_normal;
 
 // Row-major (n, n) matrices in double.
 using dmatrix = std::vector<double>;
@@ -80,11 +75,11 @@ struct site_buffers {
       : tokens(tokens_),
         n(n_),
         d(d_),
-        x(random_vector(static_cast<std::size_t>(tokens * n * d), seed)),
-        fn(random_vector(static_cast<std::size_t>(mix_width(n) * n * d), seed + 1,
+        x(random_normal(static_cast<std::size_t>(tokens * n * d), seed)),
+        fn(random_normal(static_cast<std::size_t>(mix_width(n) * n * d), seed + 1,
                          logit_std / std::sqrt(static_cast<float>(n * d)))),
         scale{0.8f, 1.1f, 1.3f},
-        base(random_vector(static_cast<std::size_t>(mix_width(n)), seed + 2, 0.5f)),
+        base(random_normal(static_cast<std::size_t>(mix_width(n)), seed + 2, 0.5f)),
         x_in(static_cast<std::size_t>(tokens * d)),
         pre(static_cast<std::size_t>(tokens * n)),
         post(static_cast<std::size_t>(tokens * n)),

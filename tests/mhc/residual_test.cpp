@@ -41,7 +41,7 @@ std::vector<float> run_block(const std::vector<float>& e, index_t tokens, index_
 
 TEST_CASE("plain_residual reproduces x + f(x) exactly", "[mhc][residual]") {
   constexpr index_t tokens = 3, d = 37;
-  const auto e = random_vector(tokens * d, 71);
+  const auto e = random_normal(tokens * d, 71);
   const auto h = run_block<mhc::plain_residual>(e, tokens, d, {}, {});
   std::vector<float> x = e, y(e.size());
   for (int site = 0; site < 2; ++site) {
@@ -67,9 +67,9 @@ TEST_CASE("residual_add_op rejects mismatched shapes and partial overlaps", "[mh
 
 TEST_CASE("one block source runs with mHC, unconstrained HC and the plain residual", "[mhc][residual]") {
   constexpr index_t tokens = 2, d = 16;
-  const auto e = random_vector(tokens * d, 81);
+  const auto e = random_normal(tokens * d, 81);
   site_buffers site(tokens, 4, d, 82);
-  const auto head_fn = random_vector(4 * 4 * d, 83, 0.1f);
+  const auto head_fn = random_normal(4 * 4 * d, 83, 0.1f);
   const float head_scale[] = {1.0f}, head_base[] = {0.0f, 0.1f, 0.2f, 0.3f};
   const mhc::hc_head_weights head{{head_fn.data(), {4, 4 * d}}, {head_scale, {1}}, {head_base, {4}}};
   const auto constrained = run_block<mhc::mhc<4>>(e, tokens, d, site.weights(), head);

@@ -78,7 +78,7 @@ double column_error(const std::vector<float>& p) { return sum_error(p, 1, n); }
 double worst_row_error(float stddev, int iters, int count, unsigned seed) {
   double worst = 0;
   for (int m = 0; m < count; ++m)
-    worst = std::max(worst, row_error(projected(random_vector(n * n, seed + m, stddev), iters)));
+    worst = std::max(worst, row_error(projected(random_normal(n * n, seed + m, stddev), iters)));
   return worst;
 }
 }  // namespace
@@ -86,11 +86,11 @@ double worst_row_error(float stddev, int iters, int count, unsigned seed) {
 TEST_CASE("Sinkhorn follows the released order: row softmax + eps, columns, then (rows, columns)",
           "[mhc][sinkhorn]") {
   for (int iters : {1, 2, 3, 20}) {
-    const auto logits = random_vector(n * n, 11 + iters, 3.0f);
+    const auto logits = random_normal(n * n, 11 + iters, 3.0f);
     CHECK(max_abs_diff(projected(logits, iters), reference_sinkhorn(logits, iters, order::released)) < 2e-6);
   }
   // The report's column-first order gives a different matrix from the same logits (spec §16.4).
-  const auto logits = random_vector(n * n, 5, 4.0f);
+  const auto logits = random_normal(n * n, 5, 4.0f);
   CHECK(max_abs_diff(projected(logits, 3), reference_sinkhorn(logits, 3, order::columns_first)) > 1e-3);
 }
 
@@ -100,7 +100,7 @@ TEST_CASE("Sinkhorn output is non-negative and its columns sum to 1 within 1e-5"
   for (float stddev : {0.25f, 1.0f, 4.0f, 16.0f})
     for (int iters : {5, 20}) {
       for (unsigned s = 0; s < 200; ++s) {
-        const auto p = projected(random_vector(n * n, 1000 + s, stddev), iters);
+        const auto p = projected(random_normal(n * n, 1000 + s, stddev), iters);
         CHECK(*std::min_element(p.begin(), p.end()) >= 0.0f);
         CHECK(column_error(p) <= 1e-5);
       }
@@ -125,7 +125,7 @@ TEST_CASE("Sinkhorn spectral norm stays within the row-sum bound of 1", "[mhc][s
   // ||P||_2 <= sqrt(||P||_1 ||P||_inf) = sqrt(max column sum * max row sum) <= sqrt(1 + row error).
   for (float stddev : {1.0f, 4.0f})
     for (unsigned s = 0; s < 300; ++s) {
-      const auto p = projected(random_vector(n * n, 90000 + s, stddev), 20);
+      const auto p = projected(random_normal(n * n, 90000 + s, stddev), 20);
       const double norm = spectral_norm(dmatrix(p.begin(), p.end()), n);
       CHECK(norm <= std::sqrt(1.0 + row_error(p)) + 1e-6);
       CHECK(norm <= 1.0 + (stddev <= 1.0f ? 5e-3 : 0.1));

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dsv4/core/gemv.hpp"
+#include "random.hpp"
 
 namespace dsv4::test {
 
@@ -23,15 +24,6 @@ struct aligned_workspace {
     bytes = std::span<std::byte>(storage.data() + (64 - skew) % 64, size);
   }
 };
-
-// Values of N(0, stddev), seeded.
-inline std::vector<float> random_normal(std::size_t n, unsigned seed, float stddev = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 enum class format { f32, bf16, fp8, fp4 };
 
