@@ -4,6 +4,7 @@
 
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/dtype.hpp"
+#include "dsv4/core/gemm.hpp"
 #include "dsv4/core/gemv.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/math.hpp"
@@ -35,3 +36,10 @@
 #include "dsv4/moe/load_balance.hpp"
 #include "dsv4/moe/moe_ffn.hpp"
 #include "dsv4/moe/router.hpp"
+
+#include "dsv4/optim/adamw.hpp"
+#include "dsv4/optim/concepts.hpp"
+#include "dsv4/optim/muon.hpp"
+#include "dsv4/optim/newton_schulz.hpp"
+#include "dsv4/optim/param_groups.hpp"
+#include "dsv4/optim/state.hpp"
