@@ -16,7 +16,7 @@
 
 using namespace dsv4;
 using namespace dsv4::mhc;
-using mhc_test::random_vector;
+using mhc_test::random_normal;
 using mhc_test::site_buffers;
 using mhc4 = dsv4::mhc::mhc<4>;
 using dsv4::test::fixture;

@@ -9,7 +9,7 @@
 #include "mhc_test_util.hpp"
 
 using namespace dsv4;
-using mhc_test::random_vector;
+using mhc_test::random_normal;
 using mhc_test::site_buffers;
 
 namespace {
