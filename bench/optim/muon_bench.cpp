@@ -1,8 +1,9 @@
 // One Muon step (momentum, Nesterov input, V4's 10-step hybrid Newton-Schulz, rescale and decay)
 // on fp32 matrices of 1024x1024, 4096x1024 and 4096x4096. FLOPs count the orthogonalization's
 // products, 10 * (4 s^2 l + 2 s^3) for s = min(n, m), l = max(n, m) (the elementwise work is
-// O(n m)); `of_fma_peak` relates the rate to the FMA peak measured in the same run. No BLAS line:
-// no optimized BLAS is installed on the development machine (docs/muon.md).
+// O(n m)); `of_fma_peak` relates the rate to the FMA peak measured in the same run.
+// Where CMake finds OpenBLAS (libopenblas-dev; benchmarks only, the library never uses it), a
+// reference line runs the same hybrid Newton-Schulz iteration over cblas_sgemm.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -13,6 +14,10 @@
 #include "dsv4/optim/muon.hpp"
 #include "roofline.hpp"
 
+#if defined(DSV4_BENCH_OPENBLAS)
+#include <cblas.h>
+#endif
+
 namespace {
 using dsv4::index_t;
 
@@ -22,6 +27,12 @@ std::vector<float> random_vector(std::size_t n, unsigned seed, float stddev) {
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
+}
+
+void count_ns_flops(benchmark::State& state, index_t n, index_t m) {
+  const double flops = dsv4::optim::muon<>::orthogonalizer::flops(n, m);
+  state.counters["GFLOPs"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["of_fma_peak"] = dsv4::bench::fma_fraction(flops);
 }
 
 void bm_muon_step(benchmark::State& state) {
@@ -46,10 +57,71 @@ void bm_muon_step(benchmark::State& state) {
     benchmark::DoNotOptimize(opt.step(*slot, wv, gv, lr));
     benchmark::ClobberMemory();
   }
-  const double flops = dsv4::optim::muon<>::orthogonalizer::flops(n, m);
-  state.counters["GFLOPs"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["of_fma_peak"] = dsv4::bench::fma_fraction(flops);
+  count_ns_flops(state, n, m);
 }
+
+#if defined(DSV4_BENCH_OPENBLAS)
+// The reference line: V4's schedule over cblas_sgemm, on the small Gram side as dsv4 does, with the
+// Frobenius normalization first; compared with dsv4's result once before timing.
+void bm_newton_schulz_openblas(benchmark::State& state) {
+  const index_t n = state.range(0), m = state.range(1), s = std::min(n, m);
+  const bool wide = n <= m;
+  const auto g = random_vector(static_cast<std::size_t>(n * m), 2, 1e-3f);
+  std::vector<float> x(g.size()), y(g.size()), a(static_cast<std::size_t>(s * s)), b(a.size());
+  const auto ni = static_cast<int>(n), mi = static_cast<int>(m), si = static_cast<int>(s);
+  auto iterate = [&] {
+    double ss = 0;
+    for (float v : g) ss += double(v) * v;
+    const auto inv = static_cast<float>(1.0 / (std::sqrt(ss) + 1e-7));
+    for (std::size_t i = 0; i < g.size(); ++i) x[i] = g[i] * inv;
+    for (const auto& st : dsv4::optim::v4_hybrid_schedule.steps) {
+      // A = X X^T (wide) or X^T X (tall); B = c A A + b A; Y = a X + B X (wide) or a X + X B (tall).
+      if (wide)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, si, si, mi, 1.0f, x.data(), mi, x.data(), mi,
+                    0.0f, a.data(), si);
+      else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, si, si, ni, 1.0f, x.data(), mi, x.data(), mi,
+                    0.0f, a.data(), si);
+      b = a;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, si, si, si, st.c, a.data(), si, a.data(), si,
+                  st.b, b.data(), si);
+      y = x;
+      if (wide)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, mi, si, 1.0f, b.data(), si, x.data(), mi,
+                    st.a, y.data(), mi);
+      else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, mi, si, 1.0f, x.data(), mi, b.data(), si,
+                    st.a, y.data(), mi);
+      std::swap(x, y);
+    }
+  };
+  // Checked once before timing: the same orthogonalization as dsv4's newton_schulz.
+  iterate();
+  using ns = dsv4::optim::newton_schulz<>;
+  std::vector<float> ours(g.size()), ws(static_cast<std::size_t>(ns::workspace_size(n, m)));
+  const ns::params p{{g.data(), {n, m}}, {ours.data(), {n, m}}, ws};
+  if (!dsv4::run<dsv4::cpu>(p).ok()) std::abort();
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    num += (double(ours[i]) - x[i]) * (double(ours[i]) - x[i]);
+    den += double(x[i]) * x[i];
+  }
+  if (std::sqrt(num / den) > 1e-3) std::abort();
+  for (auto _ : state) {
+    iterate();
+    benchmark::DoNotOptimize(x.data());
+  }
+  count_ns_flops(state, n, m);
+}
+BENCHMARK(bm_newton_schulz_openblas)
+    ->ArgNames({"n", "m"})
+    ->Args({1024, 1024})
+    ->Args({4096, 1024})
+    ->Args({4096, 4096})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(0.1);
+#endif
 
 }  // namespace
 
