@@ -29,6 +29,12 @@ std::vector<float> random_vector(std::size_t n, unsigned seed, float stddev) {
   return v;
 }
 
+// The shapes of the issue: 1024x1024, 4096x1024 and 4096x4096.
+void muon_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "m"})->Args({1024, 1024})->Args({4096, 1024})->Args({4096, 4096});
+  b->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.1);
+}
+
 void count_ns_flops(benchmark::State& state, index_t n, index_t m) {
   const double flops = dsv4::optim::muon<>::orthogonalizer::flops(n, m);
   state.counters["GFLOPs"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
@@ -113,23 +119,9 @@ void bm_newton_schulz_openblas(benchmark::State& state) {
   }
   count_ns_flops(state, n, m);
 }
-BENCHMARK(bm_newton_schulz_openblas)
-    ->ArgNames({"n", "m"})
-    ->Args({1024, 1024})
-    ->Args({4096, 1024})
-    ->Args({4096, 4096})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->MinTime(0.1);
+BENCHMARK(bm_newton_schulz_openblas)->Apply(muon_shapes);
 #endif
 
 }  // namespace
 
-BENCHMARK(bm_muon_step)
-    ->ArgNames({"n", "m"})
-    ->Args({1024, 1024})
-    ->Args({4096, 1024})
-    ->Args({4096, 4096})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->MinTime(0.1);
+BENCHMARK(bm_muon_step)->Apply(muon_shapes);
