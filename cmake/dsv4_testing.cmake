@@ -114,5 +114,6 @@ function(dsv4_add_bench name)
   add_executable(${name} ${arg_SOURCES})
   dsv4_target_defaults(${name})
   target_link_libraries(${name} PRIVATE benchmark::benchmark ${arg_LIBS})
-  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/bench)
+  # tests/ for the seeded random data the tests use too (tests/random.hpp).
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/bench ${PROJECT_SOURCE_DIR}/tests)
 endfunction()

@@ -10,17 +10,14 @@
 #include <vector>
 
 #include "dsv4/core/gemm.hpp"
+#include "random.hpp"
 #include "roofline.hpp"
 
 namespace {
 using dsv4::index_t;
 
 std::vector<float> random_matrix(index_t rows, index_t cols, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(static_cast<std::size_t>(rows * cols));
-  for (float& x : v) x = d(rng);
-  return v;
+  return dsv4::test::random_normal(static_cast<std::size_t>(rows * cols), seed);
 }
 
 // Checked once before timing: sampled entries against a double-precision dot product.

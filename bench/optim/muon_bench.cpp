@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "dsv4/optim/muon.hpp"
+#include "random.hpp"
 #include "roofline.hpp"
 
 #if defined(DSV4_BENCH_OPENBLAS)
@@ -21,13 +22,7 @@
 namespace {
 using dsv4::index_t;
 
-std::vector<float> random_vector(std::size_t n, unsigned seed, float stddev) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using dsv4::test::random_normal;
 
 // The shapes of the issue: 1024x1024, 4096x1024 and 4096x4096.
 void muon_shapes(benchmark::internal::Benchmark* b) {
@@ -45,8 +40,8 @@ void bm_muon_step(benchmark::State& state) {
   const index_t n = state.range(0), m = state.range(1);
   dsv4::optim::muon<> opt;
   const auto slot = opt.add({1, n, m});
-  auto w = random_vector(static_cast<std::size_t>(n * m), 1, 0.02f);
-  const auto g = random_vector(w.size(), 2, 1e-3f);
+  auto w = random_normal(static_cast<std::size_t>(n * m), 1, 0.02f);
+  const auto g = random_normal(w.size(), 2, 1e-3f);
   const dsv4::tensor_view<float, 3> wv(w.data(), {1, n, m});
   const dsv4::tensor_view<const float, 3> gv(g.data(), {1, n, m});
   const float lr = 1e-3f;
@@ -72,7 +67,7 @@ void bm_muon_step(benchmark::State& state) {
 void bm_newton_schulz_openblas(benchmark::State& state) {
   const index_t n = state.range(0), m = state.range(1), s = std::min(n, m);
   const bool wide = n <= m;
-  const auto g = random_vector(static_cast<std::size_t>(n * m), 2, 1e-3f);
+  const auto g = random_normal(static_cast<std::size_t>(n * m), 2, 1e-3f);
   std::vector<float> x(g.size()), y(g.size()), a(static_cast<std::size_t>(s * s)), b(a.size());
   const auto ni = static_cast<int>(n), mi = static_cast<int>(m), si = static_cast<int>(s);
   auto iterate = [&] {

@@ -8,17 +8,14 @@
 #include <vector>
 
 #include "dsv4/core/gemm.hpp"
+#include "random.hpp"
 
 namespace {
 using dsv4::index_t;
 using transpose = dsv4::sgemm_op::transpose;
 
 std::vector<float> random_matrix(index_t rows, index_t cols, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(static_cast<std::size_t>(rows * cols));
-  for (float& x : v) x = d(rng);
-  return v;
+  return dsv4::test::random_normal(static_cast<std::size_t>(rows * cols), seed);
 }
 
 // The reference: C = alpha * op(A) op(B) + beta * C with a double accumulator, views given as
