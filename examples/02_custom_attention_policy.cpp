@@ -62,14 +62,18 @@ void run(const attn::attention_weights& w, const std::vector<float>& x, index_t 
     std::printf("%s: %s\n", std::string(P::name).c_str(), layer.error().to_string().c_str());
     return;
   }
-  attn::sequence_cache<cfg, P> cache(tokens);
+  // A one-layer cache with the geometry this policy needs (ring, ratio, index keys).
+  auto cache = attn::attention_layer<cfg, P>::make_cache(1, tokens);
+  const auto seq = cache->open();
   std::vector<float> y(x.size());
   const status s =
-      layer->forward(cache, {x.data(), {tokens, cfg.d_model}}, {y.data(), {tokens, cfg.d_model}});
+      layer->forward(*cache, 0, *seq, {x.data(), {tokens, cfg.d_model}}, {y.data(), {tokens, cfg.d_model}});
   double norm = 0;
   for (float v : y) norm += double(v) * v;
-  std::printf("%-10s ratio %3d  top-k %4d  entries %3lld  |y| = %.6f  (%s)\n", std::string(P::name).c_str(),
-              P::compress_ratio(cfg), P::top_k(cfg), static_cast<long long>(cache.entries()), std::sqrt(norm),
+  const index_t entries = P::compress_ratio(cfg) > 0 ? tokens / P::compress_ratio(cfg) : 0;
+  std::printf("%-10s ratio %3d  top-k %4d  entries %3lld  cache %6lld B  |y| = %.6f  (%s)\n",
+              std::string(P::name).c_str(), P::compress_ratio(cfg), P::top_k(cfg),
+              static_cast<long long>(entries), static_cast<long long>(cache->bytes()), std::sqrt(norm),
               s.to_string().c_str());
 }
 }  // namespace

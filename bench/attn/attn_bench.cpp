@@ -59,7 +59,8 @@ void bm_decode_step(benchmark::State& state, kind k) {
   const index_t n = raw + (k == kind::csa ? top_k : entries);
   std::vector<std::int32_t> candidates(static_cast<std::size_t>(n));
   std::vector<float> out(std::size_t(heads * c));
-  std::vector<float> workspace(std::size_t(attn::sparse_attention_op::workspace_floats(heads, c, n)));
+  std::vector<float> workspace(
+      std::size_t(attn::sparse_attention_op<attn::f32_codec>::workspace_floats(heads, c, n)));
 
   const auto step = [&] {
     index_t m = 0;
@@ -73,13 +74,13 @@ void bm_decode_step(benchmark::State& state, kind k) {
     } else {
       for (index_t e = 0; e < entries; ++e) candidates[std::size_t(m++)] = std::int32_t(raw + e);
     }
-    const attn::sparse_attention_op::params p{.q = {q.data(), {heads, c}},
-                                              .kv = {kv.data(), {rows, c}},
-                                              .candidates = candidates,
-                                              .sink = {sink.data(), {heads}},
-                                              .scale = 1.0f / std::sqrt(float(c)),
-                                              .out = {out.data(), {heads, c}},
-                                              .workspace = workspace};
+    const attn::sparse_attention_op<attn::f32_codec>::params p{.q = {q.data(), {heads, c}},
+                                                               .kv = attn::f32_rows({kv.data(), {rows, c}}),
+                                                               .candidates = candidates,
+                                                               .sink = {sink.data(), {heads}},
+                                                               .scale = 1.0f / std::sqrt(float(c)),
+                                                               .out = {out.data(), {heads, c}},
+                                                               .workspace = workspace};
     return run<cpu>(p);
   };
   // Checked once before timing: the attention output is a convex combination of kv rows.

@@ -21,6 +21,8 @@
 #include "dsv4/attn/compressor.hpp"
 #include "dsv4/attn/concepts.hpp"
 #include "dsv4/attn/indexer.hpp"
+#include "dsv4/attn/kv_cache.hpp"
+#include "dsv4/attn/kv_codec.hpp"
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
 #include "dsv4/attn/sparse_attention.hpp"

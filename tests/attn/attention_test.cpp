@@ -1,5 +1,6 @@
 // The attention layer's properties for every policy: decode == prefill == chunked prefill,
-// causality, CSA with a large top-k == attending to every visible entry, bad input.
+// causality, CSA with a large top-k == attending to every visible entry. (The cache's own
+// properties and bad input: kv_cache_test.cpp.)
 #include <catch2/catch.hpp>
 
 #include <numeric>
@@ -55,16 +56,19 @@ template <model_config C, class P>
 std::vector<float> run(const attn::attention_layer<C, P>& layer, const std::vector<float>& x,
                        index_t capacity, const std::vector<index_t>& chunks) {
   const index_t d = C.d_model, S = static_cast<index_t>(x.size()) / d;
-  attn::sequence_cache<C, P> cache(capacity);
+  auto cache = attn::attention_layer<C, P>::make_cache(1, capacity);
+  REQUIRE(cache.ok());
+  const auto seq = cache->open();
+  REQUIRE(seq.ok());
   std::vector<float> y(x.size());
   for (index_t done = 0, k = 0; done < S; ++k) {
     const index_t n = std::min(chunks[std::size_t(k) % chunks.size()], S - done);
     const tensor_view<const float, 2> xv(x.data() + done * d, {n, d});
     const tensor_view<float, 2> yv(y.data() + done * d, {n, d});
-    REQUIRE(layer.forward(cache, xv, yv).ok());
+    REQUIRE(layer.forward(*cache, 0, *seq, xv, yv).ok());
     done += n;
   }
-  REQUIRE(cache.tokens() == S);
+  REQUIRE(*cache->tokens(*seq, 0) == S);
   return y;
 }
 
@@ -154,67 +158,11 @@ TEST_CASE("dense attention equals SWA while the sequence fits in the window", "[
   CHECK(test::rel_l2({a.data() + fit, a.size() - fit}, {b.data() + fit, b.size() - fit}) > 1e-3);
 }
 
-TEST_CASE("bad input returns a status and leaves the cache as it was", "[attn]") {
-  const auto store = test::random_attention_store<tiny>(15);
-  const auto layer =
-      attn::attention_layer<tiny, attn::csa>::create(test::attention_views(store, 4), config::tiny_params);
-  REQUIRE(layer.ok());
-  std::mt19937 rng(9);
-  const index_t d = tiny.d_model;
-  const auto x = test::normal(std::size_t(24 * d), 0.0f, 1.0f, rng);
-  attn::sequence_cache<tiny, attn::csa> cache(20), reference(20);
-  std::vector<float> y(x.size()), z(x.size());
-  REQUIRE(layer->forward(cache, {x.data(), {10, d}}, {y.data(), {10, d}}).ok());
-  REQUIRE(layer->forward(reference, {x.data(), {10, d}}, {y.data(), {10, d}}).ok());
-
-  const status past = layer->forward(cache, {x.data(), {11, d}}, {y.data(), {11, d}});
-  CHECK(past.code() == errc::out_of_range);
-  CHECK_THAT(past.message(), Catch::Contains("capacity 20"));
-  const status shape = layer->forward(cache, {x.data(), {2, d - 1}}, {y.data(), {2, d - 1}});
-  CHECK(shape.code() == errc::shape_mismatch);
-  CHECK_THAT(shape.message(), Catch::Contains("x"));
-  const status out = layer->forward(cache, {x.data(), {2, d}}, {y.data(), {3, d}});
-  CHECK(out.code() == errc::shape_mismatch);
-
-  // The failed calls changed nothing: continuing gives what an untouched cache gives.
-  CHECK(cache.tokens() == 10);
-  REQUIRE(layer->forward(cache, {x.data() + 10 * d, {10, d}}, {y.data(), {10, d}}).ok());
-  REQUIRE(layer->forward(reference, {x.data() + 10 * d, {10, d}}, {z.data(), {10, d}}).ok());
-  CHECK(std::equal(y.begin(), y.begin() + 10 * d, z.begin()));
-
-  auto w = test::attention_views(store, 4);
-  w.indexer.wq_b = store.view2("wq_b");
-  const auto bad = attn::attention_layer<tiny, attn::csa>::create(w, config::tiny_params);
-  REQUIRE(!bad.ok());
-  CHECK_THAT(bad.error().message(), Catch::Contains("indexer.wq_b.weight"));
-}
-
 TEST_CASE("visit_policy maps each layer kind of the schedule to its policy", "[attn]") {
   std::vector<std::string_view> names;
   for (int l = 0; l <= tiny.n_layers; ++l)
     names.push_back(attn::visit_policy(config::layer_kind_of(tiny, l), []<class P>() { return P::name; }));
   CHECK(names == std::vector<std::string_view>{"swa", "csa", "hca", "csa", "hca", "swa"});
-}
-
-TEST_CASE("a copied cache is a snapshot the sequence can roll back to", "[attn]") {
-  const random_layer<tiny, attn::csa> r(16);
-  std::mt19937 rng(10);
-  const index_t d = tiny.d_model;
-  const auto x = test::normal(std::size_t(40 * d), 0.0f, 1.0f, rng);
-  attn::sequence_cache<tiny, attn::csa> cache(40);
-  std::vector<float> first(std::size_t(10 * d)), second(first.size()), other(first.size());
-  REQUIRE(
-      r.layer.forward(cache, {x.data(), {25, d}}, {std::vector<float>(std::size_t(25 * d)).data(), {25, d}})
-          .ok());
-  const auto snapshot = cache;
-  REQUIRE(r.layer.forward(cache, {x.data() + 25 * d, {10, d}}, {first.data(), {10, d}}).ok());
-  cache = snapshot;  // roll back 10 speculative tokens
-  REQUIRE(cache.tokens() == 25);
-  REQUIRE(r.layer.forward(cache, {x.data() + 30 * d, {10, d}}, {other.data(), {10, d}}).ok());
-  cache = snapshot;
-  REQUIRE(r.layer.forward(cache, {x.data() + 25 * d, {10, d}}, {second.data(), {10, d}}).ok());
-  CHECK(first == second);
-  CHECK(first != other);
 }
 
 TEST_CASE("a layer large enough to use both threads gives identical outputs on 1 and 2 threads", "[attn]") {

@@ -106,9 +106,12 @@ void check_fixture(const std::string& file) {
 
   const auto& x = fw.t.at("x");
   const index_t S = x.shape[0], d = x.shape[1];
-  attn::sequence_cache<fixture_config, P> cache(S);
+  auto cache = attn::attention_layer<fixture_config, P>::make_cache(1, S);
+  REQUIRE(cache.ok());
+  const auto seq = cache->open();
+  REQUIRE(seq.ok());
   std::vector<float> y(std::size_t(S * d));
-  REQUIRE(layer->forward(cache, {x.data.data(), {S, d}}, {y.data(), {S, d}}).ok());
+  REQUIRE(layer->forward(*cache, 0, *seq, {x.data.data(), {S, d}}, {y.data(), {S, d}}).ok());
   const double err = test::rel_l2(y, fw.t.at("y").data);
   INFO(file << ": rel L2 " << err);
   CHECK(err <= 1e-4);

@@ -76,6 +76,15 @@ TEST_CASE("RoPE scores depend on the relative position only", "[attn][rope]") {
 }
 
 namespace {
+// The projections a compressor step takes: kv = wkv x and gate = wgate x, one token x (1, d).
+std::pair<std::vector<float>, std::vector<float>> project(const attn::compressor_weights& w,
+                                                          tensor_view<const float, 2> x) {
+  std::vector<float> kv(std::size_t(w.wkv.extent(0))), gate(kv.size());
+  attn::project(w.wkv, x, {kv.data(), {1, w.wkv.extent(0)}});
+  attn::project(w.wgate, x, {gate.data(), {1, w.wgate.extent(0)}});
+  return {kv, gate};
+}
+
 // Independent form of a compressed entry (spec §6.1, paper order): entry i pools, per channel,
 // the own-window series C^a (last c channels) of tokens [m i, m(i+1)) and the previous-window
 // series C^b (first c channels) of tokens [m(i-1), m i), softmax over the 2m scores; then norm
@@ -128,7 +137,8 @@ void check_compressor(const attn::compressor_shape& s, index_t tokens) {
   std::vector<float> entry(std::size_t(s.dim));
   index_t emitted = 0;
   for (index_t t = 0; t < tokens; ++t) {
-    const bool closed = state.step(cw, rope, 1e-6f, {x.data() + t * d, std::size_t(d)}, entry);
+    const auto [kv, gate] = project(cw, {x.data() + t * d, {1, d}});
+    const bool closed = state.step(cw, rope, 1e-6f, kv, gate, entry);
     CHECK(closed == ((t + 1) % s.ratio == 0));
     CHECK(state.entries() == attn::visible_entries(t, s.ratio));
     if (!closed) continue;
@@ -163,9 +173,9 @@ TEST_CASE("a ratio-1 compressor is its projection, norm and RoPE at the token", 
   const auto x = test::normal(std::size_t(3 * d), 0.0f, 1.0f, rng);
   std::vector<float> entry(16), proj(16);
   for (index_t t = 0; t < 3; ++t) {
-    REQUIRE(
-        state.step(test::compressor_views(w, "c"), rope, 1e-6f, {x.data() + t * d, std::size_t(d)}, entry));
-    attn::matvec(w.view2("c.wkv"), {x.data() + t * d, std::size_t(d)}, proj);
+    const auto [kv, gate] = project(test::compressor_views(w, "c"), {x.data() + t * d, {1, d}});
+    REQUIRE(state.step(test::compressor_views(w, "c"), rope, 1e-6f, kv, gate, entry));
+    proj = kv;
     double ms = 0;
     for (float v : proj) ms += double(v) * v / 16;
     for (std::size_t i = 0; i < 16; ++i)
@@ -214,16 +224,17 @@ TEST_CASE("sparse attention: one softmax over the candidates with the sink in th
   std::vector<std::int32_t> candidates(600);
   for (auto& j : candidates) j = std::int32_t(rng() % (rows + 1)) - 1;
   std::vector<float> out(std::size_t(heads * c));
-  std::vector<float> workspace(std::size_t(attn::sparse_attention_op::workspace_floats(heads, c, 600)));
+  std::vector<float> workspace(
+      std::size_t(attn::sparse_attention_op<attn::f32_codec>::workspace_floats(heads, c, 600)));
   const float scale = 1.0f / std::sqrt(float(c));
-  const attn::sparse_attention_op::params p{.q = {q.data(), {heads, c}},
-                                            .kv = {kv.data(), {rows, c}},
-                                            .candidates = candidates,
-                                            .sink = {sink.data(), {heads}},
-                                            .scale = scale,
-                                            .out = {out.data(), {heads, c}},
-                                            .workspace = workspace};
-  REQUIRE(attn::sparse_attention_op::check(p).ok());
+  const attn::sparse_attention_op<attn::f32_codec>::params p{.q = {q.data(), {heads, c}},
+                                                             .kv = attn::f32_rows({kv.data(), {rows, c}}),
+                                                             .candidates = candidates,
+                                                             .sink = {sink.data(), {heads}},
+                                                             .scale = scale,
+                                                             .out = {out.data(), {heads, c}},
+                                                             .workspace = workspace};
+  REQUIRE(attn::sparse_attention_op<attn::f32_codec>::check(p).ok());
   REQUIRE(run<cpu>(p).ok());
   for (index_t h = 0; h < heads; ++h) {
     double den = std::exp(double(sink[std::size_t(h)]));
@@ -248,7 +259,7 @@ TEST_CASE("sparse attention: one softmax over the candidates with the sink in th
   const std::vector<std::int32_t> bad = {0, 9};
   auto outside = p;
   outside.candidates = bad;
-  const status st = attn::sparse_attention_op::check(outside);
+  const status st = attn::sparse_attention_op<attn::f32_codec>::check(outside);
   CHECK(st.code() == errc::out_of_range);
   CHECK_THAT(st.message(), Catch::Contains("row 9"));
 }
@@ -262,17 +273,18 @@ TEST_CASE("attention outputs are bit-identical for 1 and 2 threads", "[attn][cor
   std::vector<std::int32_t> candidates(static_cast<std::size_t>(rows));
   for (index_t j = 0; j < rows; ++j) candidates[std::size_t(j)] = std::int32_t((j * 7) % rows);
   std::vector<float> one(std::size_t(heads * c)), two(one.size());
-  std::vector<float> workspace(std::size_t(attn::sparse_attention_op::workspace_floats(heads, c, rows)));
+  std::vector<float> workspace(
+      std::size_t(attn::sparse_attention_op<attn::f32_codec>::workspace_floats(heads, c, rows)));
   const int threads = max_threads();
   for (auto* out : {&one, &two}) {
     set_num_threads(out == &one ? 1 : 2);
-    const attn::sparse_attention_op::params p{{q.data(), {heads, c}},
-                                              {kv.data(), {rows, c}},
-                                              candidates,
-                                              {sink.data(), {heads}},
-                                              0.125f,
-                                              {out->data(), {heads, c}},
-                                              workspace};
+    const attn::sparse_attention_op<attn::f32_codec>::params p{{q.data(), {heads, c}},
+                                                               attn::f32_rows({kv.data(), {rows, c}}),
+                                                               candidates,
+                                                               {sink.data(), {heads}},
+                                                               0.125f,
+                                                               {out->data(), {heads, c}},
+                                                               workspace};
     REQUIRE(run<cpu>(p).ok());
   }
   set_num_threads(threads);

@@ -10,13 +10,14 @@
 //   o = sparse_attention(q, candidates, sink, 1/sqrt(c))  then RoPE_{-t} on each head's rope dims
 //   y = wo_b concat_j(wo_a^(j) o_j)      over g groups of n_h/g consecutive heads
 //
-// attention_layer<C, P> holds views of the weights and the layer's RoPE table; sequence_cache<C, P>
-// holds everything one sequence needs between calls (window ring, compressed entries, compressor
-// tails, index keys) plus the per-token scratch, all allocated once for a fixed capacity. A call
-// continues the sequence from the position the cache has reached, so one call covers a prefill
-// from position 0, a chunk of a longer prefill and a single-token decode. Tokens are processed in
-// order with the same arithmetic whatever the call's length: decoding token by token, prefilling
-// in chunks and prefilling at once give identical outputs.
+// attention_layer<C, P> holds views of the weights and the layer's RoPE table; the state of every
+// sequence lives in a kv_cache<C> (kv_cache.hpp), in the storage format C names. One call takes a
+// batch of sequences, each at its own position, and appends a number of tokens to each: a prefill
+// from position 0, a chunk of a longer prefill and a single-token decode are the same call. The
+// projections of a sequence's tokens run as GEMMs over blocks of up to chunk_rows tokens (core/
+// gemv.hpp, whose rows equal one-token products), then the tokens go through the cache in order
+// with the same arithmetic whatever the call's length: decoding token by token, prefilling in
+// chunks and prefilling at once give identical outputs.
 #pragma once
 
 #include <algorithm>
@@ -29,6 +30,7 @@
 #include "dsv4/attn/compressor.hpp"
 #include "dsv4/attn/concepts.hpp"
 #include "dsv4/attn/indexer.hpp"
+#include "dsv4/attn/kv_cache.hpp"
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
 #include "dsv4/attn/sparse_attention.hpp"
@@ -73,84 +75,15 @@ struct layer_shape {
 };
 
 template <config::model_config C, attention_policy P>
-class attention_layer;
-
-// The state of one sequence in one layer, for at most `capacity` tokens.
-template <config::model_config C, attention_policy P>
-class sequence_cache {
-  using shape = layer_shape<C, P>;
-
- public:
-  explicit sequence_cache(index_t capacity)
-      : capacity_(capacity),
-        window_(P::window(C, capacity)),
-        max_entries_(shape::ratio > 0 ? capacity / shape::ratio : 0),
-        kv_(static_cast<std::size_t>((window_ + max_entries_) * shape::c)),
-        keys_(static_cast<std::size_t>(shape::top_k > 0 ? max_entries_ * C.index_head_dim : 0)),
-        compressor_(shape::ratio > 0 ? compressor_state(shape::compressor) : compressor_state()),
-        key_compressor_(shape::top_k > 0 ? compressor_state(shape::indexer.keys) : compressor_state()),
-        qr_(shape::d_c),
-        q_(static_cast<std::size_t>(shape::heads * shape::c)),
-        o_(q_.size()),
-        u_(static_cast<std::size_t>(shape::groups * shape::d_g)),
-        entry_(shape::c),
-        key_(static_cast<std::size_t>(C.index_head_dim)),
-        index_q_(static_cast<std::size_t>(shape::indexer.q_width())),
-        index_w_(static_cast<std::size_t>(C.index_n_heads)),
-        scores_(static_cast<std::size_t>(max_entries_)),
-        selected_(static_cast<std::size_t>(max_entries_)),
-        candidates_(static_cast<std::size_t>(window_ + max_entries_)),
-        attention_workspace_(static_cast<std::size_t>(
-            sparse_attention_op::workspace_floats(shape::heads, shape::c, window_ + max_entries_))) {}
-
-  void reset() {
-    tokens_ = entries_ = 0;
-    if (shape::ratio > 0) compressor_.reset();
-    if (shape::top_k > 0) key_compressor_.reset();
-  }
-
-  index_t capacity() const { return capacity_; }
-  index_t tokens() const { return tokens_; }    // position of the next token
-  index_t entries() const { return entries_; }  // compressed entries written
-  index_t window() const { return window_; }
-
-  // Rows [0, window) hold the ring (token t at t mod window), rows window + i compressed entry i.
-  tensor_view<const float, 2> kv_rows() const { return {kv_.data(), {window_ + max_entries_, shape::c}}; }
-  // Index key i of the indexer, (max_entries, c_I).
-  tensor_view<const float, 2> index_keys() const {
-    return {keys_.data(), {shape::top_k > 0 ? max_entries_ : 0, C.index_head_dim}};
-  }
-
- private:
-  friend class attention_layer<C, P>;
-  tensor_view<float, 2> kv_mut() { return {kv_.data(), {window_ + max_entries_, shape::c}}; }
-
-  index_t capacity_, window_, max_entries_;
-  index_t tokens_ = 0, entries_ = 0;
-  std::vector<float> kv_;    // (window + max_entries, c)
-  std::vector<float> keys_;  // (max_entries, c_I)
-  compressor_state compressor_, key_compressor_;
-  // Per-token scratch.
-  std::vector<float> qr_;                 // (d_c)
-  std::vector<float> q_;                  // (n_h, c)
-  std::vector<float> o_;                  // (n_h, c)
-  std::vector<float> u_;                  // (g * d_g)
-  std::vector<float> entry_;              // (c)
-  std::vector<float> key_;                // (c_I)
-  std::vector<float> index_q_;            // (n_I, c_I)
-  std::vector<float> index_w_;            // (n_I)
-  std::vector<float> scores_;             // (max_entries)
-  std::vector<std::int32_t> selected_;    // (max_entries)
-  std::vector<std::int32_t> candidates_;  // (window + max_entries)
-  std::vector<float> attention_workspace_;
-};
-
-template <config::model_config C, attention_policy P>
 class attention_layer {
   using shape = layer_shape<C, P>;
+  using cache_type = kv_cache<C>;
+  using slot_view = typename cache_type::slot_view;
 
  public:
-  using cache_type = sequence_cache<C, P>;
+  // Tokens whose projections run as one GEMM (bounds the scratch: about 70K floats per token at
+  // V4-Flash shapes).
+  static constexpr index_t chunk_rows = 64;
 
   // Checks every weight the policy reads against the config before the layer can be used.
   static result<attention_layer> create(const attention_weights& w, const config::model_params& params) {
@@ -158,25 +91,46 @@ class attention_layer {
     return attention_layer(w, params);
   }
 
-  // out[i] = attention output (d) of token x[i] (d) at position cache.tokens() + i; x and out are
-  // (S, d). Fails, leaving the cache as it was, on a shape mismatch or when the sequence would
-  // pass the cache's capacity.
-  status forward(cache_type& cache, tensor_view<const float, 2> x, tensor_view<float, 2> out) const {
-    DSV4_TRY(check_shape(x, {-1, shape::d}, "x"));
-    DSV4_TRY(check_shape(out, {x.extent(0), shape::d}, "out"));
-    DSV4_TRY(check_contiguous(x, "x"));
-    DSV4_TRY(check_contiguous(out, "out"));
-    if (cache.tokens() + x.extent(0) > cache.capacity())
-      return {errc::out_of_range, "x: " + std::to_string(x.extent(0)) + " tokens from position " +
-                                      std::to_string(cache.tokens()) + " pass the cache capacity " +
-                                      std::to_string(cache.capacity())};
-    for (index_t i = 0; i < x.extent(0); ++i) step(cache, row(x, i), row(out, i));
+  // The geometry this layer needs in a cache of `capacity` tokens per sequence.
+  static constexpr kv_layer_geometry geometry(index_t capacity) { return kv_geometry<C, P>(capacity); }
+  // A cache with this one layer.
+  static result<cache_type> make_cache(index_t max_sequences, index_t capacity) {
+    return cache_type::create(max_sequences, capacity, {geometry(capacity)});
+  }
+
+  // Appends batch[i].tokens tokens to sequence batch[i].seq in layer `layer` of the cache, for
+  // every i: the tokens are consecutive rows of x (sum of tokens, d), in batch order, and their
+  // outputs the same rows of out. Fails, changing nothing, when a shape differs, the cache layer
+  // has another geometry, the batch holds more sequences than the cache or one twice, a sequence
+  // is unknown or finished, or a sequence would pass the cache's capacity.
+  status forward(cache_type& cache, int layer, std::span<const sequence_tokens> batch,
+                 tensor_view<const float, 2> x, tensor_view<float, 2> out) const {
+    DSV4_TRY(check_call(cache, layer, batch, x, out));
+    index_t row0 = 0;
+    for (const sequence_tokens& b : batch) {
+      const slot_view v = cache.view(layer, b.seq.slot());
+      for (index_t r = 0; r < b.tokens; r += chunk_rows) {
+        const index_t n = std::min(chunk_rows, b.tokens - r);
+        run_chunk(v, cache.scratch(), x.slice(row0 + r, row0 + r + n), out.slice(row0 + r, row0 + r + n));
+      }
+      row0 += b.tokens;
+    }
     return {};
+  }
+
+  // One sequence: every row of x.
+  status forward(cache_type& cache, int layer, sequence_id seq, tensor_view<const float, 2> x,
+                 tensor_view<float, 2> out) const {
+    const sequence_tokens b{seq, x.extent(0)};
+    return forward(cache, layer, std::span<const sequence_tokens>(&b, 1), x, out);
   }
 
   const rope_table& rope() const { return rope_; }
 
  private:
+  using entry_codec = typename cache_type::codecs::entry;
+  using key_codec = typename cache_type::codecs::key;
+
   attention_layer(const attention_weights& w, const config::model_params& p)
       : w_(w), rope_(rope_table::for_layer(p, C.rope_dim, P::yarn_rope)), eps_(p.rms_norm_eps) {}
 
@@ -203,83 +157,174 @@ class attention_layer {
     return {};
   }
 
+  static status check_call(const cache_type& cache, int layer, std::span<const sequence_tokens> batch,
+                           tensor_view<const float, 2> x, tensor_view<float, 2> out) {
+    DSV4_TRY(check_shape(x, {-1, shape::d}, "x"));
+    DSV4_TRY(check_shape(out, {x.extent(0), shape::d}, "out"));
+    DSV4_TRY(check_contiguous(x, "x"));
+    DSV4_TRY(check_contiguous(out, "out"));
+    DSV4_TRY(cache.check_layer(layer));
+    if (cache.geometry(layer) != geometry(cache.capacity()))
+      return {errc::invalid_argument, "kv_cache layer " + std::to_string(layer) +
+                                          " was not made for a layer of policy " + std::string(P::name)};
+    if (static_cast<index_t>(batch.size()) > cache.max_sequences())
+      return {errc::out_of_range, "batch: " + std::to_string(batch.size()) + " sequences, the cache holds " +
+                                      std::to_string(cache.max_sequences())};
+    index_t rows = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const sequence_tokens& b = batch[i];
+      DSV4_TRY(cache.check_open(b.seq));
+      for (std::size_t j = 0; j < i; ++j)
+        if (batch[j].seq == b.seq)
+          return {errc::invalid_argument, "batch: a sequence appears twice (entries " + std::to_string(j) +
+                                              " and " + std::to_string(i) + ")"};
+      if (b.tokens < 0) return {errc::invalid_argument, "batch: a negative token count"};
+      const index_t at = *cache.tokens(b.seq, layer);
+      if (at + b.tokens > cache.capacity())
+        return {errc::out_of_range, "batch entry " + std::to_string(i) + ": " + std::to_string(b.tokens) +
+                                        " tokens from position " + std::to_string(at) +
+                                        " pass the cache capacity " + std::to_string(cache.capacity())};
+      rows += b.tokens;
+    }
+    if (rows != x.extent(0))
+      return {errc::shape_mismatch, "x: " + std::to_string(x.extent(0)) + " rows for a batch of " +
+                                        std::to_string(rows) + " tokens"};
+    return {};
+  }
+
   template <class T>
   static std::span<T> row(tensor_view<T, 2> v, index_t i) {
     return {&v(i, 0), static_cast<std::size_t>(v.extent(1))};
   }
+  static std::span<const float> view_span(tensor_view<const float, 1> v) {
+    return {v.data(), static_cast<std::size_t>(v.extent(0))};
+  }
+  // A (rows, cols) matrix over the front of a scratch vector, grown on first use.
+  static tensor_view<float, 2> buffer(std::vector<float>& v, index_t rows, index_t cols) {
+    if (static_cast<index_t>(v.size()) < rows * cols) v.resize(static_cast<std::size_t>(rows * cols));
+    return {v.data(), {rows, cols}};
+  }
 
-  void step(cache_type& s, std::span<const float> x, std::span<float> y) const {
-    const index_t t = s.tokens_, c = shape::c;
-    const tensor_view<float, 2> q(s.q_.data(), {shape::heads, c});
-    const tensor_view<float, 2> o(s.o_.data(), {shape::heads, c});
-    const tensor_view<float, 2> kv = s.kv_mut();
+  // n consecutive tokens of one sequence: projections as GEMMs, then the tokens in order, then
+  // the output projections as GEMMs.
+  void run_chunk(const slot_view& v, attention_scratch& s, tensor_view<const float, 2> x,
+                 tensor_view<float, 2> y) const {
+    const index_t n = x.extent(0), t0 = v.state.tokens, c = shape::c, hc = shape::heads * c;
+    constexpr compressor_shape cs = shape::compressor;
+    constexpr indexer_shape is = shape::indexer;
 
     // Query path: the latent qr is shared with the indexer.
-    matvec(w_.wq_a, x, s.qr_);
-    rms_norm(s.qr_, view_span(w_.q_norm), eps_, s.qr_);
-    matvec(w_.wq_b, s.qr_, s.q_);
-    for (index_t h = 0; h < shape::heads; ++h) rms_norm(row(q, h), {}, eps_, row(q, h));
-    rope_.apply_rows(q, t);
+    const tensor_view<float, 2> qr = buffer(s.qr, n, shape::d_c), q = buffer(s.q, n, hc);
+    project(w_.wq_a, x, qr);
+    for (index_t i = 0; i < n; ++i) rms_norm(row(qr, i), view_span(w_.q_norm), eps_, row(qr, i));
+    project(w_.wq_b, qr, q);
+    // KV path, and the projections of the compressors and of the indexer query.
+    const tensor_view<float, 2> kv = buffer(s.kv, n, c);
+    project(w_.wkv, x, kv);
+    tensor_view<float, 2> ckv, cgate, kkv, kgate, iq, iw;
+    if constexpr (shape::ratio > 0) {
+      ckv = buffer(s.compressor, n, 2 * cs.channels());
+      cgate = {ckv.data() + cs.channels(), {n, cs.channels()}, {2 * cs.channels(), 1}};
+      ckv = {ckv.data(), {n, cs.channels()}, {2 * cs.channels(), 1}};
+      project(w_.compressor.wkv, x, ckv);
+      project(w_.compressor.wgate, x, cgate);
+    }
+    if constexpr (shape::top_k > 0) {
+      const index_t kc = is.keys.channels(), width = 2 * kc + is.q_width() + is.n_heads;
+      const tensor_view<float, 2> all = buffer(s.indexer, n, width);
+      kkv = {all.data(), {n, kc}, {width, 1}};
+      kgate = {all.data() + kc, {n, kc}, {width, 1}};
+      iq = {all.data() + 2 * kc, {n, is.q_width()}, {width, 1}};
+      iw = {all.data() + 2 * kc + is.q_width(), {n, is.n_heads}, {width, 1}};
+      project(w_.indexer.compressor.wkv, x, kkv);
+      project(w_.indexer.compressor.wgate, x, kgate);
+      project(w_.indexer.wq_b, qr, iq);
+      project(w_.indexer.weights_proj, x, iw);
+    }
 
+    const tensor_view<float, 2> o = buffer(s.o, n, hc);
+    for (index_t i = 0; i < n; ++i) {
+      const index_t t = t0 + i;
+      const tensor_view<float, 2> qh(&q(i, 0), {shape::heads, c}), oh(&o(i, 0), {shape::heads, c});
+      for (index_t h = 0; h < shape::heads; ++h) rms_norm(row(qh, h), {}, eps_, row(qh, h));
+      rope_.apply_rows(qh, t);
+      token(v, s, t, row(kv, i), ckv, cgate, kkv, kgate, iq, iw, i, qh, oh);
+    }
+
+    // Grouped low-rank output: group j (n_h/g consecutive heads) through its own wo_a block.
+    const index_t in_g = hc / shape::groups;
+    const tensor_view<float, 2> u = buffer(s.u, n, shape::groups * shape::d_g);
+    for (index_t j = 0; j < shape::groups; ++j)
+      project(w_.wo_a.slice(j * shape::d_g, (j + 1) * shape::d_g),
+              tensor_view<const float, 2>(o.data() + j * in_g, {n, in_g}, {hc, 1}),
+              tensor_view<float, 2>(u.data() + j * shape::d_g, {n, shape::d_g}, {u.extent(1), 1}));
+    project(w_.wo_b, u, y);
+  }
+
+  // Token t (row i of the chunk's projections): cache writes, candidate selection, attention.
+  void token(const slot_view& v, attention_scratch& s, index_t t, std::span<float> kv_t,
+             tensor_view<float, 2> ckv, tensor_view<float, 2> cgate, tensor_view<float, 2> kkv,
+             tensor_view<float, 2> kgate, tensor_view<float, 2> iq, tensor_view<float, 2> iw, index_t i,
+             tensor_view<const float, 2> q, tensor_view<float, 2> o) const {
+    const index_t ring = v.ring, c = shape::c;
     // KV path: one shared key = value latent into the window ring.
-    const std::span<float> kv_t = row(kv, t % s.window_);
-    matvec(w_.wkv, x, kv_t);
     rms_norm(kv_t, view_span(w_.kv_norm), eps_, kv_t);
     rope_.apply(kv_t, t);
+    v.rows.write(t % ring, kv_t.data());
 
     // Long-range branch: both compressors close their blocks on the same token.
+    std::span<float> entry = row(buffer(s.entry, 1, std::max<index_t>(c, C.index_head_dim)), 0);
     if constexpr (shape::ratio > 0) {
-      if (s.compressor_.step(w_.compressor, rope_, eps_, x, s.entry_))
-        std::copy(s.entry_.begin(), s.entry_.end(), row(kv, s.window_ + s.entries_).begin());
+      const index_t e = v.state.main.entries();
+      if (v.state.main.step(w_.compressor, rope_, eps_, row(ckv, i), row(cgate, i), entry.first(c)))
+        v.rows.write(ring + e, entry.data());
       if constexpr (shape::top_k > 0) {
-        if (s.key_compressor_.step(w_.indexer.compressor, rope_, eps_, x, s.key_))
-          std::copy(s.key_.begin(), s.key_.end(),
-                    &s.keys_[static_cast<std::size_t>(s.entries_ * C.index_head_dim)]);
+        if (v.state.keys.step(w_.indexer.compressor, rope_, eps_, row(kkv, i), row(kgate, i),
+                              entry.first(C.index_head_dim)))
+          v.keys.write(e, entry.data());
       }
-      s.entries_ = s.compressor_.entries();
     }
-    ++s.tokens_;
+    ++v.state.tokens;
 
+    const index_t max_candidates = ring + v.rows.rows;
+    if (static_cast<index_t>(s.candidates.size()) < max_candidates) {
+      s.candidates.resize(static_cast<std::size_t>(max_candidates));
+      s.selected.resize(static_cast<std::size_t>(max_candidates));
+      s.scores.resize(static_cast<std::size_t>(max_candidates));
+    }
     index_t n = 0;
-    for (index_t p = std::max<index_t>(0, t - s.window_ + 1); p <= t; ++p)
-      s.candidates_[n++] = static_cast<std::int32_t>(p % s.window_);
+    for (index_t p = std::max<index_t>(0, t - ring + 1); p <= t; ++p)
+      s.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(p % ring);
     if constexpr (shape::ratio > 0) {
       const index_t visible = visible_entries(t, shape::ratio);
       if constexpr (shape::top_k > 0) {
-        const tensor_view<float, 2> iq(s.index_q_.data(), {C.index_n_heads, C.index_head_dim});
-        indexer_query(shape::indexer, w_.indexer, rope_, s.qr_, x, t, iq, s.index_w_);
-        const std::span<float> scores(s.scores_.data(), static_cast<std::size_t>(visible));
-        indexer_scores(iq, s.index_w_, s.index_keys().slice(0, visible), scores);
-        const index_t k = select_top_k(scores, shape::top_k, s.selected_);
-        for (index_t i = 0; i < k; ++i)
-          s.candidates_[n++] = static_cast<std::int32_t>(s.window_ + s.selected_[i]);
+        const tensor_view<float, 2> q_i(&iq(i, 0), {C.index_n_heads, C.index_head_dim});
+        const std::span<float> w_i = row(iw, i);
+        indexer_query(shape::indexer, rope_, t, key_codec::rotated, q_i, w_i);
+        const std::span<float> scores(s.scores.data(), static_cast<std::size_t>(visible));
+        indexer_scores(q_i, w_i, row_region<key_codec, const std::byte>(v.keys), scores);
+        const index_t k = select_top_k(scores, shape::top_k, s.selected);
+        for (index_t j = 0; j < k; ++j)
+          s.candidates[static_cast<std::size_t>(n++)] =
+              static_cast<std::int32_t>(ring + s.selected[static_cast<std::size_t>(j)]);
       } else {
-        for (index_t e = 0; e < visible; ++e) s.candidates_[n++] = static_cast<std::int32_t>(s.window_ + e);
+        for (index_t e = 0; e < visible; ++e)
+          s.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(ring + e);
       }
     }
 
-    const sparse_attention_op::params core{.q = q,
-                                           .kv = s.kv_rows(),
-                                           .candidates = {s.candidates_.data(), static_cast<std::size_t>(n)},
-                                           .sink = w_.attn_sink,
-                                           .scale = 1.0f / std::sqrt(static_cast<float>(c)),
-                                           .out = o,
-                                           .workspace = s.attention_workspace_};
-    (void)kernel<sparse_attention_op, cpu>::run(core);
+    using core_op = sparse_attention_op<entry_codec>;
+    const tensor_view<float, 2> ws = buffer(s.core, 1, core_op::workspace_floats(shape::heads, c, n));
+    const typename core_op::params core{.q = q,
+                                        .kv = v.rows,
+                                        .candidates = {s.candidates.data(), static_cast<std::size_t>(n)},
+                                        .sink = w_.attn_sink,
+                                        .scale = 1.0f / std::sqrt(static_cast<float>(c)),
+                                        .out = o,
+                                        .workspace = {ws.data(), static_cast<std::size_t>(ws.size())}};
+    (void)kernel<core_op, cpu>::run(core);
     // Values carry absolute rotation; rotating the output by -t leaves each entry at s - t.
     rope_.apply_rows(o, t, /*inverse=*/true);
-
-    // Grouped low-rank output: group j (n_h/g consecutive heads) through its own wo_a block.
-    const index_t in_g = shape::heads * c / shape::groups;
-    for (index_t j = 0; j < shape::groups; ++j)
-      matvec(w_.wo_a.slice(j * shape::d_g, (j + 1) * shape::d_g),
-             {s.o_.data() + j * in_g, static_cast<std::size_t>(in_g)},
-             {s.u_.data() + j * shape::d_g, static_cast<std::size_t>(shape::d_g)});
-    matvec(w_.wo_b, s.u_, y);
-  }
-
-  static std::span<const float> view_span(tensor_view<const float, 1> v) {
-    return {v.data(), static_cast<std::size_t>(v.extent(0))};
   }
 
   attention_weights w_;

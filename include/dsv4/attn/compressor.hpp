@@ -24,7 +24,6 @@
 #include <string>
 #include <vector>
 
-#include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/status.hpp"
@@ -83,18 +82,16 @@ class compressor_state {
   index_t tokens() const { return tokens_; }  // tokens fed so far (= next position)
   index_t entries() const { return tokens_ / shape_.ratio; }
 
-  // Feeds the token at position tokens(): projects x (d) into its state row. When the token
-  // closes a block, writes the block's entry (dim) and returns true.
-  bool step(const compressor_weights& w, const rope_table& rope, float eps, std::span<const float> x,
-            std::span<float> entry) {
+  // Feeds the token at position tokens(), given its projections kv = wkv x and gate = wgate x
+  // (coff*dim each). When the token closes a block, writes the block's entry (dim) and returns
+  // true.
+  bool step(const compressor_weights& w, const rope_table& rope, float eps, std::span<const float> kv,
+            std::span<const float> gate, std::span<float> entry) {
     const int m = shape_.ratio, ch = shape_.channels();
     const index_t r = tokens_ % m;
     const index_t row = (shape_.overlap ? m : 0) + r;
-    std::span<float> kv_row(kv_.data() + row * ch, static_cast<std::size_t>(ch));
-    std::span<float> score_row(score_.data() + row * ch, static_cast<std::size_t>(ch));
-    matvec(w.wkv, x, kv_row);
-    matvec(w.wgate, x, score_row);
-    for (int c = 0; c < ch; ++c) score_row[c] += w.ape(r, c);
+    std::copy(kv.begin(), kv.begin() + ch, kv_.begin() + row * ch);
+    for (int c = 0; c < ch; ++c) score_[static_cast<std::size_t>(row * ch + c)] = gate[c] + w.ape(r, c);
     ++tokens_;
     if (r != m - 1) return false;
     pool(entry);

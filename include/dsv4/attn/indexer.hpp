@@ -6,9 +6,11 @@
 //   I_s = sum_h w_h * ReLU(q^I_h . K_s)         over the visible index keys s < floor((t+1)/4)
 //
 // The index keys come from the indexer's own overlapping ratio-4 compressor at c_I dims (same
-// windows as the main CSA compressor; compressor.hpp). The exact path runs in fp32 without the
-// Hadamard rotation and FP4 simulation of the released model: the rotation is orthonormal and
-// changes nothing in exact arithmetic (§7.2), the FP4 rounding belongs to the released storage.
+// windows as the main CSA compressor; compressor.hpp) and are stored by the cache's key codec:
+// fp32/bf16 on the exact paths, Hadamard-rotated FP4 in the released layout (kv_codec.hpp). The
+// rotation is orthonormal and changes no score in exact arithmetic (§7.2); the query is rotated
+// to match. The released model also rounds the query to FP4 and scores in BF16 (§18.3); this
+// indexer scores in fp32.
 //
 // Top-k is deterministic: blocks are ordered by score, ties by lower index, and the selected
 // indices are returned in ascending order, so the attention that consumes them sums in a fixed
@@ -22,6 +24,7 @@
 #include <string>
 
 #include "dsv4/attn/compressor.hpp"
+#include "dsv4/attn/kv_codec.hpp"
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
 #include "dsv4/core/macros.hpp"
@@ -64,34 +67,45 @@ inline status check_indexer(const indexer_shape& s, const indexer_weights& w, in
   return check_compressor(s.keys, w.compressor, d_model, "indexer.compressor");
 }
 
-// The query side of the indexer for one token at position pos: q (n_I, c_I) and head weights
-// (n_I), both written by the call.
-inline void indexer_query(const indexer_shape& s, const indexer_weights& w, const rope_table& rope,
-                          std::span<const float> qr, std::span<const float> x, index_t pos,
+// Finishes the indexer's query for the token at position pos from its projections q = wq_b qr
+// (n_I, c_I) and head_weights = weights_proj x (n_I), in place: RoPE on q, the
+// 1/(sqrt(c_I) sqrt(n_I)) weight scale, and, when the keys are stored Hadamard-rotated
+// (kv_codec.hpp), the same rotation of every head so that q . key is unchanged.
+inline void indexer_query(const indexer_shape& s, const rope_table& rope, index_t pos, bool rotated,
                           tensor_view<float, 2> q, std::span<float> head_weights) {
   DSV4_ASSERT(q.is_contiguous() && q.size() == s.q_width(),
               "indexer_query: q must be a contiguous (n_I, c_I)");
-  matvec(w.wq_b, qr, {q.data(), static_cast<std::size_t>(s.q_width())});
   rope.apply_rows(q, pos);
-  matvec(w.weights_proj, x, head_weights);
+  if (rotated)
+    for (index_t h = 0; h < s.n_heads; ++h) hadamard_rotate(&q(h, 0), s.head_dim);
   const float scale =
       1.0f / (std::sqrt(static_cast<float>(s.head_dim)) * std::sqrt(static_cast<float>(s.n_heads)));
   for (float& v : head_weights) v *= scale;
 }
 
-// scores[s] = sum_h w_h * ReLU(q_h . keys[s]) for every row s of keys (n, c_I); scores (n).
-// q (n_I, c_I) contiguous, n_I <= max_index_heads.
-inline void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_weights,
-                           tensor_view<const float, 2> keys, std::span<float> scores) {
-  DSV4_ASSERT(q.is_contiguous() && q.extent(0) <= max_index_heads, "indexer_scores: q shape");
-  const index_t c = q.extent(1);
-  parallel_for_work(keys.extent(0) * q.size(), 0, keys.extent(0), [&](index_t s) {
+// scores[i] = sum_h w_h * ReLU(q_h . key_i) for the first scores.size() rows of keys (c_I wide,
+// stored in any codec); q (n_I, c_I) contiguous, n_I <= max_index_heads.
+template <class Codec>
+void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_weights,
+                    row_region<Codec, const std::byte> keys, std::span<float> scores) {
+  DSV4_ASSERT(q.is_contiguous() && q.extent(0) <= max_index_heads && q.extent(1) == keys.width &&
+                  keys.width <= fp4_key_codec::max_width && static_cast<index_t>(scores.size()) <= keys.rows,
+              "indexer_scores: shapes");
+  const index_t c = q.extent(1), n = static_cast<index_t>(scores.size());
+  parallel_for_work(n * q.size(), 0, n, [&](index_t i) {
     float qk[max_index_heads];
-    dot_rows(q.data(), &keys(s, 0), c, q.extent(0), qk);
+    float buf[fp4_key_codec::max_width];
+    dot_rows(q.data(), keys.read(i, buf), c, q.extent(0), qk);
     float acc = 0.0f;
     for (index_t h = 0; h < q.extent(0); ++h) acc += head_weights[h] * std::max(0.0f, qk[h]);
-    scores[s] = acc;
+    scores[i] = acc;
   });
+}
+
+// The same over fp32 keys (n, c_I).
+inline void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_weights,
+                           tensor_view<const float, 2> keys, std::span<float> scores) {
+  indexer_scores(q, head_weights, f32_rows(keys), scores);
 }
 
 // The min(k, n) best of scores (n) by (score descending, index ascending), written in ascending

@@ -3,10 +3,11 @@
 //
 //   z_j = <q_h, kv_j> / sqrt(c)        o_h = sum_j exp(z_j) kv_j / (sum_j exp(z_j) + exp(sink_h))
 //
-// The candidates are row indices into one kv tensor (the reference's cache layout: window ring
-// rows, then compressed entries), so the window and the selected compressed entries meet in a
-// single softmax with no de-duplication. Index -1 means "no candidate" and contributes nothing;
-// a query with no candidate gets a zero output (the sink takes all the mass).
+// The candidates are row indices into one region of cache rows in any codec (kv_codec.hpp; the
+// reference's cache layout: window ring rows, then compressed entries), decoded as they are read, so the
+// window and the selected compressed entries meet in a single softmax with no de-duplication. Index -1 means
+// "no candidate" and contributes nothing; a query with no candidate gets a zero output (the sink takes all
+// the mass).
 //
 // CPU implementation (split over candidates, as in flash decoding): the candidate list is cut
 // into chunks whose number depends only on its length, never on the thread count; each chunk
@@ -22,6 +23,7 @@
 #include <span>
 #include <string>
 
+#include "dsv4/attn/kv_codec.hpp"
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/math.hpp"
@@ -31,11 +33,12 @@
 
 namespace dsv4::attn {
 
+template <class Codec>
 struct sparse_attention_op {
   struct params {
     using op = sparse_attention_op;
     tensor_view<const float, 2> q;             // (n_h, c) one token's query heads
-    tensor_view<const float, 2> kv;            // (n_rows, c) shared key = value rows
+    row_region<Codec, const std::byte> kv;     // (n_rows, c) shared key = value rows, any codec
     std::span<const std::int32_t> candidates;  // rows of kv to attend to; -1 = none
     tensor_view<const float, 1> sink;          // (n_h) logit of the zero-valued sink
     float scale = 0.0f;                        // 1/sqrt(c)
@@ -45,16 +48,17 @@ struct sparse_attention_op {
 
   static status check(const params& p) {
     const index_t h = p.q.extent(0), c = p.q.extent(1);
-    DSV4_TRY(check_shape(p.kv, {-1, c}, "kv"));
+    if (p.kv.width != c)
+      return {errc::shape_mismatch,
+              "kv: rows of " + std::to_string(p.kv.width) + " values, q heads of " + std::to_string(c)};
     DSV4_TRY(check_shape(p.sink, {h}, "attn_sink"));
     DSV4_TRY(check_shape(p.out, {h, c}, "out"));
     DSV4_TRY(check_contiguous(p.q, "q"));
-    DSV4_TRY(check_contiguous(p.kv, "kv"));
     DSV4_TRY(check_contiguous(p.out, "out"));
     for (std::int32_t j : p.candidates)
-      if (j < -1 || j >= p.kv.extent(0))
-        return {errc::out_of_range, "candidates: row " + std::to_string(j) + " outside [-1, " +
-                                        std::to_string(p.kv.extent(0)) + ")"};
+      if (j < -1 || j >= p.kv.rows)
+        return {errc::out_of_range,
+                "candidates: row " + std::to_string(j) + " outside [-1, " + std::to_string(p.kv.rows) + ")"};
     const index_t need = workspace_floats(h, c, static_cast<index_t>(p.candidates.size()));
     if (static_cast<index_t>(p.workspace.size()) < need)
       return {errc::shape_mismatch, "workspace: expected at least " + std::to_string(need) + " floats, got " +
@@ -67,9 +71,9 @@ struct sparse_attention_op {
   static constexpr index_t chunks(index_t n_candidates) {
     return std::min(max_chunks, (n_candidates + min_chunk - 1) / min_chunk);
   }
-  // Floats of workspace a call with these sizes needs: per chunk and head, c + 2.
+  // Floats of workspace a call with these sizes needs: per chunk, c + 2 per head and a decoded row.
   static constexpr index_t workspace_floats(index_t heads, index_t c, index_t n_candidates) {
-    return chunks(n_candidates) * heads * (c + 2);
+    return chunks(n_candidates) * (heads * (c + 2) + c);
   }
 };
 
@@ -77,29 +81,31 @@ struct sparse_attention_op {
 
 namespace dsv4 {
 
-template <>
-struct kernel<attn::sparse_attention_op, cpu> {
+template <class Codec>
+struct kernel<attn::sparse_attention_op<Codec>, cpu> {
   // Query heads scored together against one kv row: independent accumulator chains keep the FMA
   // units busy where a single dot product waits on its own latency.
   static constexpr index_t head_block = 8;
 
-  static status run(const attn::sparse_attention_op::params& p) {
-    using op = attn::sparse_attention_op;
+  static status run(const typename attn::sparse_attention_op<Codec>::params& p) {
+    using op = attn::sparse_attention_op<Codec>;
     const index_t heads = p.q.extent(0), c = p.q.extent(1), n = static_cast<index_t>(p.candidates.size());
     const index_t n_chunks = op::chunks(n), len = n_chunks > 0 ? (n + n_chunks - 1) / n_chunks : 0;
-    // Chunk k's partial state: acc (heads, c), then max (heads), then sum (heads).
-    const auto partial = [&](index_t k) { return p.workspace.data() + k * heads * (c + 2); };
+    // Chunk k's partial state: acc (heads, c), then max (heads), then sum (heads), then a row
+    // buffer (c) for decoding.
+    const auto partial = [&](index_t k) { return p.workspace.data() + k * (heads * (c + 2) + c); };
     attn::parallel_for_work(n * heads * c, 0, n_chunks, [&](index_t k) {
       float* acc = partial(k);
       float* mx = acc + heads * c;
       float* sum = mx + heads;
+      float* row = sum + heads;
       std::fill(acc, acc + heads * c, 0.0f);
       std::fill(mx, mx + heads, -std::numeric_limits<float>::infinity());
       std::fill(sum, sum + heads, 0.0f);
       for (index_t i = k * len; i < std::min(n, (k + 1) * len); ++i) {
         const std::int32_t j = p.candidates[static_cast<std::size_t>(i)];
         if (j < 0) continue;
-        const float* kv = &p.kv(j, 0);
+        const float* kv = p.kv.read(j, row);
         for (index_t h0 = 0; h0 < heads; h0 += head_block) {
           float z[head_block];
           const index_t hb = std::min(head_block, heads - h0);

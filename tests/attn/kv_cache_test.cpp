@@ -1,0 +1,357 @@
+// The hybrid KV cache: storage codecs, bytes against the accounting, sequences, batched calls,
+// snapshot and rollback, bad input, and the released FP8/FP4 storage against the exact path.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "attn/attn_test_support.hpp"
+#include "dsv4/attn/attention.hpp"
+#include "dsv4/attn/kv_cache.hpp"
+#include "dsv4/config/accounting.hpp"
+#include "dsv4/config/presets.hpp"
+#include "dsv4/core/quant.hpp"
+#include "fixture.hpp"
+
+namespace {
+using namespace dsv4;
+using config::kv_format;
+using config::model_config;
+
+// tiny_hybrid with a latent the released layout can hold (64 NoPE dims = one FP8 tile, 16 RoPE
+// dims, 32-dim index keys = one FP4 tile), in each storage format.
+constexpr model_config with_format(kv_format f, int top_k = config::tiny_hybrid.index_topk) {
+  model_config c = config::tiny_hybrid;
+  c.index_topk = top_k;
+  c.head_dim = 80;
+  c.nope_dim = 64;
+  c.rope_dim = 16;
+  c.index_head_dim = 32;
+  c.kv_cache = f;
+  return c;
+}
+constexpr model_config exact = with_format(kv_format::f32);
+constexpr model_config half = with_format(kv_format::bf16);
+constexpr model_config released = with_format(kv_format::fp8_released);
+
+template <model_config C, class P>
+struct random_layer {
+  test::tensor_store store;
+  attn::attention_layer<C, P> layer;
+  explicit random_layer(unsigned seed)
+      : store(test::random_attention_store<C>(seed)),
+        layer(*attn::attention_layer<C, P>::create(test::attention_views(store, P::compress_ratio(C)),
+                                                   config::tiny_params)) {}
+};
+
+template <model_config C>
+std::int64_t accounted(const attn::kv_cache<C>& cache) {
+  return cache.max_sequences() *
+         config::kv_sequence_bytes(C, C.kv_cache, cache.capacity()).total(config::mtp_mode::include);
+}
+
+// x (S, d) through a fresh one-sequence cache of policy P, in one call.
+template <model_config C, class P>
+std::vector<float> prefill(const attn::attention_layer<C, P>& layer, const std::vector<float>& x) {
+  const index_t d = C.d_model, S = static_cast<index_t>(x.size()) / d;
+  auto cache = attn::attention_layer<C, P>::make_cache(1, S);
+  const auto seq = cache->open();
+  std::vector<float> y(x.size());
+  REQUIRE(layer.forward(*cache, 0, *seq, {x.data(), {S, d}}, {y.data(), {S, d}}).ok());
+  return y;
+}
+}  // namespace
+
+TEST_CASE("the released layout: 584-byte entries and 68-byte index keys at V4 shapes", "[attn][kv]") {
+  using entry = attn::row_region<attn::fp8_latent_codec>;
+  using key = attn::row_region<attn::fp4_key_codec>;
+  CHECK(entry::bytes_per_row(512, 64) == 584);
+  CHECK(key::bytes_per_row(128, 0) == 68);
+  CHECK(attn::row_region<attn::bf16_codec>::bytes_per_row(512, 64) == 1024);
+  CHECK(attn::row_region<attn::f32_codec>::bytes_per_row(128, 0) == 512);
+}
+
+TEST_CASE("FP8 entries decode to the reference's KV simulation, FP4 keys to the rotated one", "[attn][kv]") {
+  std::mt19937 rng(21);
+  const index_t width = 512, rope = 64, rows = 5;
+  std::vector<std::byte> storage(
+      std::size_t(rows * attn::row_region<attn::fp8_latent_codec>::bytes_per_row(width, rope)));
+  const attn::row_region<attn::fp8_latent_codec> region{storage.data(), rows, width, rope};
+  std::vector<float> buf(static_cast<std::size_t>(width));
+  for (index_t r = 0; r < rows; ++r) {
+    // Rows of very different magnitudes: the per-64 scales must follow them.
+    auto x = test::normal(std::size_t(width), 0.0f, std::ldexp(1.0f, int(6 * r) - 12), rng);
+    region.write(r, x.data());
+    auto expect = x;
+    fp8_simulate({expect.data(), std::size_t(width - rope)}, 64);
+    for (index_t i = width - rope; i < width; ++i) expect[std::size_t(i)] = round_to_bf16(x[std::size_t(i)]);
+    const float* got = region.read(r, buf.data());
+    CHECK(std::equal(expect.begin(), expect.end(), got));
+    CHECK(test::rel_l2({got, std::size_t(width)}, x) < 0.05);
+  }
+
+  // FP4 keys: stored as FP4(H x), H orthonormal; H is its own inverse.
+  const index_t c = 128;
+  std::vector<std::byte> kstore(std::size_t(attn::row_region<attn::fp4_key_codec>::bytes_per_row(c, 0)));
+  const attn::row_region<attn::fp4_key_codec> keys{kstore.data(), 1, c, 0};
+  const auto x = test::normal(std::size_t(c), 0.0f, 1.0f, rng);
+  keys.write(0, x.data());
+  auto rotated = x;
+  attn::hadamard_rotate(rotated.data(), c);
+  double n0 = 0, n1 = 0;
+  for (index_t i = 0; i < c; ++i) n0 += double(x[std::size_t(i)]) * x[std::size_t(i)];
+  for (float v : rotated) n1 += double(v) * v;
+  CHECK(n1 == Approx(n0).epsilon(1e-5));
+  auto back = rotated;
+  attn::hadamard_rotate(back.data(), c);
+  CHECK(test::rel_l2(back, x) < 1e-6);
+  auto expect = rotated;
+  fp4_simulate(expect);
+  const float* got = keys.read(0, buf.data());
+  CHECK(std::equal(expect.begin(), expect.end(), got));
+}
+
+TEST_CASE("a cache allocates what the accounting says, for every format and for the released models",
+          "[attn][kv]") {
+  const auto small = attn::kv_cache<exact>::for_model(3, 300);
+  REQUIRE(small.ok());
+  CHECK(small->layers() == exact.n_layers + exact.n_mtp_layers);
+  CHECK(small->bytes() == accounted(*small));
+  const auto h = attn::kv_cache<half>::for_model(2, 1000);
+  CHECK(h->bytes() == accounted(*h));
+  const auto r = attn::kv_cache<released>::for_model(2, 1000);
+  CHECK(r->bytes() == accounted(*r));
+  CHECK(r->bytes() < h->bytes());
+  // The whole V4-Flash cache for one sequence of 1M tokens: 3.70 GB (3.685 GB of entries and index
+  // keys, the rest windows and compressor tails). Pages are committed only when written.
+  const auto flash = attn::kv_cache<config::v4_flash>::for_model(1, index_t{1} << 20);
+  REQUIRE(flash.ok());
+  CHECK(flash->bytes() == accounted(*flash));
+  CHECK(flash->bytes() == Approx(3.70e9).epsilon(0.005));
+  const auto entries = config::kv_sequence_bytes(config::v4_flash, kv_format::fp8_released, index_t{1} << 20);
+  CHECK(double(entries.backbone().entries()) == Approx(3.685e9).epsilon(0.001));
+}
+
+TEST_CASE("sequences: open, finish, release, stale ids, full cache", "[attn][kv]") {
+  auto cache = attn::kv_cache<exact>::for_model(2, 50);
+  const auto a = cache->open(), b = cache->open();
+  REQUIRE((a.ok() && b.ok()));
+  const auto full = cache->open();
+  REQUIRE(!full.ok());
+  CHECK(full.error().code() == errc::out_of_range);
+  CHECK(cache->finish(*a).ok());
+  CHECK(cache->check_open(*a).code() == errc::invalid_state);
+  CHECK_THAT(cache->check_open(*a).message(), Catch::Contains("finished"));
+  CHECK(cache->check_known(*a).ok());
+  CHECK(cache->release(*a).ok());
+  CHECK_THAT(cache->check_known(*a).message(), Catch::Contains("unknown sequence"));
+  const auto c = cache->open();  // reuses a's slot with a new generation: a stays unknown
+  REQUIRE(c.ok());
+  CHECK(c->slot() == a->slot());
+  CHECK(cache->check_known(*a).code() == errc::invalid_state);
+  CHECK(cache->check_open(*c).ok());
+  CHECK(cache->check_known(attn::sequence_id{7}).code() == errc::invalid_state);
+}
+
+TEST_CASE("one call over sequences at different positions equals each sequence alone", "[attn][kv]") {
+  const random_layer<released, attn::csa> r(22);
+  std::mt19937 rng(23);
+  const index_t d = released.d_model;
+  // Three sequences with 37, 5 and 90 tokens of history, then a step of 1, 7 and 3 tokens.
+  const std::vector<index_t> history = {37, 5, 90}, step = {1, 7, 3};
+  std::vector<std::vector<float>> x;
+  for (std::size_t i = 0; i < 3; ++i)
+    x.push_back(test::normal(std::size_t((history[i] + step[i]) * d), 0.0f, 1.0f, rng));
+
+  auto cache = attn::attention_layer<released, attn::csa>::make_cache(4, 128);
+  std::vector<attn::sequence_id> seq;
+  for (std::size_t i = 0; i < 3; ++i) {
+    seq.push_back(*cache->open());
+    std::vector<float> y(std::size_t(history[i] * d));
+    REQUIRE(
+        r.layer.forward(*cache, 0, seq[i], {x[i].data(), {history[i], d}}, {y.data(), {history[i], d}}).ok());
+  }
+  // The batch: rows of the three steps back to back, in an order other than the slots'.
+  const std::vector<std::size_t> order = {2, 0, 1};
+  std::vector<float> xb, yb(std::size_t(11 * d));
+  std::vector<attn::sequence_tokens> batch;
+  for (std::size_t i : order) {
+    xb.insert(xb.end(), x[i].begin() + history[i] * d, x[i].end());
+    batch.push_back({seq[i], step[i]});
+  }
+  REQUIRE(r.layer.forward(*cache, 0, batch, {xb.data(), {11, d}}, {yb.data(), {11, d}}).ok());
+  index_t row = 0;
+  for (std::size_t i : order) {
+    const auto alone = prefill<released, attn::csa>(r.layer, x[i]);
+    INFO("sequence " << i);
+    CHECK(std::equal(alone.begin() + history[i] * d, alone.end(), yb.begin() + row * d));
+    CHECK(*cache->tokens(seq[i], 0) == history[i] + step[i]);
+    row += step[i];
+  }
+}
+
+TEST_CASE("bad input returns a status naming the problem and leaves the cache as it was", "[attn][kv]") {
+  const random_layer<released, attn::csa> r(24);
+  const auto& layer = r.layer;
+  std::mt19937 rng(25);
+  const index_t d = released.d_model;
+  const auto x = test::normal(std::size_t(30 * d), 0.0f, 1.0f, rng);
+  std::vector<float> y(x.size()), z(x.size());
+  auto cache = attn::attention_layer<released, attn::csa>::make_cache(2, 20);
+  auto reference = attn::attention_layer<released, attn::csa>::make_cache(2, 20);
+  const auto a = *cache->open(), b = *cache->open(), ra = *reference->open();
+  REQUIRE(layer.forward(*cache, 0, a, {x.data(), {10, d}}, {y.data(), {10, d}}).ok());
+  REQUIRE(layer.forward(*reference, 0, ra, {x.data(), {10, d}}, {y.data(), {10, d}}).ok());
+  REQUIRE(cache->finish(b).ok());
+  const auto before = std::vector<std::byte>(cache->storage(0).begin(), cache->storage(0).end());
+
+  const auto fails = [&](status st, errc code, const char* text) {
+    INFO(st.to_string());
+    CHECK(st.code() == code);
+    CHECK_THAT(st.message(), Catch::Contains(text));
+  };
+  const auto call = [&](std::vector<attn::sequence_tokens> batch, index_t rows,
+                        index_t cols = released.d_model) {
+    return layer.forward(*cache, 0, batch, {x.data(), {rows, cols}}, {y.data(), {rows, cols}});
+  };
+  fails(call({{a, 11}}, 11), errc::out_of_range, "capacity 20");
+  fails(call({{b, 1}}, 1), errc::invalid_state, "finished");
+  fails(call({{attn::sequence_id{a.value + (std::uint64_t{1} << 32)}, 1}}, 1), errc::invalid_state,
+        "unknown");
+  fails(call({{a, 1}, {b, 1}, {a, 1}}, 3), errc::out_of_range, "the cache holds 2");
+  fails(call({{a, 1}, {a, 1}}, 2), errc::invalid_argument, "twice");
+  fails(call({{a, 2}}, 3), errc::shape_mismatch, "3 rows for a batch of 2");
+  fails(call({{a, 2}}, 2, d - 1), errc::shape_mismatch, "x");
+  fails(layer.forward(*cache, 0, a, {x.data(), {2, d}}, {y.data(), {3, d}}), errc::shape_mismatch, "out");
+  fails(layer.forward(*cache, 1, a, {x.data(), {2, d}}, {y.data(), {2, d}}), errc::out_of_range, "layer 1");
+  // A cache layer made for another policy.
+  const random_layer<released, attn::hca> other(26);
+  fails(other.layer.forward(*cache, 0, a, {x.data(), {1, d}}, {y.data(), {1, d}}), errc::invalid_argument,
+        "policy hca");
+  // Rollback errors: a snapshot of another sequence, one ahead of the sequence.
+  const auto snap_b = cache->snapshot(b);
+  REQUIRE(snap_b.ok());
+  fails(cache->rollback(a, *snap_b), errc::invalid_argument, "cannot roll back");
+  fails(cache->rollback(b, *snap_b), errc::invalid_state, "finished");
+
+  // Nothing changed: the same bytes, the same position, and continuing gives what an untouched
+  // cache gives.
+  CHECK(std::equal(before.begin(), before.end(), cache->storage(0).begin()));
+  CHECK(*cache->tokens(a, 0) == 10);
+  REQUIRE(layer.forward(*cache, 0, a, {x.data() + 10 * d, {10, d}}, {y.data(), {10, d}}).ok());
+  REQUIRE(layer.forward(*reference, 0, ra, {x.data() + 10 * d, {10, d}}, {z.data(), {10, d}}).ok());
+  CHECK(std::equal(y.begin(), y.begin() + 10 * d, z.begin()));
+}
+
+TEST_CASE("rolling back to a snapshot forgets the speculative tokens", "[attn][kv]") {
+  const random_layer<released, attn::csa> r(27);
+  std::mt19937 rng(28);
+  const index_t d = released.d_model;
+  const auto x = test::normal(std::size_t(60 * d), 0.0f, 1.0f, rng);
+  auto cache = attn::attention_layer<released, attn::csa>::make_cache(1, 60);
+  const auto seq = *cache->open();
+  std::vector<float> scratch(std::size_t(25 * d)), first(std::size_t(20 * d)), second(first.size()),
+      other(first.size());
+  REQUIRE(r.layer.forward(*cache, 0, seq, {x.data(), {25, d}}, {scratch.data(), {25, d}}).ok());
+  const auto snap = cache->snapshot(seq);
+  REQUIRE(snap.ok());
+  // 20 speculative tokens: past the ring of 8 and across compressed blocks.
+  REQUIRE(r.layer.forward(*cache, 0, seq, {x.data() + 25 * d, {20, d}}, {first.data(), {20, d}}).ok());
+  REQUIRE(cache->rollback(seq, *snap).ok());
+  CHECK(*cache->tokens(seq, 0) == 25);
+  REQUIRE(r.layer.forward(*cache, 0, seq, {x.data() + 40 * d, {20, d}}, {other.data(), {20, d}}).ok());
+  REQUIRE(cache->rollback(seq, *snap).ok());
+  REQUIRE(r.layer.forward(*cache, 0, seq, {x.data() + 25 * d, {20, d}}, {second.data(), {20, d}}).ok());
+  CHECK(first == second);
+  CHECK(first != other);
+  // A snapshot from a later position cannot be applied to an earlier one.
+  const auto late = cache->snapshot(seq);
+  REQUIRE(cache->rollback(seq, *snap).ok());
+  CHECK(cache->rollback(seq, *late).code() == errc::invalid_argument);
+}
+
+// The released storage rounds the latent to FP8 (NoPE, per 64) and BF16 (RoPE), the keys to FP4
+// after the Hadamard rotation; bf16 storage rounds every value to BF16. Relative L2 error of the
+// layer output against the fp32 cache over 300 tokens, measured (this seed): bf16 0.0021 (SWA),
+// 0.0020 (HCA), 0.0022 (CSA); FP8/FP4 0.031, 0.030, 0.030. The bounds leave some headroom. CSA is compared
+// with a top-k that covers every visible entry: with a narrow top-k a rounding can swap an entry in or out of
+// the selection, a discrete change (selection agreement is measured in the next test).
+template <model_config Exact, model_config Half, model_config Released, class P>
+void check_storage_error(const std::vector<float>& x) {
+  const random_layer<Exact, P> e(30);
+  const random_layer<Half, P> h(30);
+  const random_layer<Released, P> q(30);
+  const auto ye = prefill<Exact, P>(e.layer, x);
+  const double eh = test::rel_l2(prefill<Half, P>(h.layer, x), ye);
+  const double eq = test::rel_l2(prefill<Released, P>(q.layer, x), ye);
+  INFO(P::name << ": bf16 " << eh << ", fp8/fp4 " << eq);
+  CHECK(eh > 0.0);
+  CHECK(eh <= 4e-3);
+  CHECK(eq > eh);
+  CHECK(eq <= 5e-2);
+}
+
+TEST_CASE("BF16 and FP8/FP4 storage stay within a stated tolerance of the exact path", "[attn][kv]") {
+  std::mt19937 rng(29);
+  const auto x = test::normal(std::size_t(300 * exact.d_model), 0.0f, 1.0f, rng);
+  check_storage_error<exact, half, released, attn::swa>(x);
+  check_storage_error<exact, half, released, attn::hca>(x);
+  constexpr kv_format f32 = kv_format::f32, b16 = kv_format::bf16, fp8 = kv_format::fp8_released;
+  check_storage_error<with_format(f32, 1000), with_format(b16, 1000), with_format(fp8, 1000), attn::csa>(x);
+}
+
+// Agreement of the top-k chosen from FP4 keys with the top-k of exact keys, V4-Flash indexer
+// shapes (64 heads of 128, top 512), random queries, head weights and keys.
+TEST_CASE("the FP4 index keys select nearly the exact top-k", "[attn][kv]") {
+  std::mt19937 rng(31);
+  const index_t heads = 64, c = 128, k = 512;
+  const auto agreement = [&](index_t n, float planted) {
+    const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
+    auto w = test::normal(std::size_t(heads), 0.0f, 1.0f, rng);
+    auto keys = test::normal(std::size_t(n * c), 0.0f, 1.0f, rng);
+    // Optionally, relevance: some keys lean towards the mean query direction (lognormal weight),
+    // as keys of a real context do, so that the top-k stands out from the bulk.
+    if (planted > 0) {
+      std::lognormal_distribution<float> strength(0.0f, 1.0f);
+      for (index_t i = 0; i < n; ++i) {
+        const float s = planted * strength(rng);
+        for (index_t j = 0; j < c; ++j) {
+          float m = 0;
+          for (index_t h = 0; h < heads; ++h) m += q[std::size_t(h * c + j)];
+          keys[std::size_t(i * c + j)] += s * m / float(heads);
+        }
+      }
+      for (float& v : w) v = std::fabs(v);
+    }
+    std::vector<float> exact_scores(static_cast<std::size_t>(n)), fp4_scores(exact_scores.size());
+    attn::indexer_scores({q.data(), {heads, c}}, w, {keys.data(), {n, c}}, exact_scores);
+    std::vector<std::byte> stored(
+        std::size_t(n * attn::row_region<attn::fp4_key_codec>::bytes_per_row(c, 0)));
+    const attn::row_region<attn::fp4_key_codec> region{stored.data(), n, c, 0};
+    for (index_t i = 0; i < n; ++i) region.write(i, keys.data() + i * c);
+    auto qr = q;
+    for (index_t h = 0; h < heads; ++h) attn::hadamard_rotate(qr.data() + h * c, c);
+    attn::indexer_scores({qr.data(), {heads, c}}, w,
+                         attn::row_region<attn::fp4_key_codec, const std::byte>(region), fp4_scores);
+    std::vector<std::int32_t> a(static_cast<std::size_t>(n)), b(a.size());
+    attn::select_top_k(exact_scores, k, a);
+    attn::select_top_k(fp4_scores, k, b);
+    std::vector<std::int32_t> both;
+    std::set_intersection(a.begin(), a.begin() + k, b.begin(), b.begin() + k, std::back_inserter(both));
+    return double(both.size()) / double(k);
+  };
+  // Measured (this seed): iid keys, 1024 and 16384 entries: 0.955, 0.863; keys with relevance:
+  // 0.994, 0.982. FP4 keeps 3 bits per value: where scores do not stand out from the bulk, entries
+  // near the k-th score trade places.
+  const double iid_small = agreement(1024, 0), iid_large = agreement(16384, 0);
+  const double planted_small = agreement(1024, 8.0f), planted_large = agreement(16384, 8.0f);
+  INFO("iid " << iid_small << " " << iid_large << ", with relevance " << planted_small << " "
+              << planted_large);
+  CHECK(iid_small >= 0.93);
+  CHECK(iid_large >= 0.84);
+  CHECK(planted_small >= 0.99);
+  CHECK(planted_large >= 0.97);
+}
