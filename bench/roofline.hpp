@@ -102,4 +102,12 @@ inline benchmark::Counter fma_fraction(double flops_per_iteration) {
                             benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The roofline bound: time at the machine's bandwidth or FMA peak, whichever is longer, over the
+// time taken (1 = on the roofline).
+inline benchmark::Counter roofline_fraction(double bytes_per_iteration, double flops_per_iteration) {
+  return benchmark::Counter(std::max(bytes_per_iteration / roofline().read_bytes_per_s,
+                                     flops_per_iteration / roofline().fma_flops_per_s),
+                            benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace dsv4::bench

@@ -1,31 +1,44 @@
-// One decode step of the attention core per layer kind at V4-Flash shapes (64 heads of 512, window
-// 128, CSA top-512 of ratio-4 entries scored by 64 index heads of 128, HCA every ratio-128 entry)
-// against the dense baseline over every raw token, on caches synthesized directly (exact path,
-// fp32). Projections are left out: they are the same for every kind and belong to the GEMV.
+// Attention at V4-Flash shapes (64 heads of 512, window 128, CSA top-512 of ratio-4 entries scored
+// by 64 index heads of 128, HCA every ratio-128 entry).
 //
-// `bytes` counts what the step must read (kv rows of the candidates, index keys for CSA), `flops`
-// the multiply-adds of scores and weighted sums (2 per MAC); `of_read_bw` and `of_fma_peak` relate
-// them to the roofline measured in the same run.
+//   decode_core/<format>/<kind>   one decode step of the attention core (indexer, top-k, sparse
+//       attention; no projections) at position context - 1, on a one-layer kv_cache synthesized
+//       directly in the exact fp32 format or in the released FP8/FP4 layout; `dense` is the
+//       baseline: full causal attention over every raw token in the same format.
+//   flash_cache_1m                the whole V4-Flash cache (43 layers + MTP) for one sequence of
+//       1M tokens in the released layout; one decode step of the core in every layer.
+//   prefill / decode              one attention layer with projections (fp32 weights): 64 tokens
+//       in one call (projections as GEMMs) or in 64 one-token calls.
+//
+// Counters: `bytes` what the step must read (candidate rows, index keys), `flops` 2 per
+// multiply-add of scores and weighted sums (and index scores), their ratios to the roofline
+// measured in the same run (`of_read_bw`, `of_fma_peak`), and `of_roofline`: the time the larger
+// of the two bounds allows over the time taken.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <vector>
 
-#include "dsv4/attn/indexer.hpp"
-#include "dsv4/attn/sparse_attention.hpp"
+#include "attn/attn_test_support.hpp"
+#include "dsv4/attn/attention.hpp"
 #include "dsv4/config/presets.hpp"
 #include "roofline.hpp"
 
 namespace {
 using namespace dsv4;
-constexpr auto cfg = config::v4_flash;
-constexpr index_t heads = cfg.n_heads, c = cfg.head_dim, window = cfg.window;
-constexpr index_t index_heads = cfg.index_n_heads, index_dim = cfg.index_head_dim;
+using config::model_config;
 
-enum class kind { swa, csa, hca, dense };
+constexpr model_config flash = config::v4_flash;  // released layout
+constexpr model_config flash_exact = [] {
+  model_config c = config::v4_flash;
+  c.kv_cache = config::kv_format::f32;
+  return c;
+}();
+constexpr index_t heads = flash.n_heads, c = flash.head_dim;
 
 std::vector<float> random_floats(std::size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -35,71 +48,164 @@ std::vector<float> random_floats(std::size_t n, unsigned seed) {
   return v;
 }
 
-// A decode step at position context - 1 (the last token of the context).
-void bm_decode_step(benchmark::State& state, kind k) {
-  const index_t context = state.range(0);
-  const index_t entries = k == kind::csa   ? context / cfg.csa_ratio
-                          : k == kind::hca ? context / cfg.hca_ratio
-                                           : 0;
-  const index_t raw = k == kind::dense ? context : window;
-  const index_t rows = raw + entries;
-  const auto kv = random_floats(std::size_t(rows * c), 1);
-  const auto q = random_floats(std::size_t(heads * c), 2);
-  const auto sink = random_floats(std::size_t(heads), 3);
-  std::vector<float> keys, index_q, index_w, scores;
-  std::vector<std::int32_t> selected;
-  if (k == kind::csa) {
-    keys = random_floats(std::size_t(entries * index_dim), 4);
-    index_q = random_floats(std::size_t(index_heads * index_dim), 5);
-    index_w = random_floats(std::size_t(index_heads), 6);
-    scores.resize(std::size_t(entries));
-    selected.resize(std::size_t(entries));
+// Copies row (i mod pool rows) of `pool` into every row of `to` (same codec and widths): filling
+// a 1M-token cache through the encoder would take minutes.
+template <class Region>
+void fill_rows(const Region& to, const Region& pool) {
+  const std::size_t pb = std::size_t(pool.payload(1) - pool.payload(0)),
+                    sb = std::size_t(pool.scales(1) - pool.scales(0));
+  for (index_t i = 0; i < to.rows; ++i) {
+    std::memcpy(to.payload(i), pool.payload(i % pool.rows), pb);
+    if (sb > 0) std::memcpy(to.scales(i), pool.scales(i % pool.rows), sb);
   }
-  const index_t top_k = std::min<index_t>(cfg.index_topk, entries);
-  const index_t n = raw + (k == kind::csa ? top_k : entries);
-  std::vector<std::int32_t> candidates(static_cast<std::size_t>(n));
-  std::vector<float> out(std::size_t(heads * c));
-  std::vector<float> workspace(
-      std::size_t(attn::sparse_attention_op<attn::f32_codec>::workspace_floats(heads, c, n)));
+}
 
-  const auto step = [&] {
-    index_t m = 0;
-    for (index_t r = 0; r < raw; ++r) candidates[std::size_t(m++)] = std::int32_t(r);
-    if (k == kind::csa) {
-      attn::indexer_scores({index_q.data(), {index_heads, index_dim}}, index_w,
-                           {keys.data(), {entries, index_dim}}, scores);
-      const index_t got = attn::select_top_k(scores, top_k, selected);
-      for (index_t i = 0; i < got; ++i)
-        candidates[std::size_t(m++)] = std::int32_t(raw + selected[std::size_t(i)]);
-    } else {
-      for (index_t e = 0; e < entries; ++e) candidates[std::size_t(m++)] = std::int32_t(raw + e);
-    }
-    const attn::sparse_attention_op<attn::f32_codec>::params p{.q = {q.data(), {heads, c}},
-                                                               .kv = attn::f32_rows({kv.data(), {rows, c}}),
-                                                               .candidates = candidates,
-                                                               .sink = {sink.data(), {heads}},
-                                                               .scale = 1.0f / std::sqrt(float(c)),
-                                                               .out = {out.data(), {heads, c}},
-                                                               .workspace = workspace};
-    return run<cpu>(p);
-  };
-  // Checked once before timing: the attention output is a convex combination of kv rows.
-  if (!step().ok()) std::abort();
-  for (float v : out)
+// Fills every layer of sequence seq with random rows and declares `tokens` tokens.
+template <model_config C>
+void synthesize(attn::kv_cache<C>& cache, attn::sequence_id seq, index_t tokens) {
+  constexpr index_t pool_rows = 61;
+  using cache_t = attn::kv_cache<C>;
+  std::vector<std::byte> rows(
+      std::size_t(pool_rows * cache_t::entry_region::bytes_per_row(C.head_dim, C.rope_dim)));
+  std::vector<std::byte> keys(
+      std::size_t(pool_rows * cache_t::key_region::bytes_per_row(C.index_head_dim, 0)));
+  const typename cache_t::entry_region row_pool{rows.data(), pool_rows, C.head_dim, C.rope_dim};
+  const typename cache_t::key_region key_pool{keys.data(), pool_rows, C.index_head_dim, 0};
+  const auto x = random_floats(std::size_t(pool_rows * C.head_dim), 7);
+  for (index_t i = 0; i < pool_rows; ++i) {
+    row_pool.write(i, x.data() + i * C.head_dim);
+    key_pool.write(i, x.data() + i * C.head_dim);
+  }
+  for (int l = 0; l < cache.layers(); ++l) {
+    const auto v = cache.view(l, seq.slot());
+    fill_rows(v.rows, row_pool);
+    fill_rows(v.keys, key_pool);
+  }
+  if (!cache.assume_tokens(seq, tokens).ok()) std::abort();
+}
+
+// Random query-side inputs of one decode step.
+struct step_inputs {
+  std::vector<float> q = random_floats(std::size_t(heads * c), 2);
+  std::vector<float> index_q = random_floats(std::size_t(flash.index_n_heads * flash.index_head_dim), 3);
+  std::vector<float> index_w = random_floats(std::size_t(flash.index_n_heads), 4);
+  std::vector<float> sink = random_floats(std::size_t(heads), 5);
+  std::vector<float> out = std::vector<float>(std::size_t(heads * c));
+};
+
+// Bytes read and FLOPs of one decode step of policy P at position t.
+template <model_config C, class P>
+std::pair<double, double> step_cost(index_t t, index_t ring) {
+  using cache_t = attn::kv_cache<C>;
+  constexpr int ratio = P::compress_ratio(C), top_k = P::top_k(C);
+  const index_t visible = ratio > 0 ? attn::visible_entries(t, ratio) : 0;
+  const index_t n = std::min(t + 1, ring) + (top_k > 0 ? std::min<index_t>(top_k, visible) : visible);
+  double bytes = double(n) * double(cache_t::entry_region::bytes_per_row(C.head_dim, C.rope_dim));
+  double flops = 4.0 * heads * c * double(n);
+  if (top_k > 0) {
+    bytes += double(visible) * double(cache_t::key_region::bytes_per_row(C.index_head_dim, 0));
+    flops += 2.0 * C.index_n_heads * C.index_head_dim * double(visible);
+  }
+  return {bytes, flops};
+}
+
+template <model_config C, class P>
+void attend(attn::kv_cache<C>& cache, int layer, attn::sequence_id seq, step_inputs& in, index_t t) {
+  attn::attend_cached<C, P>(cache.view(layer, seq.slot()), cache.scratch(), t, {in.q.data(), {heads, c}},
+                            {in.index_q.data(), {C.index_n_heads, C.index_head_dim}}, in.index_w,
+                            {in.sink.data(), {heads}}, {in.out.data(), {heads, c}});
+}
+
+void set_counters(benchmark::State& state, double bytes, double flops) {
+  state.counters["bytes"] = bytes;
+  state.counters["flops"] = flops;
+  state.counters["of_read_bw"] = bench::bandwidth_fraction(bytes);
+  state.counters["of_fma_peak"] = bench::fma_fraction(flops);
+  state.counters["of_roofline"] = bench::roofline_fraction(bytes, flops);
+}
+
+template <model_config C, class P>
+void bm_decode_core(benchmark::State& state) {
+  const index_t context = state.range(0), t = context - 1;
+  auto cache = attn::kv_cache<C>::create(1, context, {attn::kv_geometry<C, P>(context)});
+  const auto seq = *cache->open();
+  synthesize(*cache, seq, context);
+  step_inputs in;
+  // Checked once before timing: the output is a convex combination of rows of magnitude <= 1.
+  attend<C, P>(*cache, 0, seq, in, t);
+  for (float v : in.out)
     if (!(std::fabs(v) <= 1.0f)) std::abort();
   for (auto _ : state) {
-    benchmark::DoNotOptimize(step());
+    attend<C, P>(*cache, 0, seq, in, t);
     benchmark::ClobberMemory();
   }
-  const double kv_bytes = double(n) * c * sizeof(float);
-  const double index_bytes = k == kind::csa ? double(entries) * index_dim * sizeof(float) : 0.0;
-  const double flops =
-      4.0 * heads * c * double(n) + (k == kind::csa ? 2.0 * index_heads * index_dim * double(entries) : 0.0);
-  state.counters["candidates"] = double(n);
-  state.counters["bytes"] = kv_bytes + index_bytes;
-  state.counters["flops"] = flops;
-  state.counters["of_read_bw"] = bench::bandwidth_fraction(kv_bytes + index_bytes);
-  state.counters["of_fma_peak"] = bench::fma_fraction(flops);
+  const auto [bytes, flops] = step_cost<C, P>(t, cache->geometry(0).window);
+  set_counters(state, bytes, flops);
+}
+
+void bm_flash_cache_1m(benchmark::State& state) {
+  const index_t context = index_t{1} << 20, t = context - 1;
+  auto cache = attn::kv_cache<flash>::for_model(1, context);
+  const auto seq = *cache->open();
+  synthesize(*cache, seq, context);
+  step_inputs in;
+  double bytes = 0, flops = 0;
+  const auto step = [&](bool count) {
+    for (int l = 0; l < cache->layers(); ++l) {
+      attn::visit_policy(config::layer_kind_of(flash, std::min(l, flash.n_layers)), [&]<class P>() {
+        attend<flash, P>(*cache, l, seq, in, t);
+        if (count) {
+          const auto [b, f] = step_cost<flash, P>(t, cache->geometry(l).window);
+          bytes += b;
+          flops += f;
+        }
+      });
+    }
+  };
+  step(true);
+  for (auto _ : state) step(false);
+  state.counters["cache_GB"] = double(cache->bytes()) / 1e9;
+  state.counters["layers"] = cache->layers();
+  set_counters(state, bytes, flops);
+}
+
+// One HCA layer of V4-Flash shapes with fp32 weights (about 0.5 GB), made once.
+struct flash_layer {
+  test::tensor_store store = test::random_attention_store<flash_exact>(1);
+  attn::attention_layer<flash_exact, attn::hca> layer =
+      *attn::attention_layer<flash_exact, attn::hca>::create(
+          test::attention_views(store, flash_exact.hca_ratio), config::v4_flash_params);
+  // Multiply-adds of the projections per token.
+  double macs_per_token() const {
+    const index_t d = flash.d_model;
+    return double(flash.q_lora_rank) * d + double(heads) * c * flash.q_lora_rank + double(c) * d +
+           2.0 * c * d + double(flash.o_groups) * flash.o_lora_rank * (heads * c / flash.o_groups) +
+           double(d) * flash.o_groups * flash.o_lora_rank;
+  }
+};
+const flash_layer& shared_layer() {
+  static const flash_layer l;
+  return l;
+}
+
+// 64 tokens from position 0, in calls of `per_call` tokens.
+void bm_layer_tokens(benchmark::State& state) {
+  const index_t per_call = state.range(0), S = 64, d = flash.d_model;
+  const auto& l = shared_layer();
+  const auto x = random_floats(std::size_t(S * d), 9);
+  std::vector<float> y(x.size());
+  for (auto _ : state) {
+    auto cache = attn::attention_layer<flash_exact, attn::hca>::make_cache(1, S);
+    const auto seq = *cache->open();
+    for (index_t i = 0; i < S; i += per_call)
+      if (!l.layer
+               .forward(*cache, 0, seq, {x.data() + i * d, {per_call, d}}, {y.data() + i * d, {per_call, d}})
+               .ok())
+        std::abort();
+  }
+  state.counters["tokens_per_s"] =
+      benchmark::Counter(double(S), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["of_fma_peak"] = bench::fma_fraction(2.0 * l.macs_per_token() * double(S));
 }
 
 void contexts(benchmark::internal::Benchmark* b) {
@@ -109,7 +215,31 @@ void contexts(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
-BENCHMARK_CAPTURE(bm_decode_step, swa, kind::swa)->Arg(4096)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(bm_decode_step, csa, kind::csa)->Apply(contexts);
-BENCHMARK_CAPTURE(bm_decode_step, hca, kind::hca)->Apply(contexts);
-BENCHMARK_CAPTURE(bm_decode_step, dense, kind::dense)->Apply(contexts);
+BENCHMARK(bm_decode_core<flash, attn::swa>)
+    ->Name("decode_core/released/swa")
+    ->Arg(4096)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(bm_decode_core<flash, attn::csa>)->Name("decode_core/released/csa")->Apply(contexts);
+BENCHMARK(bm_decode_core<flash, attn::hca>)->Name("decode_core/released/hca")->Apply(contexts);
+BENCHMARK(bm_decode_core<flash, attn::dense>)->Name("decode_core/released/dense")->Apply(contexts);
+BENCHMARK(bm_decode_core<flash_exact, attn::csa>)->Name("decode_core/exact/csa")->Apply(contexts);
+BENCHMARK(bm_decode_core<flash_exact, attn::hca>)->Name("decode_core/exact/hca")->Apply(contexts);
+BENCHMARK(bm_decode_core<flash_exact, attn::dense>)
+    ->Name("decode_core/exact/dense")
+    ->Arg(4096)
+    ->Arg(65536)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(bm_flash_cache_1m)
+    ->Name("flash_cache_1m")
+    ->Iterations(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(bm_layer_tokens)
+    ->Name("layer_64_tokens/per_call")
+    ->Arg(64)
+    ->Arg(1)
+    ->Iterations(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();

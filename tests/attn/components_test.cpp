@@ -138,9 +138,8 @@ void check_compressor(const attn::compressor_shape& s, index_t tokens) {
   index_t emitted = 0;
   for (index_t t = 0; t < tokens; ++t) {
     const auto [kv, gate] = project(cw, {x.data() + t * d, {1, d}});
-    const bool closed = state.step(cw, rope, 1e-6f, kv, gate, entry);
+    const bool closed = state.step(cw, rope, 1e-6f, t, kv, gate, entry);
     CHECK(closed == ((t + 1) % s.ratio == 0));
-    CHECK(state.entries() == attn::visible_entries(t, s.ratio));
     if (!closed) continue;
     const auto ref = reference_entry(s, w, x, d, emitted++, rope);
     INFO("ratio " << s.ratio << " entry " << emitted - 1);
@@ -174,7 +173,7 @@ TEST_CASE("a ratio-1 compressor is its projection, norm and RoPE at the token", 
   std::vector<float> entry(16), proj(16);
   for (index_t t = 0; t < 3; ++t) {
     const auto [kv, gate] = project(test::compressor_views(w, "c"), {x.data() + t * d, {1, d}});
-    REQUIRE(state.step(test::compressor_views(w, "c"), rope, 1e-6f, kv, gate, entry));
+    REQUIRE(state.step(test::compressor_views(w, "c"), rope, 1e-6f, t, kv, gate, entry));
     proj = kv;
     double ms = 0;
     for (float v : proj) ms += double(v) * v / 16;
@@ -198,18 +197,26 @@ TEST_CASE("top-k selects by score, ties by lower index, in ascending order", "[a
 
 TEST_CASE("index scores are the head-weighted sum of ReLU dot products", "[attn][indexer]") {
   std::mt19937 rng(10);
-  const auto q = test::normal(3 * 8, 0.0f, 1.0f, rng), keys = test::normal(5 * 8, 0.0f, 1.0f, rng);
-  const auto w = test::normal(3, 0.0f, 1.0f, rng);
-  std::vector<float> scores(5);
-  attn::indexer_scores({q.data(), {3, 8}}, w, {keys.data(), {5, 8}}, scores);
-  for (int s = 0; s < 5; ++s) {
-    double ref = 0;
-    for (int h = 0; h < 3; ++h) {
-      double qk = 0;
-      for (int i = 0; i < 8; ++i) qk += double(q[std::size_t(h * 8 + i)]) * keys[std::size_t(s * 8 + i)];
-      ref += w[std::size_t(h)] * std::max(0.0, qk);
+  // 5 keys (one partial GEMM block) and 1100 (several blocks over several lanes).
+  for (const index_t n : {5, 1100}) {
+    const index_t heads = 3, c = 8;
+    const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
+    const auto keys = test::normal(std::size_t(n * c), 0.0f, 1.0f, rng);
+    const auto w = test::normal(std::size_t(heads), 0.0f, 1.0f, rng);
+    std::vector<float> scores(static_cast<std::size_t>(n));
+    std::vector<float> work(std::size_t(attn::indexer_workspace_floats(heads, c, n)));
+    attn::indexer_scores({q.data(), {heads, c}}, w, {keys.data(), {n, c}}, scores, work);
+    for (index_t s = 0; s < n; ++s) {
+      double ref = 0;
+      for (index_t h = 0; h < heads; ++h) {
+        double qk = 0;
+        for (index_t i = 0; i < c; ++i)
+          qk += double(q[std::size_t(h * c + i)]) * keys[std::size_t(s * c + i)];
+        ref += w[std::size_t(h)] * std::max(0.0, qk);
+      }
+      INFO("n " << n << " key " << s);
+      CHECK(scores[std::size_t(s)] == Approx(ref).margin(1e-5));
     }
-    CHECK(scores[std::size_t(s)] == Approx(ref).margin(1e-5));
   }
 }
 

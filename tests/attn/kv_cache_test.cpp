@@ -154,6 +154,13 @@ TEST_CASE("sequences: open, finish, release, stale ids, full cache", "[attn][kv]
   CHECK(cache->check_known(*a).code() == errc::invalid_state);
   CHECK(cache->check_open(*c).ok());
   CHECK(cache->check_known(attn::sequence_id{7}).code() == errc::invalid_state);
+  // Rows written directly: the sequence is declared to hold them in every layer.
+  CHECK(cache->assume_tokens(*c, 51).code() == errc::out_of_range);
+  REQUIRE(cache->assume_tokens(*c, 30).ok());
+  for (int l = 0; l < cache->layers(); ++l) CHECK(*cache->tokens(*c, l) == 30);
+  CHECK(cache->assume_tokens(*b, 3).ok());
+  REQUIRE(cache->finish(*b).ok());
+  CHECK(cache->assume_tokens(*b, 3).code() == errc::invalid_state);
 }
 
 TEST_CASE("one call over sequences at different positions equals each sequence alone", "[attn][kv]") {
@@ -327,7 +334,8 @@ TEST_CASE("the FP4 index keys select nearly the exact top-k", "[attn][kv]") {
       for (float& v : w) v = std::fabs(v);
     }
     std::vector<float> exact_scores(static_cast<std::size_t>(n)), fp4_scores(exact_scores.size());
-    attn::indexer_scores({q.data(), {heads, c}}, w, {keys.data(), {n, c}}, exact_scores);
+    std::vector<float> work(std::size_t(attn::indexer_workspace_floats(heads, c, n)));
+    attn::indexer_scores({q.data(), {heads, c}}, w, {keys.data(), {n, c}}, exact_scores, work);
     std::vector<std::byte> stored(
         std::size_t(n * attn::row_region<attn::fp4_key_codec>::bytes_per_row(c, 0)));
     const attn::row_region<attn::fp4_key_codec> region{stored.data(), n, c, 0};
@@ -335,7 +343,7 @@ TEST_CASE("the FP4 index keys select nearly the exact top-k", "[attn][kv]") {
     auto qr = q;
     for (index_t h = 0; h < heads; ++h) attn::hadamard_rotate(qr.data() + h * c, c);
     attn::indexer_scores({qr.data(), {heads, c}}, w,
-                         attn::row_region<attn::fp4_key_codec, const std::byte>(region), fp4_scores);
+                         attn::row_region<attn::fp4_key_codec, const std::byte>(region), fp4_scores, work);
     std::vector<std::int32_t> a(static_cast<std::size_t>(n)), b(a.size());
     attn::select_top_k(exact_scores, k, a);
     attn::select_top_k(fp4_scores, k, b);

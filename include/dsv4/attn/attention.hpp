@@ -74,6 +74,58 @@ struct layer_shape {
                                          compressor_shape{ratio, C.index_head_dim, P::overlapping(C)}};
 };
 
+// The attention of the token at position t over what one sequence's cache holds, after the
+// token itself was written: the candidates (the ring rows of positions t-ring+1 .. t, then every
+// visible compressed entry or the indexer's top k of them) in one softmax with the sink. q
+// (n_h, c) is the token's rotated query, out (n_h, c) receives the attention output, still
+// rotated by t. For top-k policies index_q (n_I, c_I) and index_w (n_I) are the indexer's query
+// and head weights as indexer_query leaves them. The layer's decode step without its projections
+// (what the benchmarks time).
+template <config::model_config C, attention_policy P>
+void attend_cached(const typename kv_cache<C>::slot_view& v, attention_scratch& s, index_t t,
+                   tensor_view<const float, 2> q, tensor_view<const float, 2> index_q,
+                   std::span<const float> index_w, tensor_view<const float, 1> sink,
+                   tensor_view<float, 2> out) {
+  using shape = layer_shape<C, P>;
+  using codecs = typename kv_cache<C>::codecs;
+  const index_t ring = v.ring, max_candidates = ring + v.rows.rows;
+  const auto grow = [](auto& vec, index_t n) {
+    if (static_cast<index_t>(vec.size()) < n) vec.resize(static_cast<std::size_t>(n));
+  };
+  grow(s.candidates, max_candidates);
+  grow(s.selected, max_candidates);
+  grow(s.scores, max_candidates);
+  index_t n = 0;
+  for (index_t p = std::max<index_t>(0, t - ring + 1); p <= t; ++p)
+    s.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(p % ring);
+  if constexpr (shape::ratio > 0) {
+    const index_t visible = visible_entries(t, shape::ratio);
+    if constexpr (shape::top_k > 0) {
+      const std::span<float> scores(s.scores.data(), static_cast<std::size_t>(visible));
+      grow(s.index_work, indexer_workspace_floats(C.index_n_heads, C.index_head_dim, visible));
+      indexer_scores(index_q, index_w, row_region<typename codecs::key, const std::byte>(v.keys), scores,
+                     s.index_work);
+      const index_t k = select_top_k(scores, shape::top_k, s.selected);
+      for (index_t j = 0; j < k; ++j)
+        s.candidates[static_cast<std::size_t>(n++)] =
+            static_cast<std::int32_t>(ring + s.selected[static_cast<std::size_t>(j)]);
+    } else {
+      for (index_t e = 0; e < visible; ++e)
+        s.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(ring + e);
+    }
+  }
+  using core_op = sparse_attention_op<typename codecs::entry>;
+  grow(s.core, core_op::workspace_floats(shape::heads, shape::c, n));
+  const typename core_op::params core{.q = q,
+                                      .kv = v.rows,
+                                      .candidates = {s.candidates.data(), static_cast<std::size_t>(n)},
+                                      .sink = sink,
+                                      .scale = 1.0f / std::sqrt(static_cast<float>(shape::c)),
+                                      .out = out,
+                                      .workspace = s.core};
+  (void)kernel<core_op, cpu>::run(core);
+}
+
 template <config::model_config C, attention_policy P>
 class attention_layer {
   using shape = layer_shape<C, P>;
@@ -128,7 +180,6 @@ class attention_layer {
   const rope_table& rope() const { return rope_; }
 
  private:
-  using entry_codec = typename cache_type::codecs::entry;
   using key_codec = typename cache_type::codecs::key;
 
   attention_layer(const attention_weights& w, const config::model_params& p)
@@ -275,54 +326,25 @@ class attention_layer {
     // Long-range branch: both compressors close their blocks on the same token.
     std::span<float> entry = row(buffer(s.entry, 1, std::max<index_t>(c, C.index_head_dim)), 0);
     if constexpr (shape::ratio > 0) {
-      const index_t e = v.state.main.entries();
-      if (v.state.main.step(w_.compressor, rope_, eps_, row(ckv, i), row(cgate, i), entry.first(c)))
+      const index_t e = t / shape::ratio;  // the entry this token's block makes
+      if (v.state.main.step(w_.compressor, rope_, eps_, t, row(ckv, i), row(cgate, i), entry.first(c)))
         v.rows.write(ring + e, entry.data());
       if constexpr (shape::top_k > 0) {
-        if (v.state.keys.step(w_.indexer.compressor, rope_, eps_, row(kkv, i), row(kgate, i),
+        if (v.state.keys.step(w_.indexer.compressor, rope_, eps_, t, row(kkv, i), row(kgate, i),
                               entry.first(C.index_head_dim)))
           v.keys.write(e, entry.data());
       }
     }
     ++v.state.tokens;
 
-    const index_t max_candidates = ring + v.rows.rows;
-    if (static_cast<index_t>(s.candidates.size()) < max_candidates) {
-      s.candidates.resize(static_cast<std::size_t>(max_candidates));
-      s.selected.resize(static_cast<std::size_t>(max_candidates));
-      s.scores.resize(static_cast<std::size_t>(max_candidates));
+    tensor_view<float, 2> q_i;
+    std::span<float> w_i;
+    if constexpr (shape::top_k > 0) {
+      q_i = {&iq(i, 0), {C.index_n_heads, C.index_head_dim}};
+      w_i = row(iw, i);
+      indexer_query(shape::indexer, rope_, t, key_codec::rotated, q_i, w_i);
     }
-    index_t n = 0;
-    for (index_t p = std::max<index_t>(0, t - ring + 1); p <= t; ++p)
-      s.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(p % ring);
-    if constexpr (shape::ratio > 0) {
-      const index_t visible = visible_entries(t, shape::ratio);
-      if constexpr (shape::top_k > 0) {
-        const tensor_view<float, 2> q_i(&iq(i, 0), {C.index_n_heads, C.index_head_dim});
-        const std::span<float> w_i = row(iw, i);
-        indexer_query(shape::indexer, rope_, t, key_codec::rotated, q_i, w_i);
-        const std::span<float> scores(s.scores.data(), static_cast<std::size_t>(visible));
-        indexer_scores(q_i, w_i, row_region<key_codec, const std::byte>(v.keys), scores);
-        const index_t k = select_top_k(scores, shape::top_k, s.selected);
-        for (index_t j = 0; j < k; ++j)
-          s.candidates[static_cast<std::size_t>(n++)] =
-              static_cast<std::int32_t>(ring + s.selected[static_cast<std::size_t>(j)]);
-      } else {
-        for (index_t e = 0; e < visible; ++e)
-          s.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(ring + e);
-      }
-    }
-
-    using core_op = sparse_attention_op<entry_codec>;
-    const tensor_view<float, 2> ws = buffer(s.core, 1, core_op::workspace_floats(shape::heads, c, n));
-    const typename core_op::params core{.q = q,
-                                        .kv = v.rows,
-                                        .candidates = {s.candidates.data(), static_cast<std::size_t>(n)},
-                                        .sink = w_.attn_sink,
-                                        .scale = 1.0f / std::sqrt(static_cast<float>(c)),
-                                        .out = o,
-                                        .workspace = {ws.data(), static_cast<std::size_t>(ws.size())}};
-    (void)kernel<core_op, cpu>::run(core);
+    attend_cached<C, P>(v, s, t, q, q_i, w_i, w_.attn_sink, o);
     // Values carry absolute rotation; rotating the output by -t leaves each entry at s - t.
     rope_.apply_rows(o, t, /*inverse=*/true);
   }

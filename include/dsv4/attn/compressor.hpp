@@ -75,28 +75,24 @@ class compressor_state {
   void reset() {
     std::fill(kv_.begin(), kv_.end(), 0.0f);
     std::fill(score_.begin(), score_.end(), -std::numeric_limits<float>::infinity());
-    tokens_ = 0;
   }
 
   const compressor_shape& shape() const { return shape_; }
-  index_t tokens() const { return tokens_; }  // tokens fed so far (= next position)
-  index_t entries() const { return tokens_ / shape_.ratio; }
 
-  // Feeds the token at position tokens(), given its projections kv = wkv x and gate = wgate x
-  // (coff*dim each). When the token closes a block, writes the block's entry (dim) and returns
-  // true.
-  bool step(const compressor_weights& w, const rope_table& rope, float eps, std::span<const float> kv,
-            std::span<const float> gate, std::span<float> entry) {
+  // Feeds the token at position t (tokens are fed in order from 0, or from a reset), given its
+  // projections kv = wkv x and gate = wgate x (coff*dim each). When the token closes a block,
+  // writes the block's entry (dim), entry number t / ratio, and returns true.
+  bool step(const compressor_weights& w, const rope_table& rope, float eps, index_t t,
+            std::span<const float> kv, std::span<const float> gate, std::span<float> entry) {
     const int m = shape_.ratio, ch = shape_.channels();
-    const index_t r = tokens_ % m;
+    const index_t r = t % m;
     const index_t row = (shape_.overlap ? m : 0) + r;
     std::copy(kv.begin(), kv.begin() + ch, kv_.begin() + row * ch);
     for (int c = 0; c < ch; ++c) score_[static_cast<std::size_t>(row * ch + c)] = gate[c] + w.ape(r, c);
-    ++tokens_;
     if (r != m - 1) return false;
     pool(entry);
     rms_norm(entry, {w.norm.data(), static_cast<std::size_t>(shape_.dim)}, eps, entry);
-    rope.apply(entry, (tokens_ / m - 1) * m);
+    rope.apply(entry, t - r);
     // The closed window becomes the previous one of the next entry.
     if (shape_.overlap) {
       std::copy(kv_.begin() + m * ch, kv_.end(), kv_.begin());
@@ -130,7 +126,6 @@ class compressor_state {
   compressor_shape shape_{};
   std::vector<float> kv_;     // (rows, channels)
   std::vector<float> score_;  // (rows, channels) gate + ape; -inf where no token was written
-  index_t tokens_ = 0;
 };
 
 // Compressed entries query t may attend to: s < floor((t+1)/m).

@@ -22,20 +22,19 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "dsv4/attn/compressor.hpp"
 #include "dsv4/attn/kv_codec.hpp"
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
+#include "dsv4/core/gemm.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 
 namespace dsv4::attn {
-
-// Index heads one score may combine (the released models use 64); bounds a stack buffer.
-inline constexpr index_t max_index_heads = 256;
 
 struct indexer_shape {
   int n_heads = 0;   // n_I
@@ -57,9 +56,6 @@ inline status check_indexer(const indexer_shape& s, const indexer_weights& w, in
                             index_t q_lora_rank) {
   if (s.n_heads <= 0 || s.head_dim <= 0 || s.top_k <= 0)
     return {errc::invalid_argument, "indexer: n_heads, head_dim and top_k must be positive"};
-  if (s.n_heads > max_index_heads)
-    return {errc::unsupported, "indexer: n_heads " + std::to_string(s.n_heads) + " exceeds max_index_heads " +
-                                   std::to_string(max_index_heads)};
   DSV4_TRY(check_shape(w.wq_b, {s.q_width(), q_lora_rank}, "indexer.wq_b.weight"));
   DSV4_TRY(check_shape(w.weights_proj, {s.n_heads, d_model}, "indexer.weights_proj.weight"));
   DSV4_TRY(check_contiguous(w.wq_b, "indexer.wq_b.weight"));
@@ -83,29 +79,67 @@ inline void indexer_query(const indexer_shape& s, const rope_table& rope, index_
   for (float& v : head_weights) v *= scale;
 }
 
+// Scoring runs as GEMMs: keys are decoded key_block at a time into a tile and multiplied by the
+// query heads, (key_block, c_I) x (c_I, n_I), in the core sgemm; the blocks are spread over at
+// most max_score_lanes lanes with a workspace each. A key's score depends only on its own row, so
+// it is the same whatever the lane, the thread or the number of keys.
+inline constexpr index_t key_block = 256;
+inline constexpr index_t max_score_lanes = 16;
+
+inline constexpr index_t score_lanes(index_t n) {
+  return std::min(max_score_lanes, (n + key_block - 1) / key_block);
+}
+// Floats of workspace indexer_scores needs for n keys of width c scored by `heads` heads.
+inline constexpr index_t indexer_workspace_floats(index_t heads, index_t c, index_t n) {
+  return score_lanes(n) * (key_block * (c + heads) + sgemm_op::workspace_size(key_block, heads, c));
+}
+
 // scores[i] = sum_h w_h * ReLU(q_h . key_i) for the first scores.size() rows of keys (c_I wide,
-// stored in any codec); q (n_I, c_I) contiguous, n_I <= max_index_heads.
+// stored in any codec); q (n_I, c_I) contiguous; workspace of indexer_workspace_floats floats.
 template <class Codec>
 void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_weights,
-                    row_region<Codec, const std::byte> keys, std::span<float> scores) {
-  DSV4_ASSERT(q.is_contiguous() && q.extent(0) <= max_index_heads && q.extent(1) == keys.width &&
-                  keys.width <= fp4_key_codec::max_width && static_cast<index_t>(scores.size()) <= keys.rows,
+                    row_region<Codec, const std::byte> keys, std::span<float> scores,
+                    std::span<float> workspace) {
+  const index_t heads = q.extent(0), c = q.extent(1), n = static_cast<index_t>(scores.size());
+  DSV4_ASSERT(q.is_contiguous() && c == keys.width && n <= keys.rows &&
+                  static_cast<index_t>(workspace.size()) >= indexer_workspace_floats(heads, c, n),
               "indexer_scores: shapes");
-  const index_t c = q.extent(1), n = static_cast<index_t>(scores.size());
-  parallel_for_work(n * q.size(), 0, n, [&](index_t i) {
-    float qk[max_index_heads];
-    float buf[fp4_key_codec::max_width];
-    dot_rows(q.data(), keys.read(i, buf), c, q.extent(0), qk);
-    float acc = 0.0f;
-    for (index_t h = 0; h < q.extent(0); ++h) acc += head_weights[h] * std::max(0.0f, qk[h]);
-    scores[i] = acc;
+  const index_t lanes = score_lanes(n), blocks = (n + key_block - 1) / key_block;
+  const index_t lane_floats = lanes > 0 ? indexer_workspace_floats(heads, c, n) / lanes : 0;
+  parallel_for_work(n * q.size(), 0, lanes, [&](index_t lane) {
+    float* tile = workspace.data() + lane * lane_floats;  // (key_block, c)
+    float* qk = tile + key_block * c;                     // (key_block, heads)
+    const std::span<float> gemm_ws(qk + key_block * heads,
+                                   static_cast<std::size_t>(lane_floats - key_block * (c + heads)));
+    for (index_t b = lane * blocks / lanes; b < (lane + 1) * blocks / lanes; ++b) {
+      const index_t k0 = b * key_block, rows = std::min(key_block, n - k0);
+      const float* a = tile;
+      if constexpr (std::is_same_v<Codec, f32_codec>) {
+        a = keys.read(k0, nullptr);  // fp32 rows are their own tile
+      } else {
+        for (index_t r = 0; r < rows; ++r) keys.read(k0 + r, tile + r * c);
+      }
+      const sgemm_op::params p{.a = {a, {rows, c}},
+                               .b = q,
+                               .c = {qk, {rows, heads}},
+                               .workspace = gemm_ws,
+                               .trans_b = sgemm_op::transpose::yes};
+      [[maybe_unused]] const status st = kernel<sgemm_op, cpu>::run(p);
+      DSV4_ASSERT(st.ok(), "indexer_scores: sgemm");
+      for (index_t r = 0; r < rows; ++r) {
+        float acc = 0.0f;
+        for (index_t h = 0; h < heads; ++h) acc += head_weights[h] * std::max(0.0f, qk[r * heads + h]);
+        scores[k0 + r] = acc;
+      }
+    }
   });
 }
 
 // The same over fp32 keys (n, c_I).
 inline void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_weights,
-                           tensor_view<const float, 2> keys, std::span<float> scores) {
-  indexer_scores(q, head_weights, f32_rows(keys), scores);
+                           tensor_view<const float, 2> keys, std::span<float> scores,
+                           std::span<float> workspace) {
+  indexer_scores(q, head_weights, f32_rows(keys), scores, workspace);
 }
 
 // The min(k, n) best of scores (n) by (score descending, index ascending), written in ascending

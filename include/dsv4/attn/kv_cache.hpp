@@ -93,7 +93,7 @@ struct sequence_tokens {
 // once they have seen their largest shapes. Contents never outlive a call.
 struct attention_scratch {
   std::vector<float> qr, q, kv, compressor, indexer, o, u;  // per token of a chunk
-  std::vector<float> entry, scores, core;                   // per token
+  std::vector<float> entry, scores, index_work, core;       // per token
   std::vector<std::int32_t> selected, candidates;
 };
 
@@ -211,6 +211,23 @@ class kv_cache {
     DSV4_TRY(check_known(seq));
     DSV4_TRY(check_layer(layer));
     return layers_[static_cast<std::size_t>(layer)].slots[static_cast<std::size_t>(seq.slot())].tokens;
+  }
+
+  // Declares that seq holds `tokens` tokens in every layer whose rows were written directly
+  // through view() (an engine restoring a saved cache, a benchmark synthesizing one). The
+  // compressor tails start empty: an entry whose block began before the restore pools only the
+  // tokens fed after it.
+  status assume_tokens(sequence_id seq, index_t tokens) {
+    DSV4_TRY(check_open(seq));
+    if (tokens < 0 || tokens > capacity_)
+      return {errc::out_of_range, "kv_cache: " + std::to_string(tokens) + " tokens in a cache of capacity " +
+                                      std::to_string(capacity_)};
+    for (layer_store& l : layers_) {
+      slot_state& st = l.slots[static_cast<std::size_t>(seq.slot())];
+      reset(st);
+      st.tokens = tokens;
+    }
+    return {};
   }
 
   // ---- snapshot and rollback --------------------------------------------------------------------

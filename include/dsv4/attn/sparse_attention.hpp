@@ -4,16 +4,18 @@
 //   z_j = <q_h, kv_j> / sqrt(c)        o_h = sum_j exp(z_j) kv_j / (sum_j exp(z_j) + exp(sink_h))
 //
 // The candidates are row indices into one region of cache rows in any codec (kv_codec.hpp; the
-// reference's cache layout: window ring rows, then compressed entries), decoded as they are read, so the
-// window and the selected compressed entries meet in a single softmax with no de-duplication. Index -1 means
-// "no candidate" and contributes nothing; a query with no candidate gets a zero output (the sink takes all
-// the mass).
+// reference's cache layout: window ring rows, then compressed entries), decoded as they are read,
+// so the window and the selected compressed entries meet in a single softmax with no
+// de-duplication. Index -1 means "no candidate" and contributes nothing; a query with no candidate
+// gets a zero output (the sink takes all the mass).
 //
 // CPU implementation (split over candidates, as in flash decoding): the candidate list is cut
-// into chunks whose number depends only on its length, never on the thread count; each chunk
-// streams its kv rows once for all heads and keeps a per-head online softmax (max, sum, weighted
-// sum) in the caller's workspace; the chunks are then merged in order. Every kv row is read once
-// per call, and the result is bit-identical for any number of threads.
+// into chunks whose number depends only on its length, never on the thread count. Each chunk
+// gathers its rows `block` at a time into a tile (decoding them once for all heads), computes the
+// (heads, block) scores and the weighted sum of the tile as two GEMMs (core/gemm.hpp), and keeps
+// a per-head online softmax (max, sum, weighted sum) in the caller's workspace; the chunks are
+// then merged in order. Every kv row is read once per call, and the result is bit-identical for
+// any number of threads.
 #pragma once
 
 #include <algorithm>
@@ -26,6 +28,7 @@
 #include "dsv4/attn/kv_codec.hpp"
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/core/backend.hpp"
+#include "dsv4/core/gemm.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/status.hpp"
@@ -66,14 +69,20 @@ struct sparse_attention_op {
     return {};
   }
 
-  // Chunks of at least min_chunk candidates, at most max_chunks of them.
-  static constexpr index_t min_chunk = 128, max_chunks = 64;
+  // Chunks of at least min_chunk candidates, at most max_chunks of them; within a chunk, rows are
+  // gathered `block` at a time for a pair of GEMMs.
+  static constexpr index_t min_chunk = 128, max_chunks = 16, block = 64;
   static constexpr index_t chunks(index_t n_candidates) {
     return std::min(max_chunks, (n_candidates + min_chunk - 1) / min_chunk);
   }
-  // Floats of workspace a call with these sizes needs: per chunk, c + 2 per head and a decoded row.
+  // Floats of one chunk's workspace: its partial state acc (heads, c), max and sum (heads), then
+  // the gathered rows (block, c), the scores (heads, block) and the GEMMs' packing space.
+  static constexpr index_t chunk_floats(index_t heads, index_t c) {
+    return heads * (c + 2) + block * c + heads * block +
+           std::max(sgemm_op::workspace_size(heads, block, c), sgemm_op::workspace_size(heads, c, block));
+  }
   static constexpr index_t workspace_floats(index_t heads, index_t c, index_t n_candidates) {
-    return chunks(n_candidates) * (heads * (c + 2) + c);
+    return chunks(n_candidates) * chunk_floats(heads, c);
   }
 };
 
@@ -83,52 +92,63 @@ namespace dsv4 {
 
 template <class Codec>
 struct kernel<attn::sparse_attention_op<Codec>, cpu> {
-  // Query heads scored together against one kv row: independent accumulator chains keep the FMA
-  // units busy where a single dot product waits on its own latency.
-  static constexpr index_t head_block = 8;
-
   static status run(const typename attn::sparse_attention_op<Codec>::params& p) {
     using op = attn::sparse_attention_op<Codec>;
+    constexpr index_t block = op::block;
     const index_t heads = p.q.extent(0), c = p.q.extent(1), n = static_cast<index_t>(p.candidates.size());
     const index_t n_chunks = op::chunks(n), len = n_chunks > 0 ? (n + n_chunks - 1) / n_chunks : 0;
-    // Chunk k's partial state: acc (heads, c), then max (heads), then sum (heads), then a row
-    // buffer (c) for decoding.
-    const auto partial = [&](index_t k) { return p.workspace.data() + k * (heads * (c + 2) + c); };
+    const index_t chunk_floats = op::chunk_floats(heads, c);
+    const auto partial = [&](index_t k) { return p.workspace.data() + k * chunk_floats; };
     attn::parallel_for_work(n * heads * c, 0, n_chunks, [&](index_t k) {
-      float* acc = partial(k);
-      float* mx = acc + heads * c;
-      float* sum = mx + heads;
-      float* row = sum + heads;
+      float* acc = partial(k);      // (heads, c)
+      float* mx = acc + heads * c;  // (heads)
+      float* sum = mx + heads;      // (heads)
+      float* tile = sum + heads;    // (block, c) gathered rows
+      float* s = tile + block * c;  // (heads, block) scores, then probabilities
+      const std::span<float> gemm_ws(s + heads * block,
+                                     static_cast<std::size_t>(chunk_floats - (s + heads * block - acc)));
       std::fill(acc, acc + heads * c, 0.0f);
       std::fill(mx, mx + heads, -std::numeric_limits<float>::infinity());
       std::fill(sum, sum + heads, 0.0f);
-      for (index_t i = k * len; i < std::min(n, (k + 1) * len); ++i) {
-        const std::int32_t j = p.candidates[static_cast<std::size_t>(i)];
-        if (j < 0) continue;
-        const float* kv = p.kv.read(j, row);
-        for (index_t h0 = 0; h0 < heads; h0 += head_block) {
-          float z[head_block];
-          const index_t hb = std::min(head_block, heads - h0);
-          if (hb == head_block) {
-            dot_rows<head_block>(&p.q(h0, 0), kv, c, z);
-          } else {
-            for (index_t b = 0; b < hb; ++b) dot_rows<1>(&p.q(h0 + b, 0), kv, c, z + b);
-          }
-          for (index_t b = 0; b < hb; ++b) {
-            const index_t h = h0 + b;
-            float* a = acc + h * c;
-            const float zs = z[b] * p.scale;
-            if (zs > mx[h]) {  // rescale what was accumulated under the old maximum
-              const float r = std::exp(mx[h] - zs);
-              sum[h] *= r;
-              for (index_t e = 0; e < c; ++e) a[e] *= r;
-              mx[h] = zs;
-            }
-            const float w = std::exp(zs - mx[h]);
-            sum[h] += w;
-            for (index_t e = 0; e < c; ++e) a[e] += w * kv[e];
-          }
+      for (index_t i = k * len, end = std::min(n, (k + 1) * len); i < end;) {
+        index_t rows = 0;
+        for (; i < end && rows < block; ++i) {
+          const std::int32_t j = p.candidates[static_cast<std::size_t>(i)];
+          if (j < 0) continue;
+          float* dst = tile + rows * c;
+          const float* src = p.kv.read(j, dst);
+          if (src != dst) std::copy(src, src + c, dst);
+          ++rows;
         }
+        if (rows == 0) continue;
+        // Scores (heads, rows) = scale * q . rows^T.
+        const tensor_view<float, 2> sv(s, {heads, rows}, {block, 1});
+        run_gemm({.a = p.q,
+                  .b = {tile, {rows, c}},
+                  .c = sv,
+                  .workspace = gemm_ws,
+                  .alpha = p.scale,
+                  .trans_b = sgemm_op::transpose::yes});
+        // Online softmax: rescale what was accumulated under an older maximum.
+        for (index_t h = 0; h < heads; ++h) {
+          float* sh = s + h * block;
+          const float top = std::max(mx[h], *std::max_element(sh, sh + rows));
+          const float r = std::exp(mx[h] - top);  // 0 on the first block (mx = -inf)
+          if (r != 1.0f) {
+            sum[h] *= r;
+            for (index_t e = 0; e < c; ++e) acc[h * c + e] *= r;
+          }
+          float add = 0.0f;
+          for (index_t j = 0; j < rows; ++j) add += sh[j] = std::exp(sh[j] - top);
+          sum[h] += add;
+          mx[h] = top;
+        }
+        // acc (heads, c) += probabilities (heads, rows) . rows (rows, c).
+        run_gemm({.a = tensor_view<const float, 2>(s, {heads, rows}, {block, 1}),
+                  .b = {tile, {rows, c}},
+                  .c = {acc, {heads, c}},
+                  .workspace = gemm_ws,
+                  .beta = 1.0f});
       }
     });
     // Merge the chunks in order; the sink joins the denominator as a zero-valued logit.
@@ -148,6 +168,12 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
       for (index_t e = 0; e < c; ++e) out[e] *= inv;
     });
     return {};
+  }
+
+ private:
+  static void run_gemm(const sgemm_op::params& g) {
+    [[maybe_unused]] const status st = kernel<sgemm_op, cpu>::run(g);
+    DSV4_ASSERT(st.ok(), "sparse attention: sgemm shapes");
   }
 };
 
