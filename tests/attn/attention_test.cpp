@@ -41,15 +41,6 @@ struct csa_every_entry : attn::csa {
 static_assert(attn::attention_policy<csa_every_entry>);
 
 // A layer of policy P over random weights it owns.
-template <model_config C, class P>
-struct random_layer {
-  test::tensor_store store;
-  attn::attention_layer<C, P> layer;
-  explicit random_layer(unsigned seed)
-      : store(test::random_attention_store<C>(seed)),
-        layer(*attn::attention_layer<C, P>::create(test::attention_views(store, P::compress_ratio(C)),
-                                                   config::tiny_params)) {}
-};
 
 // Runs x (S, d) through a fresh cache in calls of the given lengths (cycled until S is covered).
 template <model_config C, class P>
@@ -74,7 +65,7 @@ std::vector<float> run(const attn::attention_layer<C, P>& layer, const std::vect
 
 template <model_config C, class P>
 void check_decode_equals_prefill() {
-  const random_layer<C, P> r(11);
+  const test::random_layer<C, P> r(11);
   const auto* layer = &r.layer;
   std::mt19937 rng(5);
   for (index_t S : {1, 3, 4, 5, 127, 128, 129, 300}) {
@@ -90,7 +81,7 @@ void check_decode_equals_prefill() {
 
 template <model_config C, class P>
 void check_causal() {
-  const random_layer<C, P> r(12);
+  const test::random_layer<C, P> r(12);
   const auto* layer = &r.layer;
   std::mt19937 rng(6);
   const index_t S = 200, d = C.d_model;
@@ -182,7 +173,7 @@ TEST_CASE("a layer large enough to use both threads gives identical outputs on 1
     c.index_topk = 8;
     return c;
   }();
-  const random_layer<mid, attn::hca> r(17);
+  const test::random_layer<mid, attn::hca> r(17);
   std::mt19937 rng(11);
   const index_t S = 200;
   const auto x = test::normal(std::size_t(S * mid.d_model), 0.0f, 1.0f, rng);

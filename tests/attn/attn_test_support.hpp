@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dsv4/attn/attention.hpp"
+#include "dsv4/config/presets.hpp"
 
 namespace dsv4::test {
 
@@ -101,5 +102,16 @@ inline attn::attention_weights attention_views(const tensor_store& s, int ratio)
                compressor_views(s, "indexer.compressor")};
   return w;
 }
+
+// A layer of policy P over random weights it owns.
+template <config::model_config C, class P>
+struct random_layer {
+  tensor_store store;
+  attn::attention_layer<C, P> layer;
+  explicit random_layer(unsigned seed)
+      : store(random_attention_store<C>(seed)),
+        layer(*attn::attention_layer<C, P>::create(attention_views(store, P::compress_ratio(C)),
+                                                   config::tiny_params)) {}
+};
 
 }  // namespace dsv4::test

@@ -37,16 +37,6 @@ constexpr model_config exact = with_format(kv_format::f32);
 constexpr model_config half = with_format(kv_format::bf16);
 constexpr model_config released = with_format(kv_format::fp8_released);
 
-template <model_config C, class P>
-struct random_layer {
-  test::tensor_store store;
-  attn::attention_layer<C, P> layer;
-  explicit random_layer(unsigned seed)
-      : store(test::random_attention_store<C>(seed)),
-        layer(*attn::attention_layer<C, P>::create(test::attention_views(store, P::compress_ratio(C)),
-                                                   config::tiny_params)) {}
-};
-
 template <model_config C>
 std::int64_t accounted(const attn::kv_cache<C>& cache) {
   return cache.max_sequences() *
@@ -164,7 +154,7 @@ TEST_CASE("sequences: open, finish, release, stale ids, full cache", "[attn][kv]
 }
 
 TEST_CASE("one call over sequences at different positions equals each sequence alone", "[attn][kv]") {
-  const random_layer<released, attn::csa> r(22);
+  const test::random_layer<released, attn::csa> r(22);
   std::mt19937 rng(23);
   const index_t d = released.d_model;
   // Three sequences with 37, 5 and 90 tokens of history, then a step of 1, 7 and 3 tokens.
@@ -201,7 +191,7 @@ TEST_CASE("one call over sequences at different positions equals each sequence a
 }
 
 TEST_CASE("bad input returns a status naming the problem and leaves the cache as it was", "[attn][kv]") {
-  const random_layer<released, attn::csa> r(24);
+  const test::random_layer<released, attn::csa> r(24);
   const auto& layer = r.layer;
   std::mt19937 rng(25);
   const index_t d = released.d_model;
@@ -235,7 +225,7 @@ TEST_CASE("bad input returns a status naming the problem and leaves the cache as
   fails(layer.forward(*cache, 0, a, {x.data(), {2, d}}, {y.data(), {3, d}}), errc::shape_mismatch, "out");
   fails(layer.forward(*cache, 1, a, {x.data(), {2, d}}, {y.data(), {2, d}}), errc::out_of_range, "layer 1");
   // A cache layer made for another policy.
-  const random_layer<released, attn::hca> other(26);
+  const test::random_layer<released, attn::hca> other(26);
   fails(other.layer.forward(*cache, 0, a, {x.data(), {1, d}}, {y.data(), {1, d}}), errc::invalid_argument,
         "policy hca");
   // Rollback errors: a snapshot of another sequence, one ahead of the sequence.
@@ -254,7 +244,7 @@ TEST_CASE("bad input returns a status naming the problem and leaves the cache as
 }
 
 TEST_CASE("rolling back to a snapshot forgets the speculative tokens", "[attn][kv]") {
-  const random_layer<released, attn::csa> r(27);
+  const test::random_layer<released, attn::csa> r(27);
   std::mt19937 rng(28);
   const index_t d = released.d_model;
   const auto x = test::normal(std::size_t(60 * d), 0.0f, 1.0f, rng);
@@ -288,9 +278,9 @@ TEST_CASE("rolling back to a snapshot forgets the speculative tokens", "[attn][k
 // the selection, a discrete change (selection agreement is measured in the next test).
 template <model_config Exact, model_config Half, model_config Released, class P>
 void check_storage_error(const std::vector<float>& x) {
-  const random_layer<Exact, P> e(30);
-  const random_layer<Half, P> h(30);
-  const random_layer<Released, P> q(30);
+  const test::random_layer<Exact, P> e(30);
+  const test::random_layer<Half, P> h(30);
+  const test::random_layer<Released, P> q(30);
   const auto ye = prefill<Exact, P>(e.layer, x);
   const double eh = test::rel_l2(prefill<Half, P>(h.layer, x), ye);
   const double eq = test::rel_l2(prefill<Released, P>(q.layer, x), ye);
