@@ -4,6 +4,12 @@
 // bandwidth measured in the same run (`of_read_bw`); the GEMM reports its FLOP rate as a fraction
 // of the measured FMA peak (`of_fma_peak`). Each benchmark checks one output against a direct
 // evaluation before timing.
+//
+// Where the GEMV's time goes, without a profiler: bm_decode decodes a cache-resident matrix chunk
+// by chunk into an L1 buffer (decode alone), bm_gemv_cached runs the GEMV on it (decode plus
+// multiply-adds, no memory traffic); both count weights per second (`items_per_second`) on one
+// thread. Against bm_gemv's weight rate they tell whether a format is bound by decoding or by
+// memory.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -57,6 +63,41 @@ void bm_gemv(benchmark::State& state) {
   state.counters["of_read_bw"] = dsv4::bench::bandwidth_fraction(probe.bytes());
 }
 
+// 64 x 4096: 256 KiB in FP8, 128 KiB in FP4, within L2.
+constexpr index_t cached_rows = 64;
+
+template <class W>
+void bm_decode(benchmark::State& state) {
+  const dsv4::bench::stored_matrix<W> w(cached_rows, cols, 1);
+  alignas(64) float chunk[dsv4::weight_chunk];
+  for (auto _ : state) {
+    for (index_t r = 0; r < cached_rows; ++r)
+      for (index_t k = 0; k < cols; k += dsv4::weight_chunk) {
+        w.view().decode(r, k, dsv4::weight_chunk, chunk);
+        benchmark::DoNotOptimize(chunk);
+      }
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * cached_rows * cols);
+}
+
+template <class W>
+void bm_gemv_cached(benchmark::State& state) {
+  const dsv4::bench::stored_matrix<W> w(cached_rows, cols, 1);
+  const auto x = std::vector<float>(cols, 0.5f);
+  std::vector<float> y(cached_rows);
+  const int threads = dsv4::max_threads();
+  dsv4::set_num_threads(1);
+  if (!dsv4::gemv(w.view(), x, y).ok()) std::abort();
+  verify_or_abort(w.view(), x.data(), y.data(), 1, 5);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(dsv4::gemv(w.view(), x, y));
+    benchmark::ClobberMemory();
+  }
+  dsv4::set_num_threads(threads);
+  state.SetItemsProcessed(state.iterations() * cached_rows * cols);
+}
+
 template <class W>
 void bm_gemm(benchmark::State& state) {
   const index_t n = state.range(0);
@@ -83,3 +124,9 @@ BENCHMARK(bm_gemm<dsv4::f32_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->U
 BENCHMARK(bm_gemm<dsv4::bf16_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(bm_gemm<dsv4::fp8_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(bm_gemm<dsv4::fp4_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bm_decode<dsv4::bf16_matrix>)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_decode<dsv4::fp8_matrix>)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_decode<dsv4::fp4_matrix>)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_gemv_cached<dsv4::bf16_matrix>)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_gemv_cached<dsv4::fp8_matrix>)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_gemv_cached<dsv4::fp4_matrix>)->Unit(benchmark::kMicrosecond);

@@ -1,9 +1,13 @@
 // GEMV/GEMM over f32, bf16, FP8 and FP4 weights: the vectorized decoders equal the scalar
-// dequantization on every code, products match a double-precision reference on dequantized
-// weights, a batch equals its tokens one by one bit for bit, and thread count changes nothing.
+// dequantization on every code and scale (NaN ones included), also as the kernels see them (in
+// registers for the GEMV, in tiles for the GEMM: a one-hot x reads each weight back), products
+// match a double-precision reference on dequantized weights, NaN weights reach exactly their
+// outputs, a batch equals its tokens one by one bit for bit, and thread count changes nothing.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <vector>
 
 #include "dsv4/core/gemv.hpp"
@@ -57,8 +61,9 @@ TEST_CASE("gemv: FP8 decode equals the scalar dequantization on all 256 codes an
   std::vector<dsv4::fp8_e4m3> w(static_cast<std::size_t>(in));
   for (index_t i = 0; i < in; ++i)
     w[static_cast<std::size_t>(i)] = dsv4::fp8_e4m3::from_bits(static_cast<std::uint8_t>(i & 0xff));
-  for (int e : {-127, -20, 0, 119, 120, 127}) {
-    std::vector<dsv4::ue8m0> s(4, dsv4::ue8m0::from_exponent(e));
+  for (int e : {-127, -20, 0, 119, 120, 127, 128}) {  // 128: the NaN scale code 0xff
+    const auto scale = e == 128 ? dsv4::ue8m0::from_bits(0xff) : dsv4::ue8m0::from_exponent(e);
+    std::vector<dsv4::ue8m0> s(4, scale);
     const dsv4::fp8_matrix m{{w.data(), {1, in}}, {s.data(), {1, 4}}};
     const auto d = decode_all(m);
     for (index_t c = 0; c < in; ++c) {
@@ -79,14 +84,20 @@ TEST_CASE("gemv: FP4 decode equals the scalar dequantization on all byte pairs a
   std::vector<dsv4::fp4x2> w(static_cast<std::size_t>(in / 2));
   for (index_t i = 0; i < in / 2; ++i)
     w[static_cast<std::size_t>(i)] = dsv4::fp4x2::from_bits(static_cast<std::uint8_t>(i));
-  for (int e : {-127, -30, 0, 113, 114, 127}) {
-    std::vector<dsv4::ue8m0> s(static_cast<std::size_t>(in / 32), dsv4::ue8m0::from_exponent(e));
+  for (int e : {-127, -30, 0, 113, 114, 127, 128}) {  // 128: the NaN scale code 0xff
+    const auto scale = e == 128 ? dsv4::ue8m0::from_bits(0xff) : dsv4::ue8m0::from_exponent(e);
+    std::vector<dsv4::ue8m0> s(static_cast<std::size_t>(in / 32), scale);
     const dsv4::fp4_matrix m{{w.data(), {1, in / 2}}, {s.data(), {1, in / 32}}};
     const auto d = decode_all(m);
     for (index_t c = 0; c < in; ++c) {
       INFO("column " << c << " scale 2^" << e);
-      REQUIRE(std::bit_cast<std::uint32_t>(d[static_cast<std::size_t>(c)]) ==
-              std::bit_cast<std::uint32_t>(dsv4::dequantize_fp4_at(w.data(), s.data(), c)));
+      const float ref = dsv4::dequantize_fp4_at(w.data(), s.data(), c);
+      const float got = d[static_cast<std::size_t>(c)];
+      if (std::isnan(ref)) {
+        REQUIRE(std::isnan(got));
+      } else {
+        REQUIRE(std::bit_cast<std::uint32_t>(got) == std::bit_cast<std::uint32_t>(ref));
+      }
     }
   }
 }
@@ -105,18 +116,118 @@ TEST_CASE("gemv: gemm matches a double reference and gemv matches gemm bit for b
   check_gemm_against_reference<format::fp4>(4, 6, 544);
 }
 
-TEST_CASE("gemv: results do not depend on the thread count") {
-  const random_matrix<format::fp4> w(64, 512, 21);
-  const index_t n = 9;
-  const auto x = dsv4::test::random_normal(static_cast<std::size_t>(n * 512), 22);
-  std::vector<float> y1(static_cast<std::size_t>(n * 64)), y2(y1.size());
+TEST_CASE("gemv: a one-hot x reads every weight exactly through the register decoders") {
+  // y = W . e_k is w[o][k] times 1 plus exact zeros: bit for bit the decoded weight, whatever path
+  // (decode in registers for gemv, into the tile for gemm) produced it. Scales stay below overflow
+  // (an infinite weight times a zero of x would be NaN) but reach the subnormal results.
+  const index_t rows = 5, in = 256;
+  std::vector<dsv4::fp8_e4m3> w8(static_cast<std::size_t>(rows * in));
+  std::vector<dsv4::fp4x2> w4(static_cast<std::size_t>(rows * in / 2));
+  std::mt19937 rng(41);
+  for (auto& c : w8) {
+    do c = dsv4::fp8_e4m3::from_bits(static_cast<std::uint8_t>(rng() & 0xff));
+    while (c.is_nan());
+  }
+  for (auto& c : w4) c = dsv4::fp4x2::from_bits(static_cast<std::uint8_t>(rng() & 0xff));
+  std::vector<dsv4::ue8m0> s8(2), s4(static_cast<std::size_t>(rows * in / 32));
+  const int exps[] = {-127, -126, -3, 0, 7, 100, 119, 120};
+  for (std::size_t i = 0; i < s8.size(); ++i) s8[i] = dsv4::ue8m0::from_exponent(exps[i * 6 % 8]);
+  for (std::size_t i = 0; i < s4.size(); ++i) s4[i] = dsv4::ue8m0::from_exponent(exps[i % 7]);
+  const dsv4::fp8_matrix m8{{w8.data(), {rows, in}}, {s8.data(), {1, 2}}};
+  const dsv4::fp4_matrix m4{{w4.data(), {rows, in / 2}}, {s4.data(), {rows, in / 32}}};
+  std::vector<float> x(static_cast<std::size_t>(2 * in)), y8(static_cast<std::size_t>(rows)),
+      y4(static_cast<std::size_t>(2 * rows));
+  for (index_t k = 0; k < in; ++k) {
+    std::fill(x.begin(), x.end(), 0.0f);
+    x[static_cast<std::size_t>(k)] = 1.0f;       // token 0 of the batch: one-hot
+    x[static_cast<std::size_t>(in + k)] = 1.0f;  // token 1: the same, through the GEMM tiles
+    REQUIRE(dsv4::gemv(m8, std::span<const float>(x.data(), static_cast<std::size_t>(in)), y8).ok());
+    REQUIRE(dsv4::gemm(m4, {x.data(), {2, in}}, {y4.data(), {2, rows}}).ok());
+    for (index_t o = 0; o < rows; ++o) {
+      INFO("row " << o << " column " << k);
+      CHECK(y8[static_cast<std::size_t>(o)] == dsv4::dequantize_fp8_at(w8.data() + o * in, s8.data(), k));
+      const float ref4 = dsv4::dequantize_fp4_at(w4.data() + o * in / 2, s4.data() + o * in / 32, k);
+      CHECK(y4[static_cast<std::size_t>(o)] == ref4);
+      CHECK(y4[static_cast<std::size_t>(rows + o)] == ref4);
+    }
+  }
+}
+
+TEST_CASE("gemv: NaN codes and scales reach the outputs, and gemv still equals the gemm row") {
+  // NaN codes sit in a few chunks (the vectorized FP8 decoder hands those to the scalar one); a
+  // NaN scale covers one FP4 block. Rows without them stay finite and bit-identical.
+  random_matrix<format::fp8> w8(24, 256, 51);
+  w8.e4m3[3 * 256 + 40] = dsv4::fp8_e4m3::from_bits(0x7f);
+  w8.e4m3[17 * 256 + 200] = dsv4::fp8_e4m3::from_bits(0xff);
+  random_matrix<format::fp4> w4(24, 256, 52);
+  w4.scale[5 * 8 + 2] = dsv4::ue8m0::from_bits(0xff);
+  const index_t n = 5;
+  const auto x = dsv4::test::random_normal(static_cast<std::size_t>(n * 256), 53);
+  auto check = [&](const auto& m, const std::vector<index_t>& nan_rows) {
+    std::vector<float> y(static_cast<std::size_t>(n * 24)), yt(24);
+    REQUIRE(dsv4::gemm(m, {x.data(), {n, 256}}, {y.data(), {n, 24}}).ok());
+    for (index_t t = 0; t < n; ++t) {
+      REQUIRE(dsv4::gemv(m, std::span<const float>(x.data() + t * 256, 256), std::span<float>(yt)).ok());
+      for (index_t o = 0; o < 24; ++o) {
+        const float a = y[static_cast<std::size_t>(t * 24 + o)], b = yt[static_cast<std::size_t>(o)];
+        const bool nan_row = std::find(nan_rows.begin(), nan_rows.end(), o) != nan_rows.end();
+        INFO("token " << t << " row " << o);
+        REQUIRE(std::isnan(a) == nan_row);
+        REQUIRE(std::isnan(b) == nan_row);
+        if (!nan_row) REQUIRE(a == b);
+      }
+    }
+  };
+  check(w8.view(), {3, 17});
+  check(w4.view(), {5});
+}
+
+TEST_CASE("gemv: FP8 with x at the edge of the float range still equals the gemm row") {
+  // The one-token FP8 path multiplies x by each block's scale * 2^8 instead of the weights; that
+  // is exact only while x * scale * 2^8 stays a normal float. Tiny x against a small scale
+  // (subnormal products) and large x against a large scale (overflow) must take the decoded
+  // weights instead, and every case must equal the batch's row bit for bit.
+  const index_t out = 8, in = 256;
+  random_matrix<format::fp8> w(out, in, 61);
+  const auto base = dsv4::test::random_normal(static_cast<std::size_t>(in), 62);
+  for (auto [e_scale, e_x] : {std::pair{-20, -120}, std::pair{100, 30}, std::pair{-3, 0}}) {
+    std::fill(w.scale.begin(), w.scale.end(), dsv4::ue8m0::from_exponent(e_scale));
+    std::vector<float> x(static_cast<std::size_t>(2 * in)), y(static_cast<std::size_t>(2 * out)), yt(out);
+    for (index_t k = 0; k < in; ++k)
+      x[static_cast<std::size_t>(k)] = x[static_cast<std::size_t>(in + k)] =
+          std::ldexp(base[static_cast<std::size_t>(k)], e_x);
+    REQUIRE(dsv4::gemm(w.view(), {x.data(), {2, in}}, {y.data(), {2, out}}).ok());
+    REQUIRE(dsv4::gemv(w.view(), std::span<const float>(x.data(), static_cast<std::size_t>(in)), yt).ok());
+    for (index_t o = 0; o < out; ++o) {
+      INFO("scale 2^" << e_scale << ", x ~ 2^" << e_x << ", row " << o);
+      REQUIRE(std::bit_cast<std::uint32_t>(yt[static_cast<std::size_t>(o)]) ==
+              std::bit_cast<std::uint32_t>(y[static_cast<std::size_t>(o)]));
+    }
+  }
+}
+
+template <class W>
+void check_thread_independence(const W& w, index_t n) {
+  const index_t out = w.rows(), in = w.cols();
+  const auto x = dsv4::test::random_normal(static_cast<std::size_t>(n * in), 22);
+  std::vector<float> y1(static_cast<std::size_t>(n * out)), y2(y1.size());
   const int threads = dsv4::max_threads();
   dsv4::set_num_threads(1);
-  REQUIRE(dsv4::gemm(w.view(), {x.data(), {n, 512}}, {y1.data(), {n, 64}}).ok());
+  REQUIRE(dsv4::gemm(w, {x.data(), {n, in}}, {y1.data(), {n, out}}).ok());
   dsv4::set_num_threads(2);
-  REQUIRE(dsv4::gemm(w.view(), {x.data(), {n, 512}}, {y2.data(), {n, 64}}).ok());
+  REQUIRE(dsv4::gemm(w, {x.data(), {n, in}}, {y2.data(), {n, out}}).ok());
   dsv4::set_num_threads(threads);
   REQUIRE(y1 == y2);
+}
+
+TEST_CASE("gemv: results do not depend on the thread count") {
+  // 64 and 137 rows split into parallel tasks of 12 rows with a partial last one; 1 token takes
+  // the GEMV path, 9 and 40 the GEMM (40 crosses a pass of 32 tokens).
+  for (index_t n : {1, 9, 40}) {
+    check_thread_independence(random_matrix<format::fp4>(64, 512, 21).view(), n);
+    check_thread_independence(random_matrix<format::fp8>(137, 384, 23).view(), n);
+    check_thread_independence(random_matrix<format::bf16>(64, 200, 24).view(), n);
+  }
 }
 
 TEST_CASE("gemv: shape errors name the tensor and leave the output untouched") {

@@ -1,27 +1,32 @@
 // GEMV and GEMM whose weight is stored in a checkpoint format: f32, bf16, FP8 e4m3 with 128x128
-// ue8m0 block scales, or packed FP4 e2m1 with 1x32 ue8m0 scales (spec §11.1).
+// ue8m0 block scales, or packed FP4 e2m1 with 1x32 ue8m0 scales (spec §11.1). docs/gemv.md has
+// the method, the measurements and the reasons behind each choice.
 //
 // Why here and why this way: every linear of the MoE (router gate, routed and shared experts)
 // reads weights that are mostly bytes of FP8 or nibbles of FP4. Expanding them to float would
 // multiply the memory traffic by 4 to 8, so rows are decoded 32 columns at a time (a "chunk": one
-// FP4 scale block, a quarter of an FP8 one) into buffers that stay in L1. A GEMM decodes 4 rows x
-// 256 columns into a tile that feeds a 4-row x 3-token register-blocked micro-kernel; a one-token
-// GEMV consumes each chunk of 4 rows as soon as it is decoded. Decoding is exact: every format
-// decodes to the float dequantize_fp8_at / dequantize_fp4_at give, NaN codes included.
+// FP4 scale block, a quarter of an FP8 one), never further than L1. A one-token GEMV decodes a
+// chunk of 4 rows straight into registers and multiplies it with the chunk of x at once. A GEMM
+// decodes 12 rows x 256 columns into an L1 tile that serves 64 tokens through a 3-row x 4-token
+// register-blocked micro-kernel. Decoding is exact: every format decodes to the float
+// dequantize_fp8_at / dequantize_fp4_at give, NaN codes and NaN scales included.
 //
 // Accumulation order (the contract that makes results reproducible): each output y[t][o] has
 // eight fp32 lane accumulators; lane l sums w[o][k] * x[t][k] over k = l (mod 8) in increasing k,
-// then the lanes are added as ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)), the tree of
-// dsv4::dot. Every output is computed by one thread and does not depend on the other rows or
-// tokens, so results are bit-identical for any thread count, and gemv(x) equals the row of
+// where w is the decoded weight (code times scale, the scale applied per weight, not folded after
+// the sum), then the lanes are added as ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)), the
+// tree of dsv4::dot. Every output is computed by one thread and does not depend on the other rows
+// or tokens, so results are bit-identical for any thread count, and gemv(x) equals the row of
 // gemm(X) that holds x (a batch equals its tokens one by one). Products use fused multiply-add
 // where the target has it.
 //
-// Vectorization: GCC vector extensions for the products; with AVX2 and F16C, FP8 and FP4 codes
-// are rewritten as IEEE half bits (a few integer operations, a 16-entry byte table for FP4) and
-// widened by the hardware; without them the scalar decoders of quant.hpp are used. A chunk whose
-// scale is too large for the half trick (above 2^119 for FP8, 2^113 for FP4; no real checkpoint
-// comes near) takes the scalar decoders as well, so decoding stays exact everywhere.
+// Vectorization: GCC vector extensions for the products; with AVX2 and F16C the FP8 codes are
+// rewritten as IEEE half bits (three integer operations) and widened by the hardware, the FP4
+// nibbles looked up in two 16-entry byte tables that give the float bits directly; without them
+// the scalar decoders of quant.hpp are used. An FP8 chunk whose scale is above 2^119 (too large
+// for the half trick; no real checkpoint comes near) or that holds a NaN code takes the scalar
+// decoder as well, so decoding stays exact everywhere. The one-token FP8 GEMV multiplies x, not
+// the weights, by the block scale where that leaves every product unchanged (gemv_fp8_chunk).
 #pragma once
 
 #include <algorithm>
@@ -61,6 +66,7 @@ using v8f_unaligned = float __attribute__((vector_size(32), aligned(4), may_alia
 // 32-byte vectors cross function boundaries by reference only: passed by value they would change
 // the calling convention between AVX and non-AVX builds (GCC's -Wpsabi).
 DSV4_FORCEINLINE void load8(v8f& v, const float* p) { v = *reinterpret_cast<const v8f_unaligned*>(p); }
+DSV4_FORCEINLINE void store8(float* p, const v8f& v) { *reinterpret_cast<v8f_unaligned*>(p) = v; }
 
 // c += a * b, fused where the target can.
 DSV4_FORCEINLINE void fma8(v8f& c, const v8f& a, const v8f& b) {
@@ -70,6 +76,15 @@ DSV4_FORCEINLINE void fma8(v8f& c, const v8f& a, const v8f& b) {
       _mm256_fmadd_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(c)));
 #else
   c += a * b;
+#endif
+}
+
+// Makes v opaque to the optimizer, so that a loaded vector is kept in a register: with every
+// register taken by accumulators GCC would otherwise fold the load into each of the R
+// multiply-adds that use it, and the micro-kernel would issue more loads than multiply-adds.
+DSV4_FORCEINLINE void pin_register([[maybe_unused]] v8f& v) {
+#if defined(__AVX__)
+  asm("" : "+x"(v));
 #endif
 }
 
@@ -87,6 +102,21 @@ DSV4_FORCEINLINE float reduce_lanes(const v8f& a) {
   return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
 }
 
+// A chunk of 32 decoded weights, held in registers: chunk[i] = columns [8i, 8i + 8).
+using chunk_regs = v8f[4];
+
+// out = the 8 bf16 values at w as floats (a bf16 is the top half of a float).
+DSV4_FORCEINLINE void widen_bf16(const bf16* w, v8f& out) {
+#if defined(__AVX2__)
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+  out = reinterpret_cast<v8f>(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+#else
+  v8u16 h;
+  std::memcpy(&h, w, sizeof h);
+  out = reinterpret_cast<v8f>(__builtin_convertvector(h, v8u32) << 16);
+#endif
+}
+
 #if defined(__F16C__) && defined(__AVX2__)
 
 // scale * 2^e built from bits (no branches), for scale bits + e in [1, 254] (a normal float).
@@ -94,42 +124,79 @@ DSV4_FORCEINLINE float scale_times_pow2(ue8m0 scale, int e) {
   return bits_to_float(static_cast<std::uint32_t>(scale.bits + e) << 23);
 }
 
-// An FP8 e4m3 code re-biased into a half (s eeee mmm -> s 0eeee mmm0000000) is its value times
-// 2^-8, subnormals included, so the block scale is folded with 2^8; the NaN codes (S.1111.111)
-// get the half exponent 31 and stay NaN. Exact while scale * 2^8 is a finite float.
-inline constexpr std::uint8_t fp8_half_scale_max_bits = 127 + 119;
-// out[0 .. 32) = fp8 codes w[0 .. 32) times f = scale * 2^8.
-DSV4_FORCEINLINE void decode_fp8_chunk(const fp8_e4m3* w, float f, float* out) {
-  const __m256 factor = _mm256_set1_ps(f);
-  for (int i = 0; i < 32; i += 16) {
-    const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
-    const __m256i mag = _mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(0x3f80));
-    const __m256i sign = _mm256_and_si256(_mm256_slli_epi16(b, 8), _mm256_set1_epi16(-0x8000));
-    const __m256i nan =
-        _mm256_and_si256(_mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x3f80)), _mm256_set1_epi16(0x7e00));
-    const __m256i h = _mm256_or_si256(_mm256_or_si256(mag, sign), nan);
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), factor));
-    _mm256_storeu_ps(out + i + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), factor));
-  }
+// ue8m0::to_float without branches: 2^(bits - 127), the subnormal 2^-127 for 0, NaN for 0xff.
+DSV4_FORCEINLINE float scale_float(ue8m0 scale) {
+  std::uint32_t u = static_cast<std::uint32_t>(scale.bits) << 23;
+  u = scale.bits == 0 ? 0x00400000u : u;
+  u = scale.bits == 0xff ? f32_quiet_nan_bits : u;
+  return bits_to_float(u);
 }
 
-// An FP4 e2m1 nibble re-biased into a half (s ee m -> s 000ee m000000000) is its value times
-// 2^-14; the half's low byte is always zero, so a 16-entry byte table gives the high byte.
-inline constexpr std::uint8_t fp4_half_scale_max_bits = 127 + 113;
-// out[0 .. 32) = the 32 nibbles of w[0 .. 16) (low nibble first) times f = scale * 2^14.
-DSV4_FORCEINLINE void decode_fp4_chunk(const fp4x2* w, float f, float* out) {
-  const __m128i table = _mm_setr_epi8(0x00, 0x02, 0x04, 0x06, 0x08, 0x0a, 0x0c, 0x0e, -0x80, -0x7e, -0x7c,
-                                      -0x7a, -0x78, -0x76, -0x74, -0x72);
-  const __m128i nibble = _mm_set1_epi8(0x0f), zero = _mm_setzero_si128();
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
-  const __m128i even = _mm_shuffle_epi8(table, _mm_and_si128(v, nibble));
-  const __m128i odd = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(v, 4), nibble));
-  const __m128i first = _mm_unpacklo_epi8(even, odd), second = _mm_unpackhi_epi8(even, odd);  // column order
-  const __m128i halves[4] = {_mm_unpacklo_epi8(zero, first), _mm_unpackhi_epi8(zero, first),
-                             _mm_unpacklo_epi8(zero, second), _mm_unpackhi_epi8(zero, second)};
-  const __m256 factor = _mm256_set1_ps(f);
-  for (int i = 0; i < 4; ++i)
-    _mm256_storeu_ps(out + 8 * i, _mm256_mul_ps(_mm256_cvtph_ps(halves[i]), factor));
+// An FP8 e4m3 code re-biased into a half (s eeee mmm -> s 0eeee mmm0000000) is its value times
+// 2^-8, subnormals included: sign-extending the byte to 16 bits and shifting it left by 7 puts
+// every field in place but one copy of the sign at bit 14, which the mask clears. The half is
+// widened by the hardware and multiplied by scale * 2^8; the product is the real number code *
+// scale, rounded once, as dequantize_fp8_at's is. Exact while scale * 2^8 is a finite float.
+inline constexpr std::uint8_t fp8_half_scale_max_bits = 127 + 119;
+// out = the 32 codes w[0 .. 32) times 2^-8 (the widened halves); false when the chunk holds a NaN
+// code (S.1111.111), which the half would turn into 480.
+DSV4_FORCEINLINE bool decode_fp8_unscaled(const fp8_e4m3* w, chunk_regs& out) {
+  const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i nan =
+      _mm256_cmpeq_epi8(_mm256_or_si256(codes, _mm256_set1_epi8(-0x80)), _mm256_set1_epi8(-1));
+  if (!_mm256_testz_si256(nan, nan)) return false;
+  for (int i = 0; i < 2; ++i) {
+    const __m256i wide = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16 * i)));
+    const __m256i h = _mm256_and_si256(_mm256_slli_epi16(wide, 7), _mm256_set1_epi16(-0x4080));  // 0xbf80
+    out[2 * i] = reinterpret_cast<v8f>(_mm256_cvtph_ps(_mm256_castsi256_si128(h)));
+    out[2 * i + 1] = reinterpret_cast<v8f>(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
+  }
+  return true;
+}
+
+// out = the 32 codes w[0 .. 32) times scale; false (out unspecified) when the scale is too large
+// for the half trick or the chunk holds a NaN code.
+DSV4_FORCEINLINE bool decode_fp8_chunk(const fp8_e4m3* w, ue8m0 scale, chunk_regs& out) {
+  if (scale.bits > fp8_half_scale_max_bits || !decode_fp8_unscaled(w, out)) return false;
+  const float f = scale_times_pow2(scale, 8);
+  for (int i = 0; i < 4; ++i) out[i] = out[i] * f;
+  return true;
+}
+
+// out = the 32 FP4 e2m1 nibbles of w[0 .. 16) (low nibble first) times scale. An e2m1 value is a
+// float whose low 16 bits are zero, so two 16-entry byte tables indexed by the nibble (bits 24..31
+// and 16..23 of the float, the sign in the table) give it without any conversion, and the product
+// with the scale is the very float multiplication dequantize_fp4_at does: exact for every scale,
+// subnormal, overflowing or NaN. The layout costs five shuffles for 32 weights: one in-lane byte
+// shuffle of the broadcast bytes puts the nibbles of columns (c, c + 8) next to each other, so
+// that after the tables and one byte interleave each 32-bit lane holds two bfloat16 patterns and
+// a shift (even) or a mask (odd) yields 8 consecutive columns:
+//   nibble bytes, lane 0: c0 c8 c1 c9 c2 c10 c3 c11 | c16 c24 c17 c25 ..   lane 1: c4 c12 c5 c13 ..
+DSV4_FORCEINLINE void decode_fp4_chunk(const fp4x2* w, float scale, chunk_regs& out) {
+  const __m256i high_bytes = _mm256_setr_epi8(
+      0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, -0x80, -0x41, -0x41, -0x41, -0x40, -0x40, -0x40, -0x40,
+      0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, -0x80, -0x41, -0x41, -0x41, -0x40, -0x40, -0x40, -0x40);
+  const __m256i low_bytes = _mm256_setr_epi8(
+      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40,
+      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40);
+  // Source byte j holds columns 2j (low nibble) and 2j + 1 (high nibble).
+  const __m256i select = _mm256_setr_epi8(0, 4, 0, 4, 1, 5, 1, 5, 8, 12, 8, 12, 9, 13, 9, 13, 2, 6, 2, 6, 3,
+                                          7, 3, 7, 10, 14, 10, 14, 11, 15, 11, 15);
+  const __m256i bytes = _mm256_shuffle_epi8(
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))), select);
+  // Positions 0, 1 of every 4 take the low nibble, positions 2, 3 the high one.
+  const __m256i nibbles =
+      _mm256_or_si256(_mm256_and_si256(bytes, _mm256_set1_epi32(0x00000f0f)),
+                      _mm256_and_si256(_mm256_srli_epi16(bytes, 4), _mm256_set1_epi32(0x0f0f0000)));
+  const __m256i hi = _mm256_shuffle_epi8(high_bytes, nibbles), lo = _mm256_shuffle_epi8(low_bytes, nibbles);
+  // first: 32-bit lanes (c0 | c8 << 16) .. (c7 | c15 << 16); second: the same for c16 .. c31.
+  const __m256i first = _mm256_unpacklo_epi8(lo, hi), second = _mm256_unpackhi_epi8(lo, hi);
+  const __m256i odd = _mm256_set1_epi32(-0x10000);
+  const __m256 s = _mm256_set1_ps(scale);
+  out[0] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(first, 16)), s));
+  out[1] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(first, odd)), s));
+  out[2] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(second, 16)), s));
+  out[3] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(second, odd)), s));
 }
 #endif
 
@@ -169,10 +236,9 @@ struct dense_matrix {
     } else {
       index_t i = 0;
       for (; i + 8 <= n; i += 8) {
-        detail::v8u16 h;
-        std::memcpy(&h, w + i, sizeof h);
-        const detail::v8u32 bits = __builtin_convertvector(h, detail::v8u32) << 16;
-        std::memcpy(out + i, &bits, sizeof bits);
+        detail::v8f v;
+        detail::widen_bf16(w + i, v);
+        detail::store8(out + i, v);
       }
       for (; i < n; ++i) out[i] = w[i].to_float();
     }
@@ -198,9 +264,9 @@ struct fp8_matrix {
     const fp8_e4m3* w = weight.data() + row * weight.stride(0);
     const ue8m0* s = scale.data() + (row / fp8_block) * scale.stride(0);
 #if defined(__F16C__) && defined(__AVX2__)
-    const ue8m0 block_scale = s[k0 / fp8_block];  // one scale covers the chunk: 32 divides 128
-    if (n == weight_chunk && block_scale.bits <= detail::fp8_half_scale_max_bits) {
-      detail::decode_fp8_chunk(w + k0, detail::scale_times_pow2(block_scale, 8), out);
+    detail::chunk_regs c;
+    if (n == weight_chunk && detail::decode_fp8_chunk(w + k0, s[k0 / fp8_block], c)) {
+      for (int i = 0; i < 4; ++i) detail::store8(out + 8 * i, c[i]);
       return;
     }
 #endif
@@ -227,11 +293,11 @@ struct fp4_matrix {
   void decode(index_t row, index_t k0, index_t n, float* out) const {
     const fp4x2* w = weight.data() + row * weight.stride(0);
     const ue8m0* s = scale.data() + row * scale.stride(0);
-
 #if defined(__F16C__) && defined(__AVX2__)
-    const ue8m0 block_scale = s[k0 / fp4_block];
-    if (n == weight_chunk && block_scale.bits <= detail::fp4_half_scale_max_bits) {
-      detail::decode_fp4_chunk(w + k0 / 2, detail::scale_times_pow2(block_scale, 14), out);
+    if (n == weight_chunk) {
+      detail::chunk_regs c;
+      detail::decode_fp4_chunk(w + k0 / 2, detail::scale_float(s[k0 / fp4_block]), c);
+      for (int i = 0; i < 4; ++i) detail::store8(out + 8 * i, c[i]);
       return;
     }
 #endif
@@ -241,6 +307,51 @@ struct fp4_matrix {
 
 static_assert(weight_matrix<f32_matrix> && weight_matrix<bf16_matrix> && weight_matrix<fp8_matrix> &&
               weight_matrix<fp4_matrix>);
+
+namespace detail {
+
+// Columns [k0, k0 + weight_chunk) of a row through W::decode and a buffer in L1: the way of any
+// weight_matrix, and the rare way out of the fast decoders below.
+template <weight_matrix W>
+DSV4_FORCEINLINE void load_chunk_buffered(const W& m, index_t row, index_t k0, chunk_regs& out) {
+  alignas(32) float buf[weight_chunk];
+  m.decode(row, k0, weight_chunk, buf);
+  for (int i = 0; i < 4; ++i) load8(out[i], buf + 8 * i);
+}
+
+// Columns [k0, k0 + weight_chunk) of a row, decoded into registers by the format's fastest exact
+// decoder.
+template <weight_matrix W>
+DSV4_FORCEINLINE void load_chunk(const W& m, index_t row, index_t k0, chunk_regs& out) {
+  load_chunk_buffered(m, row, k0, out);
+}
+DSV4_FORCEINLINE void load_chunk(const f32_matrix& m, index_t row, index_t k0, chunk_regs& out) {
+  const float* w = m.weight.data() + row * m.weight.stride(0) + k0;
+  for (int i = 0; i < 4; ++i) load8(out[i], w + 8 * i);
+}
+DSV4_FORCEINLINE void load_chunk(const bf16_matrix& m, index_t row, index_t k0, chunk_regs& out) {
+  const bf16* w = m.weight.data() + row * m.weight.stride(0) + k0;
+  for (int i = 0; i < 4; ++i) widen_bf16(w + 8 * i, out[i]);
+}
+#if defined(__F16C__) && defined(__AVX2__)
+// Column offsets are non-negative: unsigned, so that the block divisions are shifts.
+DSV4_FORCEINLINE void load_chunk(const fp8_matrix& m, index_t row, index_t k0, chunk_regs& out) {
+  const auto k = static_cast<std::size_t>(k0), r = static_cast<std::size_t>(row);
+  const fp8_e4m3* w = m.weight.data() + row * m.weight.stride(0) + k0;
+  const ue8m0 s =
+      m.scale.data()[(r / fp8_block) * static_cast<std::size_t>(m.scale.stride(0)) + k / fp8_block];
+  if (__builtin_expect(decode_fp8_chunk(w, s, out), true)) return;
+  load_chunk_buffered(m, row, k0, out);
+}
+DSV4_FORCEINLINE void load_chunk(const fp4_matrix& m, index_t row, index_t k0, chunk_regs& out) {
+  const auto k = static_cast<std::size_t>(k0);
+  const fp4x2* w = m.weight.data() + row * m.weight.stride(0) + k / 2;
+  decode_fp4_chunk(
+      w, scale_float(m.scale.data()[row * m.scale.stride(0) + static_cast<index_t>(k / fp4_block)]), out);
+}
+#endif
+
+}  // namespace detail
 
 // ---- gemm_op: y (n, out) = x (n, in) . W^T ---------------------------------------------------------
 template <weight_matrix W>
@@ -263,25 +374,40 @@ struct gemm_op {
 
 namespace detail {
 
-inline constexpr int gemm_rows = 4;       // weight rows per register block (and per parallel task)
-inline constexpr int gemm_tokens = 3;     // tokens per register block: 4 x 3 accumulators + 7 loads
-inline constexpr index_t gemm_kc = 256;   // columns decoded per tile: 4 rows x 256 floats = 4 KiB
-inline constexpr index_t gemm_pass = 64;  // tokens whose accumulators live on the stack at once
+// Register block of the GEMM: 3 rows x 4 tokens = 12 accumulators, plus 3 weight vectors and one
+// x vector, fill the 16 AVX registers; per 8 columns 7 loads feed 12 multiply-adds.
+inline constexpr int gemm_mr = 3;
+inline constexpr int gemm_mt = 4;
+// Output rows per parallel task: four register blocks share every chunk of x brought into L1.
+inline constexpr index_t task_rows = 12;
+// Columns decoded per tile: 12 rows x 256 floats = 12 KiB, resident in L1.
+inline constexpr index_t gemm_kc = 256;
+// Tokens per pass: each decoded tile serves 64 tokens (decoding is then a few percent of the
+// multiply-adds); their 64 x 12 lane accumulators (24 KiB, on the stack) are read and written
+// once per micro-kernel call of 256 columns.
+inline constexpr index_t gemm_pass = 64;
+// Rows a one-token GEMV decodes per chunk of x: four independent accumulation chains.
+inline constexpr int gemv_rows = 4;
 
 // acc[t][r] += tile[r][0 .. kc) . x[t][k0 .. k0 + kc) lane by lane (the order contract), for R
 // rows of the tile and T tokens; kc need not be a multiple of 8 (the tail keeps lane = k mod 8).
+// acc holds (T, task_rows) accumulators; the R x T block of them stays in registers.
 template <int R, int T>
 DSV4_FORCEINLINE void gemm_micro(const float* tile, const float* const* x, index_t k0, index_t kc, v8f* acc) {
   v8f a[R][T];
   for (int t = 0; t < T; ++t)
-    for (int r = 0; r < R; ++r) a[r][t] = acc[t * gemm_rows + r];
+    for (int r = 0; r < R; ++r) a[r][t] = acc[t * task_rows + r];
   const index_t kv = kc & ~index_t{7};
   for (index_t k = 0; k < kv; k += 8) {
     v8f w[R];
-    for (int r = 0; r < R; ++r) load8(w[r], tile + r * gemm_kc + k);
+    for (int r = 0; r < R; ++r) {
+      load8(w[r], tile + r * gemm_kc + k);
+      pin_register(w[r]);
+    }
     for (int t = 0; t < T; ++t) {
       v8f xv;
       load8(xv, x[t] + k0 + k);
+      pin_register(xv);
       for (int r = 0; r < R; ++r) fma8(a[r][t], w[r], xv);
     }
   }
@@ -289,13 +415,15 @@ DSV4_FORCEINLINE void gemm_micro(const float* tile, const float* const* x, index
     for (int t = 0; t < T; ++t)
       for (int r = 0; r < R; ++r) a[r][t][k & 7] = fma1(tile[r * gemm_kc + k], x[t][k0 + k], a[r][t][k & 7]);
   for (int t = 0; t < T; ++t)
-    for (int r = 0; r < R; ++r) acc[t * gemm_rows + r] = a[r][t];
+    for (int r = 0; r < R; ++r) acc[t * task_rows + r] = a[r][t];
 }
 
 template <int R>
 void gemm_micro_tokens(const float* tile, const float* const* x, index_t k0, index_t kc, v8f* acc,
                        int tokens) {
   switch (tokens) {
+    case 4:
+      return gemm_micro<R, 4>(tile, x, k0, kc, acc);
     case 3:
       return gemm_micro<R, 3>(tile, x, k0, kc, acc);
     case 2:
@@ -308,8 +436,6 @@ void gemm_micro_tokens(const float* tile, const float* const* x, index_t k0, ind
 inline void gemm_micro_any(const float* tile, const float* const* x, index_t k0, index_t kc, v8f* acc,
                            int rows, int tokens) {
   switch (rows) {
-    case 4:
-      return gemm_micro_tokens<4>(tile, x, k0, kc, acc, tokens);
     case 3:
       return gemm_micro_tokens<3>(tile, x, k0, kc, acc, tokens);
     case 2:
@@ -319,87 +445,188 @@ inline void gemm_micro_any(const float* tile, const float* const* x, index_t k0,
   }
 }
 
-// Rows [row0, row0 + rows) of y for all tokens: tokens in passes of gemm_pass, and for each pass
-// the weight rows decoded gemm_kc columns at a time into an L1 tile.
+// Columns [k0, k0 + kc) of `rows` weight rows from row0 into tile rows of gemm_kc floats.
 template <weight_matrix W>
-void gemm_row_block(const typename gemm_op<W>::params& p, index_t row0, int rows) {
-  alignas(32) float tile[gemm_rows * gemm_kc];  // (gemm_rows, gemm_kc)
-  v8f acc[gemm_pass * gemm_rows];               // (gemm_pass, gemm_rows) lane accumulators
-  const index_t n = p.x.extent(0), in = p.weight.cols();
-  for (index_t t0 = 0; t0 < n; t0 += gemm_pass) {
-    const index_t nt = std::min(gemm_pass, n - t0);
-    std::fill(acc, acc + nt * gemm_rows, v8f{});
-    for (index_t k0 = 0; k0 < in; k0 += gemm_kc) {
-      const index_t kc = std::min(gemm_kc, in - k0);
-      for (int r = 0; r < rows; ++r)
-        for (index_t c = 0; c < kc; c += weight_chunk)
-          p.weight.decode(row0 + r, k0 + c, std::min(weight_chunk, kc - c), tile + r * gemm_kc + c);
-      for (index_t t = 0; t < nt; t += gemm_tokens) {
-        const int tokens = static_cast<int>(std::min<index_t>(gemm_tokens, nt - t));
-        const float* x[gemm_tokens];
-        for (int j = 0; j < tokens; ++j) x[j] = p.x.data() + (t0 + t + j) * p.x.stride(0);
-        gemm_micro_any(tile, x, k0, kc, acc + t * gemm_rows, rows, tokens);
-      }
+void decode_tile(const W& m, index_t row0, index_t rows, index_t k0, index_t kc, float* tile) {
+  for (index_t r = 0; r < rows; ++r) {
+    float* out = tile + r * gemm_kc;
+    index_t c = 0;
+    for (; c + weight_chunk <= kc; c += weight_chunk) {
+      chunk_regs w;
+      load_chunk(m, row0 + r, k0 + c, w);
+      for (int i = 0; i < 4; ++i) store8(out + c + 8 * i, w[i]);
     }
-    for (index_t t = 0; t < nt; ++t)
-      for (int r = 0; r < rows; ++r) p.y(t0 + t, row0 + r) = reduce_lanes(acc[t * gemm_rows + r]);
+    if (c < kc) m.decode(row0 + r, k0 + c, kc - c, out + c);
   }
 }
 
-// The one-token case of gemm_row_block, with the same per-lane operations in the same order (so
-// bit-identical to it): each 32-column chunk of the R rows is decoded into a buffer that stays in
-// L1 and consumed at once, instead of going through the 256-column tile.
-template <int R, weight_matrix W>
-void gemv_row_block(const typename gemm_op<W>::params& p, index_t row0) {
-  alignas(32) float chunk[R][weight_chunk];  // (R, weight_chunk)
-  v8f acc[R] = {};
-  const float* x = p.x.data();
-  const index_t in = p.weight.cols();
-  for (index_t k0 = 0; k0 < in; k0 += weight_chunk) {
-    const index_t kc = std::min(weight_chunk, in - k0), kv = kc & ~index_t{7};
-    for (int r = 0; r < R; ++r) p.weight.decode(row0 + r, k0, kc, chunk[r]);
-    for (index_t k = 0; k < kv; k += 8) {
-      v8f xv;
-      load8(xv, x + k0 + k);
-      for (int r = 0; r < R; ++r) {
-        v8f w;
-        load8(w, chunk[r] + k);
-        fma8(acc[r], w, xv);
+// Rows [row0, row0 + rows) of y for all tokens: tokens in passes of gemm_pass, and for each pass
+// the weight rows decoded gemm_kc columns at a time into an L1 tile that every register block of
+// the pass reads, so each decoded weight serves up to gemm_pass tokens and each chunk of x loaded
+// into L1 serves all the task's rows.
+template <weight_matrix W>
+void gemm_row_block(const typename gemm_op<W>::params& p, index_t row0, index_t rows) {
+  alignas(64) float tile[task_rows * gemm_kc];  // (task_rows, gemm_kc)
+  v8f acc[gemm_pass * task_rows];               // (gemm_pass, task_rows) lane accumulators
+  const index_t n = p.x.extent(0), in = p.weight.cols();
+  for (index_t t0 = 0; t0 < n; t0 += gemm_pass) {
+    const index_t nt = std::min(gemm_pass, n - t0);
+    std::fill(acc, acc + nt * task_rows, v8f{});
+    for (index_t k0 = 0; k0 < in; k0 += gemm_kc) {
+      const index_t kc = std::min(gemm_kc, in - k0);
+      decode_tile(p.weight, row0, rows, k0, kc, tile);
+      for (index_t t = 0; t < nt; t += gemm_mt) {
+        const int tokens = static_cast<int>(std::min<index_t>(gemm_mt, nt - t));
+        const float* x[gemm_mt];
+        for (int j = 0; j < tokens; ++j) x[j] = p.x.data() + (t0 + t + j) * p.x.stride(0);
+        for (index_t r = 0; r < rows; r += gemm_mr)
+          gemm_micro_any(tile + r * gemm_kc, x, k0, kc, acc + t * task_rows + r,
+                         static_cast<int>(std::min<index_t>(gemm_mr, rows - r)), tokens);
       }
     }
-    for (index_t k = kv; k < kc; ++k)
-      for (int r = 0; r < R; ++r) acc[r][k & 7] = fma1(chunk[r][k], x[k0 + k], acc[r][k & 7]);
+    for (index_t t = 0; t < nt; ++t)
+      for (index_t r = 0; r < rows; ++r) p.y(t0 + t, row0 + r) = reduce_lanes(acc[t * task_rows + r]);
+  }
+}
+
+// The exponent fields of the finite nonzero entries of a token x: enough to know for which powers
+// of two 2^e every x[k] * 2^e is exact (a normal float, or zero, infinity or NaN).
+struct exponent_range {
+  int lo = 255, hi = 0;  // lo > hi: no finite nonzero entry
+  explicit exponent_range(std::span<const float> x) {
+    // Eight lanes at a time, branch-free: the scan costs a few percent of the smallest GEMV. The
+    // last partial group is padded with zeros, which do not count.
+    v8u32 l8 = v8u32{} + 255u, h8 = {};
+    auto add = [&](v8u32 a) {
+      a &= 0x7fffffffu;
+      const v8u32 field = a >> 23;
+      const auto finite_nonzero = (a != 0u) & (a < f32_inf_bits);
+      l8 = finite_nonzero && field < l8 ? field : l8;  // 0 for a subnormal: never scaled down
+      h8 = finite_nonzero && field > h8 ? field : h8;
+    };
+    const std::size_t full = x.size() - x.size() % 8;
+    for (std::size_t i = 0; i < full; i += 8) {
+      v8u32 a;
+      std::memcpy(&a, x.data() + i, sizeof a);
+      add(a);
+    }
+    if (full < x.size()) {
+      v8u32 a = {};
+      std::memcpy(&a, x.data() + full, (x.size() - full) * sizeof(float));
+      add(a);
+    }
+    std::uint32_t l = 255, h = 0;
+    for (int j = 0; j < 8; ++j) {
+      l = std::min(l, l8[j]);
+      h = std::max(h, h8[j]);
+    }
+    lo = static_cast<int>(l);
+    hi = static_cast<int>(h);
+  }
+  bool scales_exactly(int e) const { return lo > hi || (lo + e >= 1 && hi + e <= 254); }
+};
+
+// Whether the one-token FP8 GEMV moves the scale to x (gemv_fp8_chunk), and so needs x's range.
+#if defined(__F16C__) && defined(__AVX2__)
+inline constexpr bool fp8_gemv_scales_x = true;
+
+// One chunk of R FP8 rows (in one 128-row scale block) against x for the GEMV, with the scale moved
+// from the weights to x: the block's 128 x 128 weights share scale * 2^8, so x is multiplied by it
+// once for the R rows instead of every weight. When x * scale * 2^8 is exact the product of a
+// re-biased code (code * 2^-8) with it is the real number code * scale * x, the same as the
+// decoded weight's product, so the fused multiply-add rounds it to the same float: the order
+// contract holds bit for bit. false (nothing done) when the scale or x's range does not allow it.
+template <int R>
+DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t k0, const float* x,
+                                     const exponent_range& xr, v8f (&acc)[R]) {
+  const auto k = static_cast<std::size_t>(k0), r0 = static_cast<std::size_t>(row0);
+  const ue8m0 s =
+      m.scale.data()[(r0 / fp8_block) * static_cast<std::size_t>(m.scale.stride(0)) + k / fp8_block];
+  if (s.bits > fp8_half_scale_max_bits || !xr.scales_exactly(s.bits - 127 + 8)) return false;
+  const float f = scale_times_pow2(s, 8);
+  chunk_regs xs;
+  for (int i = 0; i < 4; ++i) {
+    load8(xs[i], x + k0 + 8 * i);
+    xs[i] = xs[i] * f;
+  }
+#pragma GCC unroll 8  // every accumulator in its own register
+  for (int r = 0; r < R; ++r) {
+    chunk_regs w;
+    if (__builtin_expect(decode_fp8_unscaled(m.weight.data() + (row0 + r) * m.weight.stride(0) + k0, w),
+                         true)) {
+      for (int i = 0; i < 4; ++i) fma8(acc[r], w[i], xs[i]);
+    } else {  // a NaN code: the decoded weights against x itself
+      load_chunk_buffered(m, row0 + r, k0, w);
+      for (int i = 0; i < 4; ++i) {
+        v8f xv;
+        load8(xv, x + k0 + 8 * i);
+        fma8(acc[r], w[i], xv);
+      }
+    }
+  }
+  return true;
+}
+#else
+inline constexpr bool fp8_gemv_scales_x = false;
+#endif
+
+// The one-token case of gemm_row_block, with the same per-lane operations in the same order (so
+// bit-identical to it): each 32-column chunk of the R rows is decoded straight into registers
+// and consumed at once, the chunk of x loaded once for all R rows. FP8 rows lie in one 128-row
+// scale block (row0 is a multiple of gemv_rows, which divides 128).
+template <int R, weight_matrix W>
+void gemv_row_block(const typename gemm_op<W>::params& p, index_t row0,
+                    [[maybe_unused]] const exponent_range& xr) {
+  v8f acc[R] = {};
+  const float* x = p.x.data();
+  const index_t in = p.weight.cols(), full = in - in % weight_chunk;
+  for (index_t k0 = 0; k0 < full; k0 += weight_chunk) {
+#if defined(__F16C__) && defined(__AVX2__)
+    if constexpr (std::same_as<W, fp8_matrix>) {
+      if (gemv_fp8_chunk<R>(p.weight, row0, k0, x, xr, acc)) continue;
+    }
+#endif
+    chunk_regs xv;
+    for (int i = 0; i < 4; ++i) load8(xv[i], x + k0 + 8 * i);
+#pragma GCC unroll 8  // every accumulator in its own register
+    for (int r = 0; r < R; ++r) {
+      chunk_regs w;
+      load_chunk(p.weight, row0 + r, k0, w);
+      for (int i = 0; i < 4; ++i) fma8(acc[r], w[i], xv[i]);
+    }
+  }
+  if (full < in) {  // the column tail, through a buffer, lane = k mod 8 as everywhere
+    alignas(32) float chunk[weight_chunk];
+    for (int r = 0; r < R; ++r) {
+      p.weight.decode(row0 + r, full, in - full, chunk);
+      for (index_t k = full; k < in; ++k) acc[r][k & 7] = fma1(chunk[k - full], x[k], acc[r][k & 7]);
+    }
   }
   for (int r = 0; r < R; ++r) p.y(0, row0 + r) = reduce_lanes(acc[r]);
 }
 
 template <weight_matrix W>
-void row_block(const typename gemm_op<W>::params& p, index_t row0, int rows) {
+void row_block(const typename gemm_op<W>::params& p, index_t row0, index_t rows, const exponent_range& xr) {
   if (p.x.extent(0) != 1) return gemm_row_block<W>(p, row0, rows);
-  switch (rows) {
-    case 4:
-      return gemv_row_block<4, W>(p, row0);
-    case 3:
-      return gemv_row_block<3, W>(p, row0);
-    case 2:
-      return gemv_row_block<2, W>(p, row0);
-    default:
-      return gemv_row_block<1, W>(p, row0);
-  }
+  index_t r = 0;
+  for (; r + gemv_rows <= rows; r += gemv_rows) gemv_row_block<gemv_rows, W>(p, row0 + r, xr);
+  for (; r < rows; ++r) gemv_row_block<1, W>(p, row0 + r, xr);
 }
 
 }  // namespace detail
 
-// Parallel over blocks of gemm_rows output rows.
+// Parallel over blocks of task_rows output rows.
 template <weight_matrix W>
 struct kernel<gemm_op<W>, cpu> {
   static status run(const typename gemm_op<W>::params& p) {
     DSV4_TRY(gemm_op<W>::check(p));
     const index_t out = p.weight.rows();
-    const index_t blocks = detail::blocks_of(out, detail::gemm_rows);
-    parallel_for(0, blocks, [&](index_t b) {
-      const index_t row0 = b * detail::gemm_rows;
-      detail::row_block<W>(p, row0, static_cast<int>(std::min<index_t>(detail::gemm_rows, out - row0)));
+    // Only the one-token FP8 path reads it: a pass over x, against one over the whole matrix.
+    const bool scan = detail::fp8_gemv_scales_x && std::same_as<W, fp8_matrix> && p.x.extent(0) == 1;
+    const detail::exponent_range xr(std::span<const float>(p.x.data(), scan ? p.x.extent(1) : 0));
+    parallel_for(0, detail::blocks_of(out, detail::task_rows), [&](index_t b) {
+      const index_t row0 = b * detail::task_rows;
+      detail::row_block<W>(p, row0, std::min(detail::task_rows, out - row0), xr);
     });
     return {};
   }
