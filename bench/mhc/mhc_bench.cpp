@@ -1,5 +1,8 @@
 // One mHC site per decoded token at V4-Flash width (n_hc = 4, d = 4096, n_hc * d = 16384):
-// HC_pre (24 dot products of 16384, RMS, Sinkhorn, stream collapse) + HC_post (comb^T X + post y).
+// HC_pre (24 dot products of 16384, RMS, Sinkhorn, stream collapse) + HC_post (comb^T X + post y),
+// with the exact fp32 numerics or the released BF16 streams (`released` = 1; core/numerics.hpp).
+// A batch of `tokens` shares one pass over fn (hyper_connection.hpp), so per-token cost falls with
+// the batch until the streams, not fn, dominate the bytes.
 //
 // Bytes per step of `tokens` tokens: fn 24 x 16384 fp32 (1.5 MiB, once) plus, per token, the
 // streams read by HC_pre (64 KiB), x_in written (16 KiB), y read (16 KiB), the streams read and
@@ -24,6 +27,7 @@
 
 #include "dsv4/config/accounting.hpp"
 #include "dsv4/config/presets.hpp"
+#include "dsv4/core/numerics.hpp"
 #include "dsv4/mhc/hyper_connection.hpp"
 #include "dsv4/mhc/sinkhorn.hpp"
 #include "roofline.hpp"
@@ -61,9 +65,11 @@ double site_bytes(index_t tokens) {
 
 struct flash_site {
   index_t tokens, copies;
+  dsv4::numerics num;
   std::vector<float> fn, scale{0.9f, 1.1f, 1.2f}, base, x, y, x_in, pre, post, comb, out;
 
-  flash_site(index_t tokens_, index_t copies_) : tokens(tokens_), copies(copies_) {
+  flash_site(index_t tokens_, index_t copies_, dsv4::numerics num_)
+      : tokens(tokens_), copies(copies_), num(num_) {
     const auto fill = [](std::vector<float>& v, std::size_t count, float stddev, unsigned seed) {
       std::mt19937 rng(seed);
       std::normal_distribution<float> dist(0.0f, stddev);
@@ -74,6 +80,8 @@ struct flash_site {
     fill(base, rows, 0.5f, 2);
     fill(x, static_cast<std::size_t>(tokens * width), 1.0f, 3);
     fill(y, static_cast<std::size_t>(tokens * d), 1.0f, 4);
+    dsv4::to_activation(num, x);  // released: BF16 streams and sublayer output
+    dsv4::to_activation(num, y);
     x_in.resize(static_cast<std::size_t>(tokens * d));
     pre.resize(static_cast<std::size_t>(tokens * n));
     post.resize(pre.size());
@@ -89,22 +97,25 @@ struct flash_site {
             {},
             dsv4::mhc::residual_map::sinkhorn,
             {x_in.data(), {tokens, d}},
-            state()};
+            state(),
+            num};
   }
   dsv4::mhc::hc_post_op::params post_params() {
     return {{y.data(), {tokens, d}},
             {x.data(), {tokens, n, d}},
             state().post,
             state().comb,
-            {out.data(), {tokens, n, d}}};
+            {out.data(), {tokens, n, d}},
+            num};
   }
   std::size_t at(index_t t, index_t j, index_t k) const {
     return static_cast<std::size_t>((t * n + j) * d + k);
   }
 
-  // Checked once before timing: the collapse and HC_post against direct sums in double, and the
-  // residual matrix's column sums.
+  // Checked once before timing: the collapse and HC_post against direct sums in double (to fp32
+  // rounding, or half a BF16 ulp under the released numerics), and the residual matrix's column sums.
   void verify_or_abort() {
+    const double tol = num == dsv4::numerics::released ? 4e-3 : 1e-4;
     if (!dsv4::run<dsv4::cpu>(pre_params(0)).ok() || !dsv4::run<dsv4::cpu>(post_params()).ok()) std::abort();
     for (index_t t = 0; t < tokens; ++t) {
       for (index_t j = 0; j < n; ++j) {
@@ -117,14 +128,14 @@ struct flash_site {
         for (index_t j = 0; j < n; ++j)
           collapsed += double(pre[static_cast<std::size_t>(t * n + j)]) * x[at(t, j, k)];
         if (std::fabs(collapsed - x_in[static_cast<std::size_t>(t * d + k)]) >
-            1e-4 * (1 + std::fabs(collapsed)))
+            tol * (1 + std::fabs(collapsed)))
           std::abort();
         for (index_t j = 0; j < n; ++j) {
           double v =
               double(post[static_cast<std::size_t>(t * n + j)]) * y[static_cast<std::size_t>(t * d + k)];
           for (index_t i = 0; i < n; ++i)
             v += double(comb[static_cast<std::size_t>((t * n + i) * n + j)]) * x[at(t, i, k)];
-          if (std::fabs(v - out[at(t, j, k)]) > 1e-4 * (1 + std::fabs(v))) std::abort();
+          if (std::fabs(v - out[at(t, j, k)]) > tol * (1 + std::fabs(v))) std::abort();
         }
       }
     }
@@ -133,7 +144,7 @@ struct flash_site {
 
 void bm_mhc_site_flash(benchmark::State& state) {
   const index_t tokens = state.range(0), copies = state.range(1);
-  flash_site s(tokens, copies);
+  flash_site s(tokens, copies, state.range(2) != 0 ? dsv4::numerics::released : dsv4::numerics::exact);
   s.verify_or_abort();
   index_t copy = 0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -151,6 +162,7 @@ void bm_mhc_site_flash(benchmark::State& state) {
   state.counters["of_read_bw"] = dsv4::bench::bandwidth_fraction(bytes);
   state.counters["tokens"] =
       benchmark::Counter(static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["us_per_token"] = seconds * 1e6 / static_cast<double>(tokens);
   if (tokens == 1) {
     const double other = other_layer_bytes(cfg::v4_flash, 65536);
     state.counters["layer_share"] =
@@ -175,10 +187,13 @@ void bm_sinkhorn_4x4(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(bm_mhc_site_flash)
-    ->ArgNames({"tokens", "fn_copies"})
-    ->Args({1, 1})
-    ->Args({1, 64})
-    ->Args({16, 64})
+    ->ArgNames({"tokens", "fn_copies", "released"})
+    ->Args({1, 1, 0})
+    ->Args({1, 64, 0})
+    ->Args({16, 64, 0})
+    ->Args({64, 64, 0})
+    ->Args({1, 64, 1})
+    ->Args({16, 64, 1})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 BENCHMARK(bm_sinkhorn_4x4)->Unit(benchmark::kNanosecond);

@@ -8,6 +8,7 @@
 #include "dsv4/core/gemv.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/math.hpp"
+#include "dsv4/core/numerics.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/quant.hpp"
 #include "dsv4/core/status.hpp"

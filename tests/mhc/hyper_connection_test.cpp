@@ -18,18 +18,12 @@ using namespace dsv4;
 using namespace dsv4::mhc;
 using mhc_test::random_normal;
 using mhc_test::site_buffers;
+using mhc_test::view_of;
 using mhc4 = dsv4::mhc::mhc<4>;
 using dsv4::test::fixture;
 using dsv4::test::rel_l2;
 
 namespace {
-template <std::size_t Rank>
-tensor_view<const float, Rank> view_of(const dsv4::test::fixture_tensor& t) {
-  extents_t<Rank> e{};
-  for (std::size_t i = 0; i < Rank; ++i) e[i] = t.shape[i];
-  return {t.data.data(), e};
-}
-
 double sigmoid_d(double v) { return 1.0 / (1.0 + std::exp(-v)); }
 
 // pre, post and the raw residual logits of token t, in double from the formulas of spec §3.2.

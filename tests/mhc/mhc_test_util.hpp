@@ -1,5 +1,5 @@
-// Shared by the mhc tests: random data, one site's buffers, and double-precision linear algebra
-// on small matrices written independently of the library.
+// Shared by the mhc tests: random data, fixture views, one site's buffers, and double-precision linear
+// algebra on small matrices written independently of the library.
 #pragma once
 
 #include <cmath>
@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dsv4/mhc/hyper_connection.hpp"
+#include "fixture.hpp"
 #include "random.hpp"
 
 namespace mhc_test {
@@ -14,6 +15,14 @@ using namespace dsv4;
 using namespace dsv4::mhc;
 
 using test::random_normal;
+
+// A fixture tensor as a view of its data (rank from the caller, extents from the file).
+template <std::size_t Rank>
+tensor_view<const float, Rank> view_of(const test::fixture_tensor& t) {
+  extents_t<Rank> e{};
+  for (std::size_t i = 0; i < Rank; ++i) e[i] = t.shape[i];
+  return {t.data.data(), e};
+}
 
 // Row-major (n, n) matrices in double.
 using dmatrix = std::vector<double>;

@@ -11,6 +11,13 @@ Conventions the C++ side must know:
     pairs are written sorted by expert id.
   * Inputs are scaled so that the SwiGLU clamp (limit 10) is active for many units.
 
+The second fixture, moe_released.json, is the released model's numerics (spec §18.3): a plain
+PyTorch emulation of the official inference code's Expert and MoE.forward (its `linear()` with
+act_quant FP8 1x128 inputs and FP8/FP4 weights, BF16 tensors between the steps, fp32 routing),
+independent of transformers, which has no FP8 path. Its weights are too large to store as JSON, so
+both sides generate them from the integer hash below (hashed_codes); the fixture stores the inputs,
+the generator's seeds and the outputs.
+
 Run: python3 tests/reference/make_moe_fixtures.py   (writes tests/fixtures/moe_*.json)
 """
 import torch
@@ -102,5 +109,129 @@ def main():
     })
 
 
+# ---- released numerics (moe_released.json) ---------------------------------------------------
+
+RD, RI, RE, RK, RN = 256, 256, 4, 2, 8  # two 128-wide FP8 tiles along both d and inter
+
+
+def hash32(v):
+    """lowbias32 (C. Wellons): the weight generator tests/moe/released_test.cpp repeats."""
+    v &= 0xFFFFFFFF
+    v ^= v >> 16
+    v = (v * 0x7FEB352D) & 0xFFFFFFFF
+    v ^= v >> 15
+    v = (v * 0x846CA68B) & 0xFFFFFFFF
+    v ^= v >> 16
+    return v
+
+
+def hashed(seed, count):
+    base = (seed * 0x9E3779B1) & 0xFFFFFFFF
+    return [hash32(base + i) for i in range(count)]
+
+
+def scale_exponents(seed, count, typical):
+    # 2^(typical - 1 .. typical + 1): neighbouring blocks carry different scales.
+    return torch.tensor([typical - 1 + h % 3 for h in hashed(seed + 0x10000, count)], dtype=torch.float32)
+
+
+def hashed_fp8(rows, cols, seed, typical):
+    """(rows, cols) fp8 e4m3 codes |v| <= 16 and 128x128 ue8m0 exponents, both from hash32."""
+    codes = [((h & 1) << 7) | ((h >> 1) % 0x59) for h in hashed(seed, rows * cols)]
+    q = torch.tensor(codes, dtype=torch.uint8).view(torch.float8_e4m3fn).reshape(rows, cols)
+    sb = (-(-rows // 128), -(-cols // 128))
+    e = scale_exponents(seed, sb[0] * sb[1], typical).reshape(sb)
+    return q.float() * torch.exp2(e).repeat_interleave(128, 0)[:rows].repeat_interleave(128, 1)[:, :cols]
+
+
+FP4_VALUES = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6])
+
+
+def hashed_fp4(rows, cols, seed, typical):
+    """(rows, cols) fp4 e2m1 nibbles (element i = low nibble of hash i) and 1x32 exponents."""
+    nib = torch.tensor([h & 0xF for h in hashed(seed, rows * cols)], dtype=torch.long)
+    e = scale_exponents(seed, rows * cols // 32, typical).reshape(rows, cols // 32)
+    return FP4_VALUES[nib].reshape(rows, cols) * torch.exp2(e).repeat_interleave(32, 1)
+
+
+def act_quant(x):
+    """The reference act_quant (FP8 e4m3, 1x128 tiles, ue8m0 scales) of a BF16 tensor, dequantized:
+    amax = max(|x|, 1e-4), s = 2^ceil(log2(amax / 448)), q = e4m3(clamp(x / s, -448, 448))."""
+    z = x.float().reshape(-1, x.shape[-1] // 128, 128)
+    amax = z.abs().amax(-1, keepdim=True).clamp_min(1e-4)
+    m, e = torch.frexp(amax / 448.0)  # amax/448 = m 2^e, m in [0.5, 1)
+    s = torch.exp2((e - (m == 0.5).int()).float())
+    q = (z / s).clamp(-448, 448).to(torch.float8_e4m3fn).float()
+    return (q * s).reshape(x.shape)
+
+
+def linear(x, w, quantized):
+    """The reference linear(): x BF16; FP8/FP4 weights take act_quant(x); fp32 accumulation; BF16 out."""
+    a = act_quant(x) if quantized else x.float()
+    return (a @ w.T).to(torch.bfloat16)
+
+
+def expert(x, w1, w3, w2, quantized, weights=None):
+    """The reference Expert.forward (current revision: clamped, routed and shared alike)."""
+    gate = linear(x, w1, quantized).float()
+    up = linear(x, w3, quantized).float()
+    up = torch.clamp(up, min=-LIMIT, max=LIMIT)
+    gate = torch.clamp(gate, max=LIMIT)
+    h = torch.nn.functional.silu(gate) * up
+    if weights is not None:
+        h = weights * h
+    return linear(h.to(torch.bfloat16), w2, quantized)
+
+
+def released():
+    gen = torch.Generator().manual_seed(7)
+    # Routed experts FP4 (expert_dtype fp4), the shared expert FP8, as released; seeds 100 + 3e + m.
+    routed = [[hashed_fp4(RI, RD, 100 + 3 * e, -1), hashed_fp4(RI, RD, 101 + 3 * e, -1),
+               hashed_fp4(RD, RI, 102 + 3 * e, -3)] for e in range(RE)]
+    shared = [hashed_fp8(RI, RD, 200, -4), hashed_fp8(RI, RD, 201, -4), hashed_fp8(RD, RI, 202, -6)]
+    x = (torch.randn(RN, RD, generator=gen) * 2.0).to(torch.bfloat16)
+    gate_w = (torch.randn(RE, RD, generator=gen) * 0.1).to(torch.bfloat16)  # BF16 in the checkpoint
+    bias = torch.randn(RE, generator=gen) * 0.2
+    row_w = torch.linspace(0.3, 1.2, RN).unsqueeze(-1)
+
+    # Gate.forward: fp32 logits, sqrt(softplus), bias selects only, renormalized * route_scale.
+    scores = torch.nn.functional.softplus(x.float() @ gate_w.float().T).sqrt()
+    indices = (scores + bias).topk(RK, dim=-1)[1]
+    weights = scores.gather(1, indices)
+    weights = weights / weights.sum(-1, keepdim=True) * ROUTE_SCALE
+    # MoE.forward: fp32 sum over experts in increasing id, then the shared expert, one BF16 cast.
+    y = torch.zeros(RN, RD)
+    for e in range(RE):
+        idx, top = torch.where(indices == e)
+        if len(idx):
+            y[idx] += expert(x[idx], *routed[e], True, weights[idx, top, None]).float()
+    y += expert(x, *shared, True).float()
+
+    gu = act_quant(x) @ torch.cat([w for r in routed for w in r[:2]]).T
+    clamped = int((gu.abs() > LIMIT).sum())
+    assert clamped > 100, "the clamp must be exercised"
+    meta = {
+        "source": "plain PyTorch emulation of the official inference Expert/MoE (act_quant FP8 1x128)",
+        "torch": torch.__version__, "d": RD, "inter": RI, "n_experts": RE, "top_k": RK, "tokens": RN,
+        "route_scale": ROUTE_SCALE, "swiglu_limit": LIMIT, "clamped_units": clamped,
+        "generator": "hash32(seed * 0x9E3779B1 + i) (lowbias32); FP8 code = (h & 1) << 7 | (h >> 1) % 0x59;"
+                     " FP4 nibble = h & 15; scale exponent = typical - 1 + hash32((seed + 0x10000) *"
+                     " 0x9E3779B1 + block) % 3",
+        "routed_seeds": [100, 101, 102], "routed_seed_stride": 3, "routed_typical": [-1, -1, -3],
+        "shared_seeds": [200, 201, 202], "shared_typical": [-4, -4, -6],
+    }
+    write_fixture("moe_released.json", meta, {
+        "x": x, "gate.weight": gate_w, "gate.bias": bias, "row_weight": row_w.squeeze(-1),
+        # expert 0 alone (FP4) with a routing weight per row; the shared expert alone (FP8); the
+        # shared expert's weights as BF16 (no FP8 input: F.linear)
+        "fp4_expert.y": expert(x, *routed[0], True, row_w),
+        "fp8_expert.y": expert(x, *shared, True),
+        "bf16_expert.y": expert(x, *[w.to(torch.bfloat16).float() for w in shared], False),
+        "indices": indices.float(), "weights": weights,
+        "block.y": y.to(torch.bfloat16),
+    })
+
+
 if __name__ == "__main__":
     main()
+    released()

@@ -15,14 +15,33 @@
 // value up to rounding). With residual_map::unconstrained the logits are used as the residual
 // matrix directly: the hyper-connections mHC constrains, kept for the stability comparison.
 //
+// Numerics (core/numerics.hpp; a params field of every op, a template argument of
+// hyper_connection): numerics::exact is fp32 throughout. numerics::released is the official code's
+// layout (spec §18.3 "mHC layout and precision"): the streams are BF16 tensors, so the expansion,
+// the collapsed sublayer input, HC_post's new streams and the head's output are rounded to BF16
+// once, after fp32 arithmetic on BF16 inputs (pre, post and comb stay fp32; HC_post multiplies
+// fp32 coefficients with the BF16 y and streams and casts the fp32 sum). Storage stays fp32 views
+// holding BF16 values. Hugging Face instead casts post and comb to BF16 and computes HC_post in
+// BF16 arithmetic (docs/mhc.md measures the difference).
+//
 // Parallel structure (deterministic for any thread count): every parallel_for index owns its
-// outputs and computes them in a fixed order. HC_pre runs one index per (mixing row, token) dot
-// product, so even a single decoded token spreads its 1.5 MB (Flash) of fn over the threads.
+// outputs and computes them in a fixed order. HC_pre's 24 mixing dot products per token are split
+// into row groups (one per thread up to one per 4 rows, so even a single decoded token spreads its
+// 1.5 MB of Flash fn over the threads) times blocks of up to 32 tokens. Inside, the columns advance
+// in chunks that keep 4 rows of fn in L1 while every token of the block passes over them, so a batch
+// reads fn from memory once per block instead of once per token. Every (row, token) value is summed
+// in dsv4::dot's lane order (lane k mod 8, then a fixed tree) by the same instructions whatever the
+// grouping, so a batch equals its tokens one at a time bit for bit; the products are fused
+// explicitly where the target has FMA, so no instantiation depends on the compiler's contraction
+// choices (the values may differ from dsv4::dot's, which leaves contraction to the compiler, in the
+// last bit).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -30,11 +49,16 @@
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/math.hpp"
+#include "dsv4/core/numerics.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 #include "dsv4/mhc/concepts.hpp"
 #include "dsv4/mhc/sinkhorn.hpp"
+
+#if defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 namespace dsv4::mhc {
 
@@ -144,15 +168,17 @@ inline status check_settings(const hc_settings& s) {
   return {};
 }
 
-// out[k] = sum_j a[j] * x[j*d + k] for k in [k0, k1); x is one token's dense (n, d) block.
+// out[k] = sum_j a[j] * x[j*d + k] for k in [k0, k1), stored as `num` stores activations; x is one
+// token's dense (n, d) block.
 inline void collapse_streams(const float* x, index_t n, index_t d, const float* a, index_t k0, index_t k1,
-                             float* out) {
+                             float* out, numerics num) {
   for (index_t k = k0; k < k1; ++k) out[k] = 0.0f;
   for (index_t j = 0; j < n; ++j) {
     const float aj = a[j];
     const float* xj = x + j * d;
     for (index_t k = k0; k < k1; ++k) out[k] += aj * xj[k];
   }
+  to_activation(num, std::span<float>(out + k0, static_cast<std::size_t>(k1 - k0)));
 }
 
 // 1 / sqrt(mean + eps) from a sum of squares over `width` values.
@@ -169,8 +195,9 @@ struct hc_pre_op {
     hc_site_weights w;
     hc_settings settings;
     residual_map map = residual_map::sinkhorn;
-    tensor_view<float, 2> x_in;  // (tokens, d) sublayer input; must not overlap x (checked)
-    hc_state s;                  // (tokens, n_hc), (tokens, n_hc), (tokens, n_hc, n_hc)
+    tensor_view<float, 2> x_in;      // (tokens, d) sublayer input; must not overlap x (checked)
+    hc_state s;                      // (tokens, n_hc), (tokens, n_hc), (tokens, n_hc, n_hc)
+    numerics num = numerics::exact;  // released: x_in rounded to BF16
   };
 
   static status check(const params& p) {
@@ -191,6 +218,146 @@ struct hc_pre_op {
 };
 
 namespace detail {
+using lanes8 = float __attribute__((vector_size(32)));
+
+// c += a * b, fused wherever the target has FMA, so that every instantiation of the mixing kernel
+// rounds alike whatever the compiler's contraction choices (passed by reference: see -Wpsabi).
+DSV4_FORCEINLINE void fma_lanes(lanes8& c, const lanes8& a, const lanes8& b) {
+#if defined(__FMA__)
+  c = reinterpret_cast<lanes8>(
+      _mm256_fmadd_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(c)));
+#else
+  c += a * b;
+#endif
+}
+DSV4_FORCEINLINE float fma_scalar(float a, float b, float c) {
+#if defined(__FMA__)
+  return __builtin_fmaf(a, b, c);
+#else
+  return c + a * b;
+#endif
+}
+
+// Stage 1 blocking (see the banner): fn rows and tokens per register block, columns per chunk
+// (4 rows x 2 KiB of fn stay in L1 while the tokens pass), and the rows and tokens of one work
+// item, whose accumulators (24 x 32 x 32 B = 24 KiB) live on the stack.
+inline constexpr index_t mix_block_rows = 4;
+inline constexpr index_t mix_block_tokens = 2;
+inline constexpr index_t mix_chunk = 512;
+inline constexpr index_t mix_group_rows = 24;
+inline constexpr index_t mix_tokens = 32;
+
+// acc[r * stride + t] += w_r[k] * x_t[k] for k in [k0, k1) (a multiple of 8 long) into lane k mod 8,
+// for R <= 4 rows and T <= 2 tokens: dsv4::dot's lane order, R + T vector loads per R * T products.
+// The accumulators are named variables: GCC keeps a local array of vectors in memory, which puts a
+// store and a reload on every product's dependency chain.
+template <int R, int T>
+DSV4_FORCEINLINE void mix_micro(const float* const* w, const float* const* x, index_t k0, index_t k1,
+                                lanes8* acc, index_t stride) {
+  static_assert(R >= 1 && R <= 4 && T >= 1 && T <= 2);
+  lanes8 c00, c01, c10, c11, c20, c21, c30, c31;
+  // f(accumulator, r, t) for the R x T accumulators in use.
+  const auto each = [&](auto&& f) {
+    f(c00, 0, 0);
+    if constexpr (T > 1) f(c01, 0, 1);
+    if constexpr (R > 1) f(c10, 1, 0);
+    if constexpr (R > 1 && T > 1) f(c11, 1, 1);
+    if constexpr (R > 2) f(c20, 2, 0);
+    if constexpr (R > 2 && T > 1) f(c21, 2, 1);
+    if constexpr (R > 3) f(c30, 3, 0);
+    if constexpr (R > 3 && T > 1) f(c31, 3, 1);
+  };
+  each([&](lanes8& c, int r, int t) { c = acc[r * stride + t]; });
+  for (index_t k = k0; k < k1; k += 8) {
+    lanes8 x0, x1, wv;  // named, not arrays: GCC would keep an array of vectors on the stack
+    std::memcpy(&x0, x[0] + k, sizeof x0);
+    if constexpr (T > 1) std::memcpy(&x1, x[1] + k, sizeof x1);
+    std::memcpy(&wv, w[0] + k, sizeof wv);
+    fma_lanes(c00, wv, x0);
+    if constexpr (T > 1) fma_lanes(c01, wv, x1);
+    if constexpr (R > 1) {
+      std::memcpy(&wv, w[1] + k, sizeof wv);
+      fma_lanes(c10, wv, x0);
+      if constexpr (T > 1) fma_lanes(c11, wv, x1);
+    }
+    if constexpr (R > 2) {
+      std::memcpy(&wv, w[2] + k, sizeof wv);
+      fma_lanes(c20, wv, x0);
+      if constexpr (T > 1) fma_lanes(c21, wv, x1);
+    }
+    if constexpr (R > 3) {
+      std::memcpy(&wv, w[3] + k, sizeof wv);
+      fma_lanes(c30, wv, x0);
+      if constexpr (T > 1) fma_lanes(c31, wv, x1);
+    }
+  }
+  each([&](lanes8& c, int r, int t) { acc[r * stride + t] = c; });
+}
+
+template <int T>
+void mix_micro_rows(int rows, const float* const* w, const float* const* x, index_t k0, index_t k1,
+                    lanes8* acc, index_t stride) {
+  switch (rows) {
+    case 4:
+      return mix_micro<4, T>(w, x, k0, k1, acc, stride);
+    case 3:
+      return mix_micro<3, T>(w, x, k0, k1, acc, stride);
+    case 2:
+      return mix_micro<2, T>(w, x, k0, k1, acc, stride);
+    default:
+      return mix_micro<1, T>(w, x, k0, k1, acc, stride);
+  }
+}
+
+// The lanes of one accumulator plus the column tail [k_end, width), summed in dsv4::dot's order.
+inline float finish_lanes(const lanes8& acc, const float* w, const float* x, index_t k_end, index_t width) {
+  float a[8];
+  std::memcpy(a, &acc, sizeof a);
+  for (index_t l = 0; l < 8 && k_end + l < width; ++l) a[l] = fma_scalar(w[k_end + l], x[k_end + l], a[l]);
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
+// emit(t, r, fn_r . x_t) for every mixing row r and token t, and emit(t, rows, x_t . x_t). Work
+// items are (row group, block of mix_tokens tokens); results do not depend on the grouping. A
+// token's sum of squares (dsv4::sum_squares) belongs to group t mod groups.
+template <class Emit>
+void mix_rows(const tensor_view<const float, 3>& x, const tensor_view<const float, 2>& fn, Emit&& emit) {
+  const index_t tokens = x.extent(0), width = x.extent(1) * x.extent(2), rows = fn.extent(0);
+  // As many row groups as threads, but none larger than mix_group_rows (the accumulators) and none
+  // smaller than a register block (each group reads every token of its block once).
+  const index_t groups = std::clamp<index_t>(max_threads(), (rows + mix_group_rows - 1) / mix_group_rows,
+                                             (rows + mix_block_rows - 1) / mix_block_rows);
+  const index_t token_blocks = (tokens + mix_tokens - 1) / mix_tokens;
+  const index_t k_end = width / 8 * 8;
+  parallel_for(0, groups * token_blocks, [&](index_t item) {
+    const index_t g = item % groups, t0 = item / groups * mix_tokens;
+    const index_t nt = std::min(mix_tokens, tokens - t0);
+    const index_t r0 = g * rows / groups, nr = (g + 1) * rows / groups - r0;
+    lanes8 acc[mix_group_rows * mix_tokens] = {};  // (nr, nt)
+    const float* xs[mix_tokens];
+    for (index_t t = 0; t < nt; ++t) xs[t] = x.data() + (t0 + t) * x.stride(0);
+    for (index_t k0 = 0; k0 < k_end; k0 += mix_chunk) {
+      const index_t k1 = std::min(k_end, k0 + mix_chunk);
+      for (index_t rb = 0; rb < nr; rb += mix_block_rows) {
+        const int br = static_cast<int>(std::min(mix_block_rows, nr - rb));
+        const float* ws[mix_block_rows];
+        for (int r = 0; r < br; ++r) ws[r] = fn.data() + (r0 + rb + r) * fn.stride(0);
+        index_t t = 0;
+        for (; t + mix_block_tokens <= nt; t += mix_block_tokens)
+          mix_micro_rows<2>(br, ws, xs + t, k0, k1, acc + rb * nt + t, nt);
+        if (t < nt) mix_micro_rows<1>(br, ws, xs + t, k0, k1, acc + rb * nt + t, nt);
+      }
+    }
+    for (index_t r = 0; r < nr; ++r) {
+      const float* w = fn.data() + (r0 + r) * fn.stride(0);
+      for (index_t t = 0; t < nt; ++t)
+        emit(t0 + t, r0 + r, finish_lanes(acc[r * nt + t], w, xs[t], k_end, width));
+    }
+    for (index_t t = 0; t < nt; ++t)
+      if ((t0 + t) % groups == g) emit(t0 + t, rows, sum_squares(xs[t], width));
+  });
+}
+
 // The CPU kernel of hc_pre_op.
 inline status hc_pre_cpu(const hc_pre_op::params& p) {
   DSV4_TRY(hc_pre_op::check(p));
@@ -204,14 +371,13 @@ inline status hc_pre_cpu(const hc_pre_op::params& p) {
     return p.s.comb(t, (r - 2 * n) / n, (r - 2 * n) % n);
   };
 
-  // Stage 1: one dot product per (row, token); row `rows` is x.x for the RMS, parked in x_in(t, 0)
-  // until stage 3 overwrites it. Rows outermost, so consecutive indices share a row of fn.
-  parallel_for(0, (rows + 1) * tokens, [&](index_t i) {
-    const index_t r = i / tokens, t = i % tokens;
+  // Stage 1: the raw mixing rows into their slots and each token's sum of squares (for the RMS)
+  // into x_in(t, 0), until stage 3 overwrites it.
+  mix_rows(p.x, p.w.fn, [&](index_t t, index_t r, float v) {
     if (r == rows)
-      p.x_in(t, 0) = sum_squares(token(t), width);
+      p.x_in(t, 0) = v;
     else
-      slot(t, r) = dot(token(t), p.w.fn.data() + r * p.w.fn.stride(0), width);
+      slot(t, r) = v;
   });
 
   // Stage 2: per token, the activations and the residual matrix.
@@ -239,7 +405,7 @@ inline status hc_pre_cpu(const hc_pre_op::params& p) {
     float pre[max_hc_mult];
     for (index_t j = 0; j < n; ++j) pre[j] = p.s.pre(t, j);
     detail::collapse_streams(token(t), n, d, pre, k0, std::min(d, k0 + detail::channel_block),
-                             p.x_in.data() + t * p.x_in.stride(0));
+                             p.x_in.data() + t * p.x_in.stride(0), p.num);
   });
   return {};
 }
@@ -253,7 +419,8 @@ struct hc_post_op {
     tensor_view<const float, 3> x;     // (tokens, n_hc, d) residual streams before the sublayer
     tensor_view<const float, 2> post;  // (tokens, n_hc)
     tensor_view<const float, 3> comb;  // (tokens, n_hc, n_hc)
-    tensor_view<float, 3> out;  // (tokens, n_hc, d); the very view x (in place) or disjoint from x and y
+    tensor_view<float, 3> out;       // (tokens, n_hc, d); the very view x (in place) or disjoint from x and y
+    numerics num = numerics::exact;  // released: out rounded to BF16 once
   };
 
   static status check(const params& p) {
@@ -294,7 +461,7 @@ inline status hc_post_cpu(const hc_post_op::params& p) {
         for (index_t k = 0; k < len; ++k) acc[k] += c * src[s * cb + k];
       }
       const float pj = p.post(t, j);
-      for (index_t k = 0; k < len; ++k) out[j * d + k] = pj * y[k] + acc[k];
+      for (index_t k = 0; k < len; ++k) out[j * d + k] = to_activation(p.num, pj * y[k] + acc[k]);
     }
   });
   return {};
@@ -305,8 +472,9 @@ inline status hc_post_cpu(const hc_post_op::params& p) {
 struct hc_expand_op {
   struct params {
     using op = hc_expand_op;
-    tensor_view<const float, 2> e;  // (tokens, d)
-    tensor_view<float, 3> x;        // (tokens, n_hc, d)
+    tensor_view<const float, 2> e;   // (tokens, d)
+    tensor_view<float, 3> x;         // (tokens, n_hc, d)
+    numerics num = numerics::exact;  // released: x rounded to BF16
   };
 
   static status check(const params& p) {
@@ -324,7 +492,7 @@ inline status hc_expand_cpu(const hc_expand_op::params& p) {
   const index_t n = p.x.extent(1), d = p.x.extent(2);
   parallel_for(0, p.e.extent(0), [&](index_t t) {
     for (index_t j = 0; j < n; ++j)
-      for (index_t k = 0; k < d; ++k) p.x(t, j, k) = p.e(t, k);
+      for (index_t k = 0; k < d; ++k) p.x(t, j, k) = to_activation(p.num, p.e(t, k));
   });
   return {};
 }
@@ -338,7 +506,8 @@ struct hc_head_op {
     tensor_view<const float, 3> x;  // (tokens, n_hc, d)
     hc_head_weights w;
     hc_settings settings;
-    tensor_view<float, 2> h;  // (tokens, d); must not overlap x
+    tensor_view<float, 2> h;         // (tokens, d); must not overlap x
+    numerics num = numerics::exact;  // released: h rounded to BF16
   };
 
   static status check(const params& p) {
@@ -368,7 +537,7 @@ inline status hc_head_cpu(const hc_head_op::params& p) {
       const float mix = dot(x, p.w.fn.data() + j * p.w.fn.stride(0), width) * rho;
       a[j] = sigmoid(mix * p.w.scale(0) + p.w.base(j)) + p.settings.hc_eps;
     }
-    detail::collapse_streams(x, n, d, a, 0, d, p.h.data() + t * p.h.stride(0));
+    detail::collapse_streams(x, n, d, a, 0, d, p.h.data() + t * p.h.stride(0), p.num);
   });
   return {};
 }
@@ -407,13 +576,15 @@ inline status check_stream_count(index_t got, int expected, std::string_view nam
 }
 }  // namespace detail
 
-// Hyper-connections with N streams; Map chooses mHC (Sinkhorn) or the unconstrained original.
-// Backend selects the kernels (cpu by default; extra arguments, e.g. a CUDA stream, pass through).
-template <int N, residual_map Map>
+// Hyper-connections with N streams; Map chooses mHC (Sinkhorn) or the unconstrained original, Num
+// the exact fp32 path or the released BF16 streams. Backend selects the kernels (cpu by default;
+// extra arguments, e.g. a CUDA stream, pass through).
+template <int N, residual_map Map, numerics Num = numerics::exact>
 struct hyper_connection {
   static_assert(N >= 1 && N <= max_hc_mult, "dsv4::mhc::hyper_connection: N must be in [1, max_hc_mult]");
   static constexpr int streams = N;
   static constexpr residual_map map = Map;
+  static constexpr numerics activation_numerics = Num;
   using site_weights = hc_site_weights;
   using head_weights = hc_head_weights;
   using site_state = hc_state;
@@ -430,40 +601,42 @@ struct hyper_connection {
   template <class Backend = cpu, class... Extra>
   static status expand(tensor_view<const float, 2> e, tensor_view<float, 3> x, Extra&&... extra) {
     DSV4_TRY(detail::check_stream_count(x.extent(1), N, "x"));
-    return run<Backend>(hc_expand_op::params{e, x}, static_cast<Extra&&>(extra)...);
+    return run<Backend>(hc_expand_op::params{e, x, Num}, static_cast<Extra&&>(extra)...);
   }
 
   template <class Backend = cpu, class... Extra>
   static status pre(const site_weights& w, const hc_settings& cfg, tensor_view<const float, 3> x,
                     tensor_view<float, 2> x_in, const site_state& s, Extra&&... extra) {
     DSV4_TRY(detail::check_stream_count(x.extent(1), N, "x"));
-    return run<Backend>(hc_pre_op::params{x, w, cfg, Map, x_in, s}, static_cast<Extra&&>(extra)...);
+    return run<Backend>(hc_pre_op::params{x, w, cfg, Map, x_in, s, Num}, static_cast<Extra&&>(extra)...);
   }
 
   template <class Backend = cpu, class... Extra>
   static status post(tensor_view<const float, 2> y, tensor_view<const float, 3> x, const site_state& s,
                      tensor_view<float, 3> out, Extra&&... extra) {
     DSV4_TRY(detail::check_stream_count(x.extent(1), N, "x"));
-    return run<Backend>(hc_post_op::params{y, x, s.post, s.comb, out}, static_cast<Extra&&>(extra)...);
+    return run<Backend>(hc_post_op::params{y, x, s.post, s.comb, out, Num}, static_cast<Extra&&>(extra)...);
   }
 
   template <class Backend = cpu, class... Extra>
   static status head(const head_weights& w, const hc_settings& cfg, tensor_view<const float, 3> x,
                      tensor_view<float, 2> h, Extra&&... extra) {
     DSV4_TRY(detail::check_stream_count(x.extent(1), N, "x"));
-    return run<Backend>(hc_head_op::params{x, w, cfg, h}, static_cast<Extra&&>(extra)...);
+    return run<Backend>(hc_head_op::params{x, w, cfg, h, Num}, static_cast<Extra&&>(extra)...);
   }
 };
 
-// The released residual scheme: manifold-constrained hyper-connections (hc_mult = 4 in V4).
-template <int N>
-using mhc = hyper_connection<N, residual_map::sinkhorn>;
+// The released residual scheme: manifold-constrained hyper-connections (hc_mult = 4 in V4), fp32
+// by default; mhc<4, numerics::released> keeps the released model's BF16 streams.
+template <int N, numerics Num = numerics::exact>
+using mhc = hyper_connection<N, residual_map::sinkhorn, Num>;
 
 // Hyper-connections whose residual matrix is unconstrained (for stability comparisons only).
 template <int N>
 using unconstrained_hc = hyper_connection<N, residual_map::unconstrained>;
 
 static_assert(residual_policy<mhc<4>>);
+static_assert(residual_policy<mhc<4, numerics::released>>);
 static_assert(residual_policy<unconstrained_hc<4>>);
 
 }  // namespace dsv4::mhc

@@ -9,11 +9,22 @@
 // the shared expert alike: the current official revision clamps the shared expert too (§16.3,
 // §18.1). Applying the routing weight before w2 is the released model's order; Hugging Face applies
 // it after w2, which is the same up to fp32 rounding. Weights may be stored in any format of
-// core/gemv.hpp and are decoded on the fly. This is the fp32 path; the released model's BF16
-// roundings of g, u and a and the FP8 quantization of w2's input (§18.3) are not simulated here.
+// core/gemv.hpp and are decoded on the fly.
+//
+// Numerics (core/numerics.hpp). numerics::exact is the fp32 path above. numerics::released adds the
+// official inference code's roundings (spec §18.3 "Experts"), where every linear is `linear()`:
+//   x  <- bf16(x), then FP8-simulated in 1x128 tiles if the weight is FP8 or FP4 (act_quant)
+//   g, u <- bf16(w1 . x), bf16(w3 . x)            (the GEMMs write BF16 tensors)
+//   a  <- bf16(silu(min(g, limit)) * clamp(u) * weight), all in fp32 before the one cast
+//   a  <- FP8-simulated in 1x128 tiles if w2 is FP8 or FP4;   y <- bf16(w2 . a)
+// BF16 weights (and f32 ones, which the released model does not have) take BF16 inputs without
+// the FP8 step, as F.linear does. The GEMMs still accumulate in fp32 (the reference's tensor cores
+// do too, in an unspecified order), so a released result agrees with the reference's BF16 value
+// except where the two fp32 sums fall on different sides of a BF16 rounding boundary.
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -22,6 +33,7 @@
 
 #include "dsv4/core/gemv.hpp"
 #include "dsv4/core/math.hpp"
+#include "dsv4/core/numerics.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
@@ -64,39 +76,63 @@ struct swiglu_weights {
   }
 };
 
-// Floats of scratch swiglu_forward needs for n tokens.
+// Whether the released model quantizes the input of a linear with weights W to FP8 (1x128 tiles):
+// its `linear()` does so for FP8 and FP4 weights, whose GEMM kernels take FP8 activations.
 template <weight_matrix W>
-index_t swiglu_scratch_floats(const swiglu_weights<W>& e, index_t n) {
-  return 2 * n * e.inter();
+inline constexpr bool takes_fp8_input = std::same_as<W, fp8_matrix> || std::same_as<W, fp4_matrix>;
+
+// Floats of scratch swiglu_forward needs for n tokens (the released path keeps a rounded copy of x).
+template <weight_matrix W>
+index_t swiglu_scratch_floats(const swiglu_weights<W>& e, index_t n, numerics num = numerics::exact) {
+  return 2 * n * e.inter() + (num == numerics::released ? n * e.dim() : 0);
 }
 
 // y (n, d) = w2 . (clamped_swiglu(w1 . x_t, w3 . x_t) * row_weight[t]) for every token t; an empty
-// row_weight means weight 1 (shared and dense experts). scratch holds swiglu_scratch_floats.
+// row_weight means weight 1 (shared and dense experts). scratch holds swiglu_scratch_floats(e, n,
+// num). Under numerics::released the roundings of the banner are applied and y holds BF16 values.
 template <weight_matrix W>
 status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
                       std::span<const float> row_weight, float limit, tensor_view<float, 2> y,
-                      std::span<float> scratch) {
-  const index_t n = x.extent(0), inter = e.inter();
+                      std::span<float> scratch, numerics num = numerics::exact) {
+  const index_t n = x.extent(0), d = e.dim(), inter = e.inter();
   if (!row_weight.empty() && static_cast<index_t>(row_weight.size()) != n) {
     return {errc::shape_mismatch, "row_weight: expected " + std::to_string(n) + " weights, got " +
                                       std::to_string(row_weight.size())};
   }
-  if (static_cast<index_t>(scratch.size()) < swiglu_scratch_floats(e, n)) {
-    return {errc::out_of_range, "scratch: expected at least " + std::to_string(swiglu_scratch_floats(e, n)) +
-                                    " floats, got " + std::to_string(scratch.size())};
+  const index_t need = swiglu_scratch_floats(e, n, num);
+  if (static_cast<index_t>(scratch.size()) < need) {
+    return {errc::out_of_range, "scratch: expected at least " + std::to_string(need) + " floats, got " +
+                                    std::to_string(scratch.size())};
   }
+  DSV4_TRY(check_shape(x, {n, d}, "x"));
+  DSV4_TRY(check_shape(y, {n, d}, "y"));
   const tensor_view<float, 2> g(scratch.data(), {n, inter});              // (n, inter)
   const tensor_view<float, 2> u(scratch.data() + n * inter, {n, inter});  // (n, inter)
-  DSV4_TRY(gemm(e.w1, x, g));
-  DSV4_TRY(gemm(e.w3, x, u));
+  const auto row = [](const tensor_view<float, 2>& v, index_t t) {
+    return std::span<float>(v.data() + t * v.stride(0), static_cast<std::size_t>(v.extent(1)));
+  };
+  tensor_view<const float, 2> in = x;  // (n, d) what w1 and w3 read
+  if (num == numerics::released) {
+    const tensor_view<float, 2> xq(scratch.data() + 2 * n * inter, {n, d});  // (n, d)
+    parallel_for(0, n, [&](index_t t) {
+      for (index_t c = 0; c < d; ++c) xq(t, c) = x(t, c);
+      to_linear_input(num, takes_fp8_input<W>, row(xq, t));
+    });
+    in = xq;
+  }
+  DSV4_TRY(gemm(e.w1, in, g));
+  DSV4_TRY(gemm(e.w3, in, u));
   parallel_for(0, n, [&](index_t t) {
     const float w = row_weight.empty() ? 1.0f : row_weight[static_cast<std::size_t>(t)];
     for (index_t i = 0; i < inter; ++i) {
-      const float a = clamped_swiglu(g(t, i), u(t, i), limit);
+      const float a = clamped_swiglu(to_activation(num, g(t, i)), to_activation(num, u(t, i)), limit);
       g(t, i) = row_weight.empty() ? a : a * w;
     }
+    to_linear_input(num, takes_fp8_input<W>, row(g, t));
   });
-  return gemm(e.w2, tensor_view<const float, 2>(g), y);
+  DSV4_TRY(gemm(e.w2, tensor_view<const float, 2>(g), y));
+  if (num == numerics::released) parallel_for(0, n, [&](index_t t) { to_activation(num, row(y, t)); });
+  return {};
 }
 
 namespace detail {
@@ -122,15 +158,16 @@ inline status check_workspace(std::span<std::byte> ws, std::size_t need) {
 }
 }  // namespace detail
 
-// The dense SwiGLU FFN: the baseline an MoE is compared with (no routing, weight 1, clamp optional).
-template <weight_matrix W>
+// The dense SwiGLU FFN: the baseline an MoE is compared with (no routing, weight 1, clamp optional),
+// with the numerics Num (core/numerics.hpp).
+template <weight_matrix W, numerics Num = numerics::exact>
 struct dense_swiglu_ffn {
   swiglu_weights<W> weights;
   float swiglu_limit = 0.0f;  // <= 0: the plain SwiGLU
 
   std::size_t workspace_bytes(index_t n) const {
     detail::workspace_layout size_only;
-    size_only.take<float>(swiglu_scratch_floats(weights, n));
+    size_only.take<float>(swiglu_scratch_floats(weights, n, Num));
     return size_only.used;
   }
 
@@ -140,14 +177,16 @@ struct dense_swiglu_ffn {
     DSV4_TRY(check_shape(in.x, {n, weights.dim()}, "x"));
     DSV4_TRY(check_shape(y, {n, weights.dim()}, "y"));
     DSV4_TRY(detail::check_workspace(ws, workspace_bytes(n)));
-    const index_t floats = swiglu_scratch_floats(weights, n);
+    const index_t floats = swiglu_scratch_floats(weights, n, Num);
     detail::workspace_layout layout{ws.data()};
     return swiglu_forward(weights, in.x, {}, swiglu_limit, y,
-                          std::span<float>(layout.take<float>(floats), static_cast<std::size_t>(floats)));
+                          std::span<float>(layout.take<float>(floats), static_cast<std::size_t>(floats)),
+                          Num);
   }
 };
 
 static_assert(ffn_policy<dense_swiglu_ffn<f32_matrix>> && ffn_policy<dense_swiglu_ffn<bf16_matrix>> &&
-              ffn_policy<dense_swiglu_ffn<fp8_matrix>> && ffn_policy<dense_swiglu_ffn<fp4_matrix>>);
+              ffn_policy<dense_swiglu_ffn<fp8_matrix>> && ffn_policy<dense_swiglu_ffn<fp4_matrix>> &&
+              ffn_policy<dense_swiglu_ffn<fp8_matrix, numerics::released>>);
 
 }  // namespace dsv4::moe

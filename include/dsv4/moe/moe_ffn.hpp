@@ -10,6 +10,13 @@
 // Every GEMM row depends only on its own token (core/gemv.hpp's order contract) and the combine
 // order is fixed, so a batch gives bit for bit what its tokens give one at a time, with any thread
 // count. A failed call (bad shape, token id outside the vocabulary) writes nothing to y.
+//
+// Numerics (core/numerics.hpp, the template argument Num): numerics::exact is fp32 throughout.
+// numerics::released follows the official MoE.forward (spec §18.3): the router stays fp32 (logits
+// of the input as given, which the released model feeds in BF16), every expert runs the released
+// SwiGLU of experts.hpp (BF16 outputs, FP8 inputs to FP8/FP4 weights), each token's routed outputs
+// are summed in fp32 in increasing expert id (the reference's loop order, not the slot order), the
+// shared output is added last, and the sum is cast to BF16 once.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +27,8 @@
 #include <string>
 
 #include "dsv4/core/gemv.hpp"
+#include "dsv4/core/numerics.hpp"
+#include "dsv4/core/parallel.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 #include "dsv4/moe/concepts.hpp"
@@ -29,7 +38,7 @@
 
 namespace dsv4::moe {
 
-template <router R, weight_matrix W, weight_matrix S = W>
+template <router R, weight_matrix W, weight_matrix S = W, numerics Num = numerics::exact>
 struct moe_ffn {
   R gate;                                      // the router
   std::span<const swiglu_weights<W>> experts;  // (n_experts) routed experts, all of one shape
@@ -50,6 +59,10 @@ struct moe_ffn {
 
     DSV4_TRY(gate.route(in, routes{b.ids, b.weights, b.scores}));
     DSV4_TRY(plan_dispatch(b.ids, gate.n_experts(), b.plan));
+    // Rows are sorted by expert, so ascending rows per token are ascending expert ids.
+    if constexpr (Num == numerics::released)
+      for (index_t t = 0; t < n; ++t)
+        std::sort(b.plan.inverse.data() + t * k, b.plan.inverse.data() + (t + 1) * k);
     DSV4_TRY(gather_tokens(in.x, b.plan.order, k, b.xs));
     for (index_t r = 0; r < pairs; ++r)
       b.row_weight[static_cast<std::size_t>(r)] = b.weights.data()[b.plan.order(r)];
@@ -60,10 +73,17 @@ struct moe_ffn {
       DSV4_TRY(swiglu_forward(
           experts[static_cast<std::size_t>(e)], tensor_view<const float, 2>(b.xs.slice(begin, end)),
           b.row_weight.subspan(static_cast<std::size_t>(begin), static_cast<std::size_t>(end - begin)),
-          swiglu_limit, b.ys.slice(begin, end), b.scratch));
+          swiglu_limit, b.ys.slice(begin, end), b.scratch, Num));
     }
-    if (shared) DSV4_TRY(swiglu_forward(*shared, in.x, {}, swiglu_limit, b.shared_y, b.scratch));
-    return combine(b.ys, b.plan.inverse, k, b.shared_y, y);
+    if (shared) DSV4_TRY(swiglu_forward(*shared, in.x, {}, swiglu_limit, b.shared_y, b.scratch, Num));
+    DSV4_TRY(combine(b.ys, b.plan.inverse, k, b.shared_y, y));
+    if constexpr (Num == numerics::released) {
+      parallel_for(0, n, [&](index_t t) {
+        to_activation(Num,
+                      std::span<float>(y.data() + t * y.stride(0), static_cast<std::size_t>(y.extent(1))));
+      });
+    }
+    return {};
   }
 
  private:
@@ -84,8 +104,8 @@ struct moe_ffn {
   // The one layout of the workspace, for both the size query and forward().
   buffers carve(detail::workspace_layout& l, index_t n) const {
     const index_t k = gate.top_k(), ne = gate.n_experts(), pairs = n * k, d = dim();
-    index_t scratch = experts.empty() ? 0 : swiglu_scratch_floats(experts[0], pairs);
-    if (shared) scratch = std::max(scratch, swiglu_scratch_floats(*shared, n));
+    index_t scratch = experts.empty() ? 0 : swiglu_scratch_floats(experts[0], pairs, Num);
+    if (shared) scratch = std::max(scratch, swiglu_scratch_floats(*shared, n, Num));
     buffers b;
     b.ids = {l.take<std::int32_t>(pairs), {n, k}};
     b.weights = {l.take<float>(pairs), {n, k}};
@@ -130,5 +150,6 @@ struct moe_ffn {
 static_assert(ffn_policy<moe_ffn<score_router<bf16_matrix>, fp4_matrix, fp8_matrix>>);
 static_assert(ffn_policy<moe_ffn<hash_router<bf16_matrix>, fp4_matrix, fp8_matrix>>);
 static_assert(ffn_policy<moe_ffn<score_router<f32_matrix>, f32_matrix>>);
+static_assert(ffn_policy<moe_ffn<score_router<bf16_matrix>, fp4_matrix, fp8_matrix, numerics::released>>);
 
 }  // namespace dsv4::moe

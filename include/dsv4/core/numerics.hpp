@@ -1,0 +1,64 @@
+// Activation numerics: which roundings of the released model an operation reproduces.
+//
+// Why one concept for the whole library: DeepSeek-V4 was trained and is served with BF16
+// activations, FP8-quantized inputs to its FP8/FP4 linears and FP32 only where the reference says
+// so (spec §13, §18.3). The fp32 path is the readable specification and matches the Hugging Face
+// modules run in float32; the released path reproduces the official inference code's roundings so
+// that results agree with the served model bit for bit or within one BF16 ulp. Every module that
+// has both paths takes this one enum, so a model picks its numerics once:
+//
+//   numerics::exact     everything in fp32, no intermediate rounding (the default).
+//   numerics::released  values rounded where the official code stores BF16 tensors or simulates
+//                       FP8 (the roundings each module applies are listed in its header and doc).
+//
+// The mechanism, the same as mhc::residual_map: a policy type takes the numerics as a template
+// argument (moe::moe_ffn<..., numerics::released>, mhc::hyper_connection<4, map, numerics::released>),
+// so a model's numerics are part of its type and the exact path pays nothing for the other; the
+// operations underneath take the value as a params field or argument, defaulted to exact.
+//
+// Storage is unchanged: a released-numerics tensor is still an fp32 view whose values are exactly
+// representable in BF16 (or FP8 times a power of two), so both paths share views, kernels and tests.
+// Two helpers carry the roundings every module shares: to_activation (a value stored as a BF16
+// activation) and to_linear_input (what the reference's linear() feeds its GEMM).
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "dsv4/core/dtype.hpp"
+#include "dsv4/core/macros.hpp"
+#include "dsv4/core/quant.hpp"
+
+namespace dsv4 {
+
+enum class numerics : std::uint8_t {
+  exact,     // fp32 throughout
+  released,  // the official inference code's BF16 activations and FP8 activation simulation
+};
+
+// v as the released model stores an activation: rounded to BF16 under numerics::released,
+// unchanged under numerics::exact.
+DSV4_HOST_DEVICE constexpr float to_activation(numerics num, float v) {
+  return num == numerics::released ? round_to_bf16(v) : v;
+}
+
+// to_activation on every element of x, in place.
+inline void to_activation(numerics num, std::span<float> x) {
+  if (num != numerics::released) return;
+  for (float& v : x) v = round_to_bf16(v);
+}
+
+// x (width) in place: the input of a linear as the released model's `linear()` feeds it
+// (numerics::released): BF16, then, for a weight stored in FP8 or FP4 (fp8_input), FP8-simulated in
+// 1 x fp8_block tiles as its act_quant does (spec §18.3), because those GEMMs take FP8 activations.
+// BF16 weights take the BF16 values as they are. No-op under numerics::exact.
+inline void to_linear_input(numerics num, bool fp8_input, std::span<float> x) {
+  if (num != numerics::released) return;
+  to_activation(num, x);
+  if (fp8_input) fp8_simulate(x, fp8_block);
+}
+
+static_assert(to_activation(numerics::released, 1.0f + 0x1p-9f) == 1.0f);
+static_assert(to_activation(numerics::exact, 1.0f + 0x1p-9f) == 1.0f + 0x1p-9f);
+
+}  // namespace dsv4
