@@ -1,5 +1,6 @@
 // sgemm_op against a plain triple loop in double precision: every transposition, alpha and beta,
 // edge tiles smaller than the register tile, K spanning several cache blocks, strided views;
+// views with no unit stride; a symmetric C computed as its upper tiles and mirrored;
 // bit-identical results for 1 and 2 threads; shape and workspace errors.
 #include <catch2/catch.hpp>
 
@@ -129,6 +130,66 @@ TEST_CASE("sgemm results do not depend on the thread count", "[core][sgemm]") {
   CHECK(c1 == c2);
 }
 
+TEST_CASE("sgemm with neither stride 1 packs through the generic path", "[core][sgemm]") {
+  // A (40, 70) and B (70, 50) read every other element of their buffers along both dimensions.
+  const index_t m = 40, n = 50, k = 70;
+  const auto a = random_matrix(2 * m, 2 * k, 21), b = random_matrix(2 * k, 2 * n, 22);
+  auto c = random_matrix(m, n, 23);
+  std::vector<float> ws(static_cast<std::size_t>(dsv4::sgemm_op::workspace_size(m, n, k)));
+  for (const auto tb : {transpose::no, transpose::yes}) {
+    const dsv4::tensor_view<const float, 2> bv =
+        tb == transpose::no ? dsv4::tensor_view<const float, 2>(b.data(), {k, n}, {4 * n, 2})
+                            : dsv4::tensor_view<const float, 2>(b.data(), {n, k}, {2, 4 * n});
+    const dsv4::sgemm_op::params p{
+        {a.data(), {m, k}, {4 * k, 2}}, bv, {c.data(), {m, n}}, ws, 0.5f, 1.5f, transpose::no, tb};
+    const auto ref = reference(p);
+    REQUIRE(dsv4::run<dsv4::cpu>(p).ok());
+    CHECK(rel_error(p.c, ref) < 2e-6);
+  }
+}
+
+TEST_CASE("sgemm with a symmetric C computes the upper tiles and mirrors them", "[core][sgemm]") {
+  // Gram matrices X X^T and X^T X and the square of a symmetric matrix with a symmetric beta C,
+  // at sizes with edge tiles and several row blocks, against the plain product; the result is
+  // exactly symmetric and does not depend on the thread count.
+  for (const index_t s : {1, 7, 100, 333}) {
+    const index_t l = 2 * s + 3;
+    INFO("s " << s);
+    const auto x = random_matrix(s, l, 30);
+    auto sym = random_matrix(s, s, 31);
+    for (index_t i = 0; i < s; ++i)
+      for (index_t j = 0; j < i; ++j) sym[i * s + j] = sym[j * s + i];
+    std::vector<float> ws(static_cast<std::size_t>(dsv4::sgemm_op::workspace_size(s, s, l)));
+    const dsv4::tensor_view<const float, 2> xv(x.data(), {s, l}), xtv(x.data(), {l, s}),
+        sv(sym.data(), {s, s});
+    struct product {
+      dsv4::tensor_view<const float, 2> a, b;
+      transpose ta, tb;
+      float alpha, beta;
+    };
+    for (const product& pr : {product{xv, xv, transpose::no, transpose::yes, 1.0f, 0.0f},
+                              product{xtv, xtv, transpose::yes, transpose::no, 1.0f, 0.0f},
+                              product{sv, sv, transpose::no, transpose::no, 2.0315f, -4.775f}}) {
+      std::vector<float> c1 = sym, c2 = sym;
+      const int threads = dsv4::max_threads();
+      for (int t : {1, 2}) {
+        dsv4::set_num_threads(t);
+        const dsv4::sgemm_op::params p{
+            pr.a, pr.b, {(t == 1 ? c1 : c2).data(), {s, s}}, ws, pr.alpha, pr.beta, pr.ta, pr.tb, true};
+        const auto ref = reference(p);
+        REQUIRE(dsv4::run<dsv4::cpu>(p).ok());
+        CHECK(rel_error(p.c, ref) < 2e-6);
+      }
+      dsv4::set_num_threads(threads);
+      CHECK(c1 == c2);
+      bool symmetric = true;
+      for (index_t i = 0; i < s; ++i)
+        for (index_t j = 0; j < i; ++j) symmetric = symmetric && c1[i * s + j] == c1[j * s + i];
+      CHECK(symmetric);
+    }
+  }
+}
+
 TEST_CASE("sgemm rejects mismatched shapes and a short workspace and aliasing", "[core][sgemm]") {
   auto a = random_matrix(8, 8, 6);
   std::vector<float> c(64), ws(static_cast<std::size_t>(dsv4::sgemm_op::workspace_size(8, 8, 8)));
@@ -147,4 +208,10 @@ TEST_CASE("sgemm rejects mismatched shapes and a short workspace and aliasing", 
   bad = p;
   bad.c = {a.data(), {8, 8}};
   CHECK(dsv4::run<dsv4::cpu>(bad).message().find("overlaps") != std::string::npos);
+  const auto wide = random_matrix(8, 9, 7);
+  std::vector<float> c9(72);
+  dsv4::sgemm_op::params rect{{a.data(), {8, 8}}, {wide.data(), {8, 9}}, {c9.data(), {8, 9}}, ws};
+  CHECK(dsv4::run<dsv4::cpu>(rect).ok());
+  rect.symmetric = true;
+  CHECK(dsv4::run<dsv4::cpu>(rect).message().find("symmetric") != std::string::npos);
 }

@@ -7,15 +7,19 @@
 // micro-kernel reads them, so the micro-kernel streams both from cache with unit stride whatever
 // the views' strides or transpositions. The micro-kernel is written with GCC vector
 // extensions (8-float vectors: AVX2/FMA with -march=native, two SSE halves or scalars otherwise).
+// A product known to give a symmetric C (the Gram matrices of Newton-Schulz) computes only the
+// tiles that reach the diagonal or above and mirrors the rest: about half the work.
 //
 // Determinism: every element of C sums its K products in the same fixed order (KC blocks in
-// order, p in order within a block), and parallel_for only distributes independent output tiles,
-// so the result is bit-identical for any thread count. It differs from a plain triple loop by
-// rounding only.
+// order, p in order within a block), and parallel_for only distributes independent output tiles
+// (how rows are blocked depends on the thread count; the order of no sum does), so the result
+// is bit-identical for any thread count. It differs from a plain triple loop by rounding only.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <span>
 #include <string>
@@ -27,7 +31,7 @@
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 
-#if defined(__FMA__) && defined(__AVX__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -39,7 +43,8 @@ struct sgemm_op {
 
   // Register tile (MR rows of A by NR columns of B) and cache blocks: a (KC, NR) sliver of B
   // (16 KiB) stays in L1 while the (MC, KC) block of A (~144 KiB) stays in L2; 12 accumulators
-  // of 8 floats, two B vectors and one broadcast fill the 16 AVX registers.
+  // of 8 floats, two B vectors and one broadcast fill the 16 AVX registers. Row blocks have at
+  // most MC rows, evened out so that every thread gets as many of equal height.
   static constexpr index_t mr = 6;
   static constexpr index_t nr = 16;
   static constexpr index_t kc = 256;
@@ -62,6 +67,10 @@ struct sgemm_op {
     float beta = 0.0f;  // 0 overwrites C without reading it (NaN in C does not leak)
     transpose trans_a = transpose::no;
     transpose trans_b = transpose::no;
+    // The caller knows C comes out symmetric (a Gram matrix X X^T, or A A for a symmetric A, with a
+    // symmetric C when beta != 0): only the tiles that reach the diagonal or above are computed,
+    // and the elements below the diagonal are then copied from above it. Needs m == n.
+    bool symmetric = false;
   };
 
   // Floats of workspace a product of op(A) (m, k) by op(B) (k, n) needs: all of op(A) packed,
@@ -92,6 +101,9 @@ struct sgemm_op {
                   " floats, needs workspace_size(m, n, k) = " + std::to_string(workspace_size(m, n, k))};
     }
     if (overlaps(p.c, p.a) || overlaps(p.c, p.b)) return {errc::invalid_argument, "sgemm c: overlaps a or b"};
+    if (p.symmetric && m != n)
+      return {errc::shape_mismatch,
+              "sgemm symmetric: c is (" + std::to_string(m) + ", " + std::to_string(n) + "), must be square"};
     return {};
   }
 
@@ -140,44 +152,126 @@ struct strided {
   float at(index_t i, index_t j) const { return data[i * s0 + j * s1]; }
 };
 
+#if defined(__AVX__)
+// v[r] = row r of an 8 x 8 block; afterwards v[c] = column c (unpack, shuffle, lane swap).
+DSV4_FORCEINLINE void transpose8(vf8 (&v)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    v[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+#endif
+
 // Packs rows [i0, i0 + rows) x columns [p0, p0 + depth) of op(A), times alpha, into slivers of
 // MR rows: sliver r holds (depth, MR) values, row index fastest; missing rows are zeros.
 inline void pack_a(const strided& a, index_t i0, index_t rows, index_t p0, index_t depth, float alpha,
                    float* out) {
   constexpr index_t mr = sgemm_op::mr;
-  for (index_t r0 = 0; r0 < rows; r0 += mr, out += mr * depth) {
-    const index_t h = std::min(mr, rows - r0);
-    if (h < mr) std::fill(out, out + mr * depth, 0.0f);
-    if (a.s1 == 1) {  // rows contiguous in memory: read along p
-      for (index_t r = 0; r < h; ++r)
-        for (index_t p = 0; p < depth; ++p) out[p * mr + r] = alpha * a.at(i0 + r0 + r, p0 + p);
-    } else {
-      for (index_t p = 0; p < depth; ++p)
-        for (index_t r = 0; r < h; ++r) out[p * mr + r] = alpha * a.at(i0 + r0 + r, p0 + p);
+  const index_t full = rows / mr;
+  const float* base = a.data + i0 * a.s0 + p0 * a.s1;
+  if (a.s0 == 1) {
+    // Columns contiguous (a transposed row-major matrix): one pass down each column across all the
+    // slivers. Sliver by sliver, the column's lines (a row stride apart, so all in one cache set)
+    // would be fetched again for every sliver.
+    for (index_t p = 0; p < depth; ++p) {
+      const float* col = base + p * a.s1;
+      for (index_t s = 0; s < full; ++s)
+        for (index_t r = 0; r < mr; ++r) out[s * mr * depth + p * mr + r] = alpha * col[s * mr + r];
     }
+  } else {
+    index_t done = 0;  // columns of the full slivers packed by the fast path
+#if defined(__AVX__)
+    if (a.s1 == 1) {
+      // Rows contiguous: 8 x 8 register transposes of the MR rows and two zero rows, of whose
+      // columns the first MR floats are kept, instead of one scalar load and store per float.
+      done = depth / 8 * 8;
+      for (index_t s = 0; s < full; ++s)
+        for (index_t p = 0; p < done; p += 8) {
+          vf8 x[8] = {};
+          for (index_t r = 0; r < mr; ++r)
+            x[r] = alpha * *reinterpret_cast<const vf8u*>(base + (s * mr + r) * a.s0 + p);
+          transpose8(x);
+          for (index_t q = 0; q < 8; ++q)
+            std::memcpy(out + s * mr * depth + (p + q) * mr, &x[q], mr * sizeof(float));
+        }
+    }
+#endif
+    for (index_t s = 0; s < full; ++s)
+      for (index_t p = done; p < depth; ++p)
+        for (index_t r = 0; r < mr; ++r)
+          out[s * mr * depth + p * mr + r] = alpha * base[(s * mr + r) * a.s0 + p * a.s1];
+  }
+  if (const index_t h = rows - full * mr; h > 0) {
+    float* o = out + full * mr * depth;
+    std::fill(o, o + mr * depth, 0.0f);
+    for (index_t p = 0; p < depth; ++p)
+      for (index_t r = 0; r < h; ++r) o[p * mr + r] = alpha * a.at(i0 + full * mr + r, p0 + p);
   }
 }
 
-// Packs NR-column sliver `s` of op(B) rows [p0, p0 + depth), columns from j0: (depth, NR) values,
-// column index fastest; missing columns are zeros.
-inline void pack_b_sliver(const strided& b, index_t p0, index_t depth, index_t j0, index_t cols, float* out) {
+// Packs rows [p0, p0 + depth) x columns [j0, j0 + cols) of op(B) as consecutive NR-column
+// slivers, each (depth, NR) values, column index fastest; missing columns are zeros.
+inline void pack_b(const strided& b, index_t p0, index_t depth, index_t j0, index_t cols, float* out) {
   constexpr index_t nr = sgemm_op::nr;
-  const index_t w = std::min(nr, cols);
-  if (w < nr) std::fill(out, out + nr * depth, 0.0f);
-  if (b.s0 == 1) {  // columns contiguous in memory (a transposed row-major B): read along p
-    for (index_t j = 0; j < w; ++j)
-      for (index_t p = 0; p < depth; ++p) out[p * nr + j] = b.at(p0 + p, j0 + j);
-  } else {
+  const index_t full = cols / nr;
+  const float* base = b.data + p0 * b.s0 + j0 * b.s1;
+  index_t done = 0;  // rows of the full slivers packed by a fast path
+  if (b.s1 == 1) {
+    // Rows contiguous: one pass along each row across all the slivers (vector copies of NR floats).
     for (index_t p = 0; p < depth; ++p)
-      for (index_t j = 0; j < w; ++j) out[p * nr + j] = b.at(p0 + p, j0 + j);
+      for (index_t s = 0; s < full; ++s)
+        for (index_t v = 0; v < nr; v += 8)
+          *reinterpret_cast<vf8u*>(out + s * nr * depth + p * nr + v) =
+              *reinterpret_cast<const vf8u*>(base + p * b.s0 + s * nr + v);
+    done = depth;
+  }
+#if defined(__AVX__)
+  else if (b.s0 == 1) {
+    // Columns contiguous (a transposed row-major matrix): 8 x 8 register transposes, so every load
+    // and store is a whole vector.
+    done = depth / 8 * 8;
+    for (index_t s = 0; s < full; ++s)
+      for (index_t v = 0; v < nr; v += 8)
+        for (index_t p = 0; p < done; p += 8) {
+          vf8 x[8];
+          for (index_t c = 0; c < 8; ++c)
+            x[c] = *reinterpret_cast<const vf8u*>(base + (s * nr + v + c) * b.s1 + p);
+          transpose8(x);
+          for (index_t q = 0; q < 8; ++q)
+            *reinterpret_cast<vf8u*>(out + s * nr * depth + (p + q) * nr + v) = x[q];
+        }
+  }
+#endif
+  for (index_t s = 0; s < full; ++s)
+    for (index_t p = done; p < depth; ++p)
+      for (index_t j = 0; j < nr; ++j) out[s * nr * depth + p * nr + j] = b.at(p0 + p, j0 + s * nr + j);
+  if (const index_t w = cols - full * nr; w > 0) {
+    float* o = out + full * nr * depth;
+    std::fill(o, o + nr * depth, 0.0f);
+    for (index_t p = 0; p < depth; ++p)
+      for (index_t j = 0; j < w; ++j) o[p * nr + j] = b.at(p0 + p, j0 + full * nr + j);
   }
 }
 
 // One MR x NR tile of C from packed slivers of A and B over `depth` products. `first` marks the
 // first KC block: C = beta * C + AB there (beta == 0: C = AB, C unread), C += AB afterwards.
-// Rows past h and columns past w of the tile are computed on padding and not stored.
+// Rows past h and columns past w of the tile are computed on padding and not stored. A non-null
+// `next_b` (the B sliver the next tile reads, out in L2 or L3) is fetched into L1 meanwhile, one
+// line per product step.
 DSV4_FORCEINLINE void micro_kernel(index_t depth, const float* pa, const float* pb, float* c, index_t rs,
-                                   index_t cs, index_t h, index_t w, bool first, float beta) {
+                                   index_t cs, index_t h, index_t w, bool first, float beta,
+                                   const float* next_b) {
   constexpr int mr = static_cast<int>(sgemm_op::mr);
   // The tile of C was last touched a whole KC pass ago and is usually out of cache: ask for it
   // now so that the misses overlap the products instead of stalling the stores at the end.
@@ -187,6 +281,7 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const float* pa, const float* 
   }
   vf8 acc[mr][2] = {};
   for (index_t p = 0; p < depth; ++p, pa += mr, pb += sgemm_op::nr) {
+    if (next_b != nullptr) __builtin_prefetch(next_b + p * sgemm_op::nr);
     const vf8 b0 = *reinterpret_cast<const vf8u*>(pb);
     const vf8 b1 = *reinterpret_cast<const vf8u*>(pb + 8);
     for (int r = 0; r < mr; ++r) {
@@ -221,6 +316,52 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const float* pa, const float* 
     }
 }
 
+constexpr index_t ceil_div(index_t x, index_t q) { return (x + q - 1) / q; }
+
+// f(i) for i in [0, count), on the calling thread for a product too small to pay for waking the
+// others, else over all threads, each taking the next index whenever it is free: on a busy
+// machine a thread that is descheduled then holds the others up by at most the index it is on,
+// where a static split would make them wait for its whole share. Each index is still computed
+// whole by one thread, so the bits do not depend on which.
+template <class F>
+void spread(bool threads, index_t count, const F& f) {
+  if (!threads) {
+    for (index_t i = 0; i < count; ++i) f(i);
+    return;
+  }
+  std::atomic<index_t> next{0};
+  parallel_for(0, std::max(1, max_threads()), [&](index_t) {
+    for (index_t i = next.fetch_add(1, std::memory_order_relaxed); i < count;
+         i = next.fetch_add(1, std::memory_order_relaxed))
+      f(i);
+  });
+}
+
+// C below the diagonal = C above it, for a square (m, m) C: 8 x 8 blocks, through register
+// transposes where C's rows are contiguous and the block lies wholly below the diagonal (an
+// element-wise copy would walk columns, one cache line per element); the longest rows first.
+inline void mirror_upper(float* c, index_t rs, index_t cs, index_t m, bool threads) {
+  constexpr index_t bs = 8;
+  const index_t blocks = ceil_div(m, bs);
+  const auto body = [&](index_t q) {
+    const index_t i0 = (blocks - 1 - q) * bs, i1 = std::min(m, i0 + bs);
+    for (index_t j0 = 0; j0 <= i0; j0 += bs) {
+#if defined(__AVX__)
+      if (cs == 1 && j0 < i0 && i1 == i0 + bs) {
+        vf8 x[8];  // rows j0.. of columns i0..: become rows i0.. of columns j0..
+        for (index_t r = 0; r < bs; ++r) x[r] = *reinterpret_cast<const vf8u*>(c + (j0 + r) * rs + i0);
+        transpose8(x);
+        for (index_t r = 0; r < bs; ++r) *reinterpret_cast<vf8u*>(c + (i0 + r) * rs + j0) = x[r];
+        continue;
+      }
+#endif
+      for (index_t i = i0; i < i1; ++i)
+        for (index_t j = j0; j < std::min(i, j0 + bs); ++j) c[i * rs + j * cs] = c[j * rs + i * cs];
+    }
+  };
+  spread(threads, blocks, body);
+}
+
 }  // namespace detail::sgemm
 
 template <>
@@ -246,8 +387,8 @@ struct kernel<sgemm_op, cpu> {
       });
       return {};
     }
-    constexpr index_t mr = sgemm_op::mr, nr = sgemm_op::nr, kc = sgemm_op::kc, mc = sgemm_op::mc;
-    const index_t k_blocks = (k + kc - 1) / kc, m_blocks = (m + mc - 1) / mc;
+    constexpr index_t mr = sgemm_op::mr, nr = sgemm_op::nr, kc = sgemm_op::kc;
+    const index_t k_blocks = ceil_div(k, kc);
     const index_t m_pad = sgemm_op::round_up(m, mr),
                   n_pad = sgemm_op::round_up(std::min(n, sgemm_op::nc), nr);
     const auto misalign = static_cast<index_t>(reinterpret_cast<std::uintptr_t>(p.workspace.data()) % 64) / 4;
@@ -257,47 +398,55 @@ struct kernel<sgemm_op, cpu> {
     float* packed_b = packed_a + sgemm_op::packed_a_size(m, k);
     const bool threads = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >=
                          sgemm_op::parallel_min_macs;
-    const auto spread = [threads](index_t count, const auto& f) {
-      if (threads) {
-        parallel_for(0, count, f);
-      } else {
-        for (index_t i = 0; i < count; ++i) f(i);
-      }
-    };
+    // Row blocks of at most MC rows, their count a multiple of the thread count, all of one height
+    // but the last, so that the threads' tasks are of one size and end together (MC-row blocks
+    // would leave 1024 rows as 7 x 144 + 16). The blocking of rows changes which thread computes
+    // a tile, never the order of a sum.
+    const index_t teams = threads ? std::max(1, max_threads()) : 1;
+    const index_t mb_rows =
+        sgemm_op::round_up(ceil_div(m, sgemm_op::round_up(ceil_div(m, sgemm_op::mc), teams)), mr);
+    const index_t m_blocks = ceil_div(m, mb_rows);
     // Two thread team starts per NC panel (pack, then compute), whatever K is: on a busy machine
     // every start waits for the slowest thread to be scheduled.
     for (index_t j0 = 0; j0 < n; j0 += sgemm_op::nc) {
       const index_t nb = std::min(sgemm_op::nc, n - j0);
-      const index_t slivers = (nb + nr - 1) / nr;
-      const index_t tasks_n = (nb + sgemm_op::task_cols - 1) / sgemm_op::task_cols;
+      const index_t tasks_n = ceil_div(nb, sgemm_op::task_cols);
       const index_t a_tasks = j0 == 0 ? m_blocks * k_blocks : 0;  // op(A) is packed once
-      spread(a_tasks + slivers * k_blocks, [&](index_t t) {
+      spread(threads, a_tasks + tasks_n * k_blocks, [&](index_t t) {
         if (t < a_tasks) {
-          const index_t i0 = (t % m_blocks) * mc, p0 = (t / m_blocks) * kc, kb = std::min(kc, k - p0);
-          pack_a(a, i0, std::min(mc, m - i0), p0, kb, p.alpha, packed_a + m_pad * p0 + i0 * kb);
+          const index_t i0 = (t % m_blocks) * mb_rows, p0 = (t / m_blocks) * kc, kb = std::min(kc, k - p0);
+          pack_a(a, i0, std::min(mb_rows, m - i0), p0, kb, p.alpha, packed_a + m_pad * p0 + i0 * kb);
         } else {
-          const index_t s = (t - a_tasks) % slivers, p0 = ((t - a_tasks) / slivers) * kc;
-          const index_t kb = std::min(kc, k - p0);
-          pack_b_sliver(b, p0, kb, j0 + s * nr, nb - s * nr, packed_b + n_pad * p0 + s * nr * kb);
+          const index_t jt = ((t - a_tasks) % tasks_n) * sgemm_op::task_cols,
+                        p0 = ((t - a_tasks) / tasks_n) * kc, kb = std::min(kc, k - p0);
+          pack_b(b, p0, kb, j0 + jt, std::min(sgemm_op::task_cols, nb - jt), packed_b + n_pad * p0 + jt * kb);
         }
       });
-      // Independent output tiles: (MC rows) x (task_cols columns) of this panel, over all of K.
-      spread(m_blocks * tasks_n, [&](index_t t) {
-        const index_t i0 = (t / tasks_n) * mc, jt = (t % tasks_n) * sgemm_op::task_cols;
-        const index_t mb = std::min(mc, m - i0), jt_end = std::min(nb, jt + sgemm_op::task_cols);
+      // Independent output tiles: (row block) x (task_cols columns) of this panel, over all of K.
+      spread(threads, m_blocks * tasks_n, [&](index_t t) {
+        // Tasks are taken in index order: with a symmetric C, the row blocks with most tiles first.
+        const index_t i0 = (t / tasks_n) * mb_rows;
+        const index_t jt = (t % tasks_n) * sgemm_op::task_cols;
+        const index_t mb = std::min(mb_rows, m - i0), jt_end = std::min(nb, jt + sgemm_op::task_cols);
         for (index_t p0 = 0; p0 < k; p0 += kc) {
           const index_t kb = std::min(kc, k - p0);
           for (index_t jr = jt; jr < jt_end; jr += nr) {
-            const float* pb = packed_b + n_pad * p0 + (jr / nr) * nr * kb;
-            for (index_t ir = 0; ir < mb; ir += mr) {
+            const float* pb = packed_b + n_pad * p0 + jr * kb;
+            // With a symmetric C, the tiles whose first row lies past this column's last are
+            // skipped: that part is mirrored afterwards.
+            const index_t rows = p.symmetric ? std::clamp(j0 + jr + nr - i0, index_t{0}, mb) : mb;
+            for (index_t ir = 0; ir < rows; ir += mr) {
+              // The last tile of a column fetches the next column's B sliver.
+              const bool prefetch = ir + mr >= rows && jr + nr < jt_end;
               micro_kernel(kb, packed_a + m_pad * p0 + (i0 + ir) * kb, pb,
                            c + (i0 + ir) * rs + (j0 + jr) * cs, rs, cs, std::min(mr, mb - ir),
-                           std::min(nr, jt_end - jr), p0 == 0, p.beta);
+                           std::min(nr, jt_end - jr), p0 == 0, p.beta, prefetch ? pb + nr * kb : nullptr);
             }
           }
         }
       });
     }
+    if (p.symmetric) mirror_upper(c, rs, cs, m, threads);
     return {};
   }
 };

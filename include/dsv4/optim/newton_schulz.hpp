@@ -12,7 +12,10 @@
 //
 // Work happens on the small Gram side: for a wide X (n <= m) the Gram matrix A = X X^T is (n, n)
 // and X <- a X + (b A + c A^2) X; for a tall X, A = X^T X is (m, m) and X <- a X + X (b A + c A^2),
-// the same polynomial. One step costs 4 s^2 l + 2 s^3 FLOPs for s = min(n, m), l = max(n, m).
+// the same polynomial. A and A^2 are symmetric, so their products compute only the tiles on and
+// above the diagonal and mirror the rest (sgemm_op's `symmetric`): one step executes
+// s (s + 1) (l + s) + 2 s^2 l FLOPs for s = min(n, m), l = max(n, m), against 4 s^2 l + 2 s^3
+// for plain products (2/3 of that for a square X, 13/18 for a 4:1 one).
 // Products run through sgemm_op in fp32; ns_precision::bf16 rounds every matrix that feeds a product
 // (X, A and b A + c A^2) to bf16 first, emulating bf16 matmuls with fp32 accumulation.
 #pragma once
@@ -111,8 +114,15 @@ struct newton_schulz {
     return n * m + 2 * s * s + n + gemm_workspace(n, m);
   }
 
-  // FLOPs of one call (the products only).
+  // FLOPs of one call's products as executed: the Gram matrix and A^2 count their upper
+  // triangle with the diagonal, s (s + 1) / 2 dot products each (the tiles that straddle the
+  // diagonal also compute a few elements below it: not counted, so the rate is a lower bound).
   static constexpr double flops(index_t n, index_t m) {
+    const double s = static_cast<double>(std::min(n, m)), l = static_cast<double>(std::max(n, m));
+    return static_cast<double>(schedule.size()) * (s * (s + 1) * (l + s) + 2.0 * s * s * l);
+  }
+  // The same products without the symmetry (what a plain sgemm iteration executes).
+  static constexpr double dense_flops(index_t n, index_t m) {
     const double s = static_cast<double>(std::min(n, m)), l = static_cast<double>(std::max(n, m));
     return static_cast<double>(schedule.size()) * (4.0 * s * s * l + 2.0 * s * s * s);
   }
@@ -168,14 +178,15 @@ struct kernel<optim::newton_schulz<Schedule>, cpu> {
     for (const optim::ns_step& st : ns::schedule.steps) {
       const tensor_view<const float, 2> xv(x, {n, m});
       const tensor_view<float, 2> a_v(gram, {s, s}), b_v(poly, {s, s});
-      // A = X X^T (wide) or X^T X (tall).
-      DSV4_TRY(dsv4::run<cpu>(sgemm_op::params{xv, xv, a_v, gemm_ws, 1.0f, 0.0f,
-                                               wide ? sgemm_op::transpose::no : sgemm_op::transpose::yes,
-                                               wide ? sgemm_op::transpose::yes : sgemm_op::transpose::no}));
+      // A = X X^T (wide) or X^T X (tall), symmetric.
+      DSV4_TRY(dsv4::run<cpu>(sgemm_op::params{
+          xv, xv, a_v, gemm_ws, 1.0f, 0.0f, wide ? sgemm_op::transpose::no : sgemm_op::transpose::yes,
+          wide ? sgemm_op::transpose::yes : sgemm_op::transpose::no, true}));
       if (bf16) copy_rows(gram, gram, s, s, true);
-      // B = c A A + b A.
+      // B = c A A + b A, symmetric as A is (exactly: A's mirrored halves are equal bits).
       copy_rows(gram, poly, s, s, false);
-      DSV4_TRY(dsv4::run<cpu>(sgemm_op::params{a_v, a_v, b_v, gemm_ws, st.c, st.b}));
+      DSV4_TRY(dsv4::run<cpu>(sgemm_op::params{a_v, a_v, b_v, gemm_ws, st.c, st.b, sgemm_op::transpose::no,
+                                               sgemm_op::transpose::no, true}));
       if (bf16) copy_rows(poly, poly, s, s, true);
       // Y = a X + B X (wide) or a X + X B (tall).
       copy_rows(x, y, n, m, false);
