@@ -17,7 +17,8 @@
 // Scales follow the reference's quantization simulation (core/quant.hpp): FP8 per 64 values with
 // amax floored at 1e-4 and s = 2^ceil(log2(amax/448)); FP4 per 32 with s = 2^ceil(log2(amax/6)).
 // Decoding gives exactly the values fp8_simulate / fp4_simulate produce, so the released storage
-// holds what the reference model attends to.
+// holds what the reference model attends to; it runs 32 values at a time through the checkpoint
+// decoders of core/gemv.hpp (vectorized, exact).
 //
 // kv_codecs<F> names the entry and index-key codec of each config::kv_format.
 #pragma once
@@ -32,6 +33,7 @@
 
 #include "dsv4/config/model_config.hpp"
 #include "dsv4/core/dtype.hpp"
+#include "dsv4/core/gemv.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/quant.hpp"
 #include "dsv4/core/tensor_view.hpp"
@@ -86,14 +88,6 @@ struct bf16_codec {
   }
 };
 
-// Every e4m3 code's value: decoding is a table lookup.
-inline constexpr std::array<float, 256> fp8_e4m3_values = [] {
-  std::array<float, 256> t{};
-  for (int i = 0; i < 256; ++i)
-    t[static_cast<std::size_t>(i)] = fp8_e4m3::from_bits(static_cast<std::uint8_t>(i)).to_float();
-  return t;
-}();
-
 struct fp8_latent_codec {
   static constexpr bool rotated = false;
   static constexpr index_t tile = 64;
@@ -117,10 +111,13 @@ struct fp8_latent_codec {
   static const float* decode(const std::byte* payload, const std::byte* scales, index_t width, index_t rope,
                              float* out) {
     const index_t nope = width - rope;
+    const auto* codes = reinterpret_cast<const fp8_e4m3*>(payload);
     for (index_t b = 0, k = 0; b < nope; b += tile, ++k) {
-      const float s = ue8m0::from_bits(static_cast<std::uint8_t>(scales[k])).to_float();
-      for (index_t i = b; i < std::min(nope, b + tile); ++i)
-        out[i] = fp8_e4m3_values[static_cast<std::uint8_t>(payload[i])] * s;
+      const ue8m0 s = ue8m0::from_bits(static_cast<std::uint8_t>(scales[k]));
+      index_t i = b;
+      for (; i + weight_chunk <= std::min(nope, b + tile); i += weight_chunk)
+        decode_fp8_32(codes + i, s, out + i);
+      for (; i < std::min(nope, b + tile); ++i) out[i] = codes[i].to_float() * s.to_float();
     }
     bf16_codec::decode(payload + nope, nullptr, rope, 0, out + nope);
     return out;
@@ -152,12 +149,16 @@ struct fp4_key_codec {
   }
   static const float* decode(const std::byte* payload, const std::byte* scales, index_t width, index_t,
                              float* out) {
+    const auto* pairs = reinterpret_cast<const fp4x2*>(payload);
     for (index_t b = 0, k = 0; b < width; b += tile, ++k) {
-      const float s = ue8m0::from_bits(static_cast<std::uint8_t>(scales[k])).to_float();
-      for (index_t i = b; i < std::min(width, b + tile); i += 2) {
-        const fp4x2 p = fp4x2::from_bits(static_cast<std::uint8_t>(payload[i / 2]));
-        out[i] = p.first().to_float() * s;
-        out[i + 1] = p.second().to_float() * s;
+      const ue8m0 s = ue8m0::from_bits(static_cast<std::uint8_t>(scales[k]));
+      if (b + tile <= width) {
+        decode_fp4_32(pairs + b / 2, s, out + b);
+        continue;
+      }
+      for (index_t i = b; i < width; i += 2) {
+        out[i] = pairs[i / 2].first().to_float() * s.to_float();
+        out[i + 1] = pairs[i / 2].second().to_float() * s.to_float();
       }
     }
     return out;

@@ -202,6 +202,36 @@ DSV4_FORCEINLINE void decode_fp4_chunk(const fp4x2* w, float scale, chunk_regs& 
 
 }  // namespace detail
 
+// ---- chunk decoders (also used by the KV cache's FP8/FP4 rows) ---------------------------------
+
+// out[0 .. 32) = the 32 FP8 codes w[0 .. 32) times scale, exactly as dequantize_fp8_at decodes them.
+inline void decode_fp8_32(const fp8_e4m3* w, ue8m0 scale, float* out) {
+#if defined(__F16C__) && defined(__AVX2__)
+  detail::chunk_regs c;
+  if (detail::decode_fp8_chunk(w, scale, c)) {
+    for (int i = 0; i < 4; ++i) detail::store8(out + 8 * i, c[i]);
+    return;
+  }
+#endif
+  const float s = scale.to_float();
+  for (index_t i = 0; i < weight_chunk; ++i) out[i] = w[i].to_float() * s;
+}
+
+// out[0 .. 32) = the 32 FP4 nibbles of w[0 .. 16) (low nibble first) times scale, exactly.
+inline void decode_fp4_32(const fp4x2* w, ue8m0 scale, float* out) {
+#if defined(__F16C__) && defined(__AVX2__)
+  detail::chunk_regs c;
+  detail::decode_fp4_chunk(w, detail::scale_float(scale), c);
+  for (int i = 0; i < 4; ++i) detail::store8(out + 8 * i, c[i]);
+#else
+  const float s = scale.to_float();
+  for (index_t i = 0; i < weight_chunk / 2; ++i) {
+    out[2 * i] = w[i].first().to_float() * s;
+    out[2 * i + 1] = w[i].second().to_float() * s;
+  }
+#endif
+}
+
 // ---- weight matrices ---------------------------------------------------------------------------
 // A weight_matrix is a view of an (out, in) matrix in one storage format that can decode columns
 // [k0, k0 + n) of a row into floats; k0 is a multiple of weight_chunk and n <= weight_chunk.
@@ -263,13 +293,10 @@ struct fp8_matrix {
   void decode(index_t row, index_t k0, index_t n, float* out) const {
     const fp8_e4m3* w = weight.data() + row * weight.stride(0);
     const ue8m0* s = scale.data() + (row / fp8_block) * scale.stride(0);
-#if defined(__F16C__) && defined(__AVX2__)
-    detail::chunk_regs c;
-    if (n == weight_chunk && detail::decode_fp8_chunk(w + k0, s[k0 / fp8_block], c)) {
-      for (int i = 0; i < 4; ++i) detail::store8(out + 8 * i, c[i]);
+    if (n == weight_chunk) {
+      decode_fp8_32(w + k0, s[k0 / fp8_block], out);
       return;
     }
-#endif
     dequantize_fp8_row(w, s, k0, k0 + n, out);
   }
 };
@@ -293,14 +320,10 @@ struct fp4_matrix {
   void decode(index_t row, index_t k0, index_t n, float* out) const {
     const fp4x2* w = weight.data() + row * weight.stride(0);
     const ue8m0* s = scale.data() + row * scale.stride(0);
-#if defined(__F16C__) && defined(__AVX2__)
     if (n == weight_chunk) {
-      detail::chunk_regs c;
-      detail::decode_fp4_chunk(w + k0 / 2, detail::scale_float(s[k0 / fp4_block]), c);
-      for (int i = 0; i < 4; ++i) detail::store8(out + 8 * i, c[i]);
+      decode_fp4_32(w + k0 / 2, s[k0 / fp4_block], out);
       return;
     }
-#endif
     dequantize_fp4_row(w, s, k0, k0 + n, out);
   }
 };
