@@ -83,7 +83,7 @@ inline void indexer_query(const indexer_shape& s, const rope_table& rope, index_
 // query heads, (key_block, c_I) x (c_I, n_I), in the core sgemm; the blocks are spread over at
 // most max_score_lanes lanes with a workspace each. A key's score depends only on its own row, so
 // it is the same whatever the lane, the thread or the number of keys.
-inline constexpr index_t key_block = 256;
+inline constexpr index_t key_block = 512;
 inline constexpr index_t max_score_lanes = 16;
 
 inline constexpr index_t score_lanes(index_t n) {

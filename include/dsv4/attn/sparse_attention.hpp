@@ -71,7 +71,7 @@ struct sparse_attention_op {
 
   // Chunks of at least min_chunk candidates, at most max_chunks of them; within a chunk, rows are
   // gathered `block` at a time for a pair of GEMMs.
-  static constexpr index_t min_chunk = 128, max_chunks = 16, block = 64;
+  static constexpr index_t min_chunk = 128, max_chunks = 16, block = 128;
   static constexpr index_t chunks(index_t n_candidates) {
     return std::min(max_chunks, (n_candidates + min_chunk - 1) / min_chunk);
   }

@@ -308,10 +308,17 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const float* pa, const float* 
     }
     return;
   }
+  // Partial or strided tile: through a buffer, so that no element of acc is indexed at run time
+  // (that would keep acc in memory for the whole product loop above).
+  float tile[mr][sgemm_op::nr];
+  for (int r = 0; r < mr; ++r) {
+    *reinterpret_cast<vf8u*>(&tile[r][0]) = acc[r][0];
+    *reinterpret_cast<vf8u*>(&tile[r][8]) = acc[r][1];
+  }
   for (index_t r = 0; r < h; ++r)
     for (index_t j = 0; j < w; ++j) {
       float& x = c[r * rs + j * cs];
-      const float v = acc[r][j / 8][j % 8];
+      const float v = tile[r][j];
       x = !first ? x + v : (beta == 0.0f ? v : beta * x + v);
     }
 }
