@@ -434,11 +434,18 @@ DSV4_FORCEINLINE void gemm_micro(const float* tile, const float* const* x, index
       for (int r = 0; r < R; ++r) fma8(a[r][t], w[r], xv);
     }
   }
-  for (index_t k = kv; k < kc; ++k)
-    for (int t = 0; t < T; ++t)
-      for (int r = 0; r < R; ++r) a[r][t][k & 7] = fma1(tile[r * gemm_kc + k], x[t][k0 + k], a[r][t][k & 7]);
   for (int t = 0; t < T; ++t)
     for (int r = 0; r < R; ++r) acc[t * task_rows + r] = a[r][t];
+  if (kv == kc) return;
+  // The column tail through a buffer (indexing a at run time would keep it out of registers).
+  alignas(32) float lanes[8];
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) {
+      store8(lanes, acc[t * task_rows + r]);
+      for (index_t k = kv; k < kc; ++k)
+        lanes[k & 7] = fma1(tile[r * gemm_kc + k], x[t][k0 + k], lanes[k & 7]);
+      load8(acc[t * task_rows + r], lanes);
+    }
 }
 
 template <int R>
@@ -618,11 +625,16 @@ void gemv_row_block(const typename gemm_op<W>::params& p, index_t row0,
       for (int i = 0; i < 4; ++i) fma8(acc[r], w[i], xv[i]);
     }
   }
-  if (full < in) {  // the column tail, through a buffer, lane = k mod 8 as everywhere
+  if (full < in) {  // the column tail, through buffers, lane = k mod 8 as everywhere
+    // (the lanes go through memory: indexing acc at run time would keep it out of registers in
+    // the loop above)
     alignas(32) float chunk[weight_chunk];
+    alignas(32) float lanes[8];
     for (int r = 0; r < R; ++r) {
       p.weight.decode(row0 + r, full, in - full, chunk);
-      for (index_t k = full; k < in; ++k) acc[r][k & 7] = fma1(chunk[k - full], x[k], acc[r][k & 7]);
+      store8(lanes, acc[r]);
+      for (index_t k = full; k < in; ++k) lanes[k & 7] = fma1(chunk[k - full], x[k], lanes[k & 7]);
+      load8(acc[r], lanes);
     }
   }
   for (int r = 0; r < R; ++r) p.y(0, row0 + r) = reduce_lanes(acc[r]);
