@@ -123,12 +123,13 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         if (rows == 0) continue;
         // Scores (heads, rows) = scale * q . rows^T.
         const tensor_view<float, 2> sv(s, {heads, rows}, {block, 1});
-        run_gemm({.a = p.q,
-                  .b = {tile, {rows, c}},
-                  .c = sv,
-                  .workspace = gemm_ws,
-                  .alpha = p.scale,
-                  .trans_b = sgemm_op::transpose::yes});
+        const sgemm_op::params scores{.a = p.q,
+                                      .b = {tile, {rows, c}},
+                                      .c = sv,
+                                      .workspace = gemm_ws,
+                                      .alpha = p.scale,
+                                      .trans_b = sgemm_op::transpose::yes};
+        run_gemm(scores);
         // Online softmax: rescale what was accumulated under an older maximum.
         for (index_t h = 0; h < heads; ++h) {
           float* sh = s + h * block;
@@ -144,11 +145,12 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
           mx[h] = top;
         }
         // acc (heads, c) += probabilities (heads, rows) . rows (rows, c).
-        run_gemm({.a = tensor_view<const float, 2>(s, {heads, rows}, {block, 1}),
-                  .b = {tile, {rows, c}},
-                  .c = {acc, {heads, c}},
-                  .workspace = gemm_ws,
-                  .beta = 1.0f});
+        const sgemm_op::params values{.a = tensor_view<const float, 2>(s, {heads, rows}, {block, 1}),
+                                      .b = {tile, {rows, c}},
+                                      .c = {acc, {heads, c}},
+                                      .workspace = gemm_ws,
+                                      .beta = 1.0f};
+        run_gemm(values);
       }
     });
     // Merge the chunks in order; the sink joins the denominator as a zero-valued logit.
