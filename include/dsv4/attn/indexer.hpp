@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -94,6 +95,25 @@ inline constexpr index_t indexer_workspace_floats(index_t heads, index_t c, inde
   return score_lanes(n) * (key_block * (c + heads) + sgemm_op::workspace_size(key_block, heads, c));
 }
 
+// sum_h w[h] * ReLU(qk[h]) over the heads: eight lanes (lane l takes heads l, l+8, ...) summed
+// as dsv4::dot's tree, so that the heads' terms do not wait on one another.
+inline float relu_weighted_sum(const float* qk, std::span<const float> w) {
+  using lanes8 = float __attribute__((vector_size(32)));
+  const auto heads = static_cast<index_t>(w.size());
+  lanes8 acc = {};
+  const lanes8 zero = {};
+  index_t h = 0;
+  for (; h + 8 <= heads; h += 8) {
+    lanes8 q, wv;
+    std::memcpy(&q, qk + h, sizeof q);
+    std::memcpy(&wv, w.data() + h, sizeof wv);
+    acc += wv * (q > zero ? q : zero);
+  }
+  float tail = 0.0f;
+  for (; h < heads; ++h) tail += w[h] * std::max(0.0f, qk[h]);
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
 // scores[i] = sum_h w_h * ReLU(q_h . key_i) for the first scores.size() rows of keys (c_I wide,
 // stored in any codec); q (n_I, c_I) contiguous; workspace of indexer_workspace_floats floats.
 template <class Codec>
@@ -126,11 +146,7 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
                                .trans_b = sgemm_op::transpose::yes};
       [[maybe_unused]] const status st = kernel<sgemm_op, cpu>::run(p);
       DSV4_ASSERT(st.ok(), "indexer_scores: sgemm");
-      for (index_t r = 0; r < rows; ++r) {
-        float acc = 0.0f;
-        for (index_t h = 0; h < heads; ++h) acc += head_weights[h] * std::max(0.0f, qk[r * heads + h]);
-        scores[k0 + r] = acc;
-      }
+      for (index_t r = 0; r < rows; ++r) scores[k0 + r] = relu_weighted_sum(qk + r * heads, head_weights);
     }
   });
 }
