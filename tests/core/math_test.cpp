@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -51,6 +52,33 @@ TEST_CASE("softmax sums to one, is shift invariant and handles -inf", "[core][ma
   std::vector<float> all_masked(4, -INFINITY);
   dsv4::softmax(all_masked);
   for (float v : all_masked) CHECK(v == 0.0f);
+}
+
+TEST_CASE("exp_inplace is within 2.5e-7 of the exact exponential and position-independent", "[core][math]") {
+  std::vector<float> x;
+  for (float v = -87.0f; v <= 88.0f; v += 0.0137f) x.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e-8f, -1e-8f, 0.34657359f, -0.34657359f, 1.0f, -1.0f}) x.push_back(v);
+  auto y = x;
+  dsv4::exp_inplace(y.data(), static_cast<dsv4::index_t>(y.size()));
+  double worst = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double e = std::exp(double(x[i]));
+    worst = std::max(worst, std::fabs(double(y[i]) - e) / e);
+  }
+  INFO("worst relative error " << worst);
+  CHECK(worst < 2.5e-7);
+  // The same value in every position and tail length.
+  float one = -3.25f;
+  dsv4::exp_inplace(&one, 1);
+  for (dsv4::index_t n = 1; n <= 17; ++n) {
+    std::vector<float> z(static_cast<std::size_t>(n), -3.25f);
+    dsv4::exp_inplace(z.data(), n);
+    for (float v : z) CHECK(v == one);
+  }
+  std::vector<float> far = {-1000.0f, -std::numeric_limits<float>::infinity()};
+  dsv4::exp_inplace(far.data(), 2);
+  CHECK(far[0] < 1e-37f);
+  CHECK(far[1] < 1e-37f);
 }
 
 TEST_CASE("activations", "[core][math]") {

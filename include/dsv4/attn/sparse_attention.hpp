@@ -139,8 +139,10 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
             sum[h] *= r;
             for (index_t e = 0; e < c; ++e) acc[h * c + e] *= r;
           }
+          for (index_t j = 0; j < rows; ++j) sh[j] -= top;
+          exp_inplace(sh, rows);
           float add = 0.0f;
-          for (index_t j = 0; j < rows; ++j) add += sh[j] = std::exp(sh[j] - top);
+          for (index_t j = 0; j < rows; ++j) add += sh[j];
           sum[h] += add;
           mx[h] = top;
         }
