@@ -25,16 +25,11 @@
 // BF16 arithmetic (docs/mhc.md measures the difference).
 //
 // Parallel structure (deterministic for any thread count): every parallel_for index owns its
-// outputs and computes them in a fixed order. HC_pre's 24 mixing dot products per token are split
-// into row groups (one per thread up to one per 4 rows, so even a single decoded token spreads its
-// 1.5 MB of Flash fn over the threads) times blocks of up to 32 tokens. Inside, the columns advance
-// in chunks that keep 4 rows of fn in L1 while every token of the block passes over them, so a batch
-// reads fn from memory once per block instead of once per token. Every (row, token) value is summed
-// in dsv4::dot's lane order (lane k mod 8, then a fixed tree) by the same instructions whatever the
-// grouping, so a batch equals its tokens one at a time bit for bit; the products are fused
-// explicitly where the target has FMA, so no instantiation depends on the compiler's contraction
-// choices (the values may differ from dsv4::dot's, which leaves contraction to the compiler, in the
-// last bit).
+// outputs and computes them in a fixed order. HC_pre's 24 mixing dot products per token are one
+// GEMM of the tokens by fn through core/gemv.hpp (f32_matrix): its rows are split over the threads,
+// a batch reads fn once per pass of 64 tokens, and its accumulation-order contract (dsv4::dot's
+// lanes and tree, fused products where the target has FMA) makes a batch equal its tokens one at a
+// time bit for bit.
 #pragma once
 
 #include <algorithm>
@@ -45,8 +40,10 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "dsv4/core/backend.hpp"
+#include "dsv4/core/gemv.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
@@ -55,10 +52,6 @@
 #include "dsv4/core/tensor_view.hpp"
 #include "dsv4/mhc/concepts.hpp"
 #include "dsv4/mhc/sinkhorn.hpp"
-
-#if defined(__FMA__)
-#include <immintrin.h>
-#endif
 
 namespace dsv4::mhc {
 
@@ -218,144 +211,19 @@ struct hc_pre_op {
 };
 
 namespace detail {
-using lanes8 = float __attribute__((vector_size(32)));
 
-// c += a * b, fused wherever the target has FMA, so that every instantiation of the mixing kernel
-// rounds alike whatever the compiler's contraction choices (passed by reference: see -Wpsabi).
-DSV4_FORCEINLINE void fma_lanes(lanes8& c, const lanes8& a, const lanes8& b) {
-#if defined(__FMA__)
-  c = reinterpret_cast<lanes8>(
-      _mm256_fmadd_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(c)));
-#else
-  c += a * b;
-#endif
-}
-DSV4_FORCEINLINE float fma_scalar(float a, float b, float c) {
-#if defined(__FMA__)
-  return __builtin_fmaf(a, b, c);
-#else
-  return c + a * b;
-#endif
-}
-
-// Stage 1 blocking (see the banner): fn rows and tokens per register block, columns per chunk
-// (4 rows x 2 KiB of fn stay in L1 while the tokens pass), and the rows and tokens of one work
-// item, whose accumulators (24 x 32 x 32 B = 24 KiB) live on the stack.
-inline constexpr index_t mix_block_rows = 4;
-inline constexpr index_t mix_block_tokens = 2;
-inline constexpr index_t mix_chunk = 512;
-inline constexpr index_t mix_group_rows = 24;
-inline constexpr index_t mix_tokens = 32;
-
-// acc[r * stride + t] += w_r[k] * x_t[k] for k in [k0, k1) (a multiple of 8 long) into lane k mod 8,
-// for R <= 4 rows and T <= 2 tokens: dsv4::dot's lane order, R + T vector loads per R * T products.
-// The accumulators are named variables: GCC keeps a local array of vectors in memory, which puts a
-// store and a reload on every product's dependency chain.
-template <int R, int T>
-DSV4_FORCEINLINE void mix_micro(const float* const* w, const float* const* x, index_t k0, index_t k1,
-                                lanes8* acc, index_t stride) {
-  static_assert(R >= 1 && R <= 4 && T >= 1 && T <= 2);
-  lanes8 c00, c01, c10, c11, c20, c21, c30, c31;
-  // f(accumulator, r, t) for the R x T accumulators in use.
-  const auto each = [&](auto&& f) {
-    f(c00, 0, 0);
-    if constexpr (T > 1) f(c01, 0, 1);
-    if constexpr (R > 1) f(c10, 1, 0);
-    if constexpr (R > 1 && T > 1) f(c11, 1, 1);
-    if constexpr (R > 2) f(c20, 2, 0);
-    if constexpr (R > 2 && T > 1) f(c21, 2, 1);
-    if constexpr (R > 3) f(c30, 3, 0);
-    if constexpr (R > 3 && T > 1) f(c31, 3, 1);
-  };
-  each([&](lanes8& c, int r, int t) { c = acc[r * stride + t]; });
-  for (index_t k = k0; k < k1; k += 8) {
-    lanes8 x0, x1, wv;  // named, not arrays: GCC would keep an array of vectors on the stack
-    std::memcpy(&x0, x[0] + k, sizeof x0);
-    if constexpr (T > 1) std::memcpy(&x1, x[1] + k, sizeof x1);
-    std::memcpy(&wv, w[0] + k, sizeof wv);
-    fma_lanes(c00, wv, x0);
-    if constexpr (T > 1) fma_lanes(c01, wv, x1);
-    if constexpr (R > 1) {
-      std::memcpy(&wv, w[1] + k, sizeof wv);
-      fma_lanes(c10, wv, x0);
-      if constexpr (T > 1) fma_lanes(c11, wv, x1);
-    }
-    if constexpr (R > 2) {
-      std::memcpy(&wv, w[2] + k, sizeof wv);
-      fma_lanes(c20, wv, x0);
-      if constexpr (T > 1) fma_lanes(c21, wv, x1);
-    }
-    if constexpr (R > 3) {
-      std::memcpy(&wv, w[3] + k, sizeof wv);
-      fma_lanes(c30, wv, x0);
-      if constexpr (T > 1) fma_lanes(c31, wv, x1);
-    }
-  }
-  each([&](lanes8& c, int r, int t) { acc[r * stride + t] = c; });
-}
-
-template <int T>
-void mix_micro_rows(int rows, const float* const* w, const float* const* x, index_t k0, index_t k1,
-                    lanes8* acc, index_t stride) {
-  switch (rows) {
-    case 4:
-      return mix_micro<4, T>(w, x, k0, k1, acc, stride);
-    case 3:
-      return mix_micro<3, T>(w, x, k0, k1, acc, stride);
-    case 2:
-      return mix_micro<2, T>(w, x, k0, k1, acc, stride);
-    default:
-      return mix_micro<1, T>(w, x, k0, k1, acc, stride);
-  }
-}
-
-// The lanes of one accumulator plus the column tail [k_end, width), summed in dsv4::dot's order.
-inline float finish_lanes(const lanes8& acc, const float* w, const float* x, index_t k_end, index_t width) {
-  float a[8];
-  std::memcpy(a, &acc, sizeof a);
-  for (index_t l = 0; l < 8 && k_end + l < width; ++l) a[l] = fma_scalar(w[k_end + l], x[k_end + l], a[l]);
-  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-}
-
-// emit(t, r, fn_r . x_t) for every mixing row r and token t, and emit(t, rows, x_t . x_t). Work
-// items are (row group, block of mix_tokens tokens); results do not depend on the grouping. A
-// token's sum of squares (dsv4::sum_squares) belongs to group t mod groups.
+// emit(t, r, fn_r . x_t) for every mixing row r and token t, then emit(t, rows, x_t . x_t).
 template <class Emit>
 void mix_rows(const tensor_view<const float, 3>& x, const tensor_view<const float, 2>& fn, Emit&& emit) {
   const index_t tokens = x.extent(0), width = x.extent(1) * x.extent(2), rows = fn.extent(0);
-  // As many row groups as threads, but none larger than mix_group_rows (the accumulators) and none
-  // smaller than a register block (each group reads every token of its block once).
-  const index_t groups = std::clamp<index_t>(max_threads(), (rows + mix_group_rows - 1) / mix_group_rows,
-                                             (rows + mix_block_rows - 1) / mix_block_rows);
-  const index_t token_blocks = (tokens + mix_tokens - 1) / mix_tokens;
-  const index_t k_end = width / 8 * 8;
-  parallel_for(0, groups * token_blocks, [&](index_t item) {
-    const index_t g = item % groups, t0 = item / groups * mix_tokens;
-    const index_t nt = std::min(mix_tokens, tokens - t0);
-    const index_t r0 = g * rows / groups, nr = (g + 1) * rows / groups - r0;
-    lanes8 acc[mix_group_rows * mix_tokens] = {};  // (nr, nt)
-    const float* xs[mix_tokens];
-    for (index_t t = 0; t < nt; ++t) xs[t] = x.data() + (t0 + t) * x.stride(0);
-    for (index_t k0 = 0; k0 < k_end; k0 += mix_chunk) {
-      const index_t k1 = std::min(k_end, k0 + mix_chunk);
-      for (index_t rb = 0; rb < nr; rb += mix_block_rows) {
-        const int br = static_cast<int>(std::min(mix_block_rows, nr - rb));
-        const float* ws[mix_block_rows];
-        for (int r = 0; r < br; ++r) ws[r] = fn.data() + (r0 + rb + r) * fn.stride(0);
-        index_t t = 0;
-        for (; t + mix_block_tokens <= nt; t += mix_block_tokens)
-          mix_micro_rows<2>(br, ws, xs + t, k0, k1, acc + rb * nt + t, nt);
-        if (t < nt) mix_micro_rows<1>(br, ws, xs + t, k0, k1, acc + rb * nt + t, nt);
-      }
-    }
-    for (index_t r = 0; r < nr; ++r) {
-      const float* w = fn.data() + (r0 + r) * fn.stride(0);
-      for (index_t t = 0; t < nt; ++t)
-        emit(t0 + t, r0 + r, finish_lanes(acc[r * nt + t], w, xs[t], k_end, width));
-    }
-    for (index_t t = 0; t < nt; ++t)
-      if ((t0 + t) % groups == g) emit(t0 + t, rows, sum_squares(xs[t], width));
-  });
+  std::vector<float> mix(static_cast<std::size_t>(tokens * rows));  // (tokens, rows)
+  [[maybe_unused]] const status st =
+      gemm(f32_matrix{fn}, tensor_view<const float, 2>(x.data(), {tokens, width}, {x.stride(0), 1}),
+           tensor_view<float, 2>(mix.data(), {tokens, rows}));
+  DSV4_ASSERT(st.ok(), "hc_pre: mixing GEMM shapes");
+  for (index_t t = 0; t < tokens; ++t)
+    for (index_t r = 0; r < rows; ++r) emit(t, r, mix[static_cast<std::size_t>(t * rows + r)]);
+  parallel_for(0, tokens, [&](index_t t) { emit(t, rows, sum_squares(x.data() + t * x.stride(0), width)); });
 }
 
 // The CPU kernel of hc_pre_op.
