@@ -1,7 +1,8 @@
 // sgemm_op against a plain triple loop in double precision: every transposition, alpha and beta,
 // edge tiles smaller than the register tile, K spanning several cache blocks, strided views;
 // views with no unit stride; a symmetric C computed as its upper tiles and mirrored;
-// bit-identical results for 1 and 2 threads; shape and workspace errors.
+// bit-identical results for 1 and 2 threads; shape and workspace errors. sgemm_direct (the
+// unpacked products) against the same loop: row-major and packed B, strided C, accumulation.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -214,4 +215,69 @@ TEST_CASE("sgemm rejects mismatched shapes and a short workspace and aliasing", 
   CHECK(dsv4::run<dsv4::cpu>(rect).ok());
   rect.symmetric = true;
   CHECK(dsv4::run<dsv4::cpu>(rect).message().find("symmetric") != std::string::npos);
+}
+
+TEST_CASE("sgemm_direct matches the triple loop with row-major or packed B", "[core][sgemm]") {
+  using dsv4::sgemm_direct_params;
+  constexpr index_t nr = dsv4::sgemm_op::nr;
+  struct shape {
+    index_t m, n, k;
+  };
+  // Edge tiles in m and n, K across two KC blocks, a single row and column.
+  const shape cases[] = {{1, 1, 1}, {5, 17, 3}, {13, 64, 300}, {64, 40, 128}, {7, 33, 513}};
+  unsigned seed = 70;
+  for (const auto& [m, n, k] : cases) {
+    INFO("m " << m << " n " << n << " k " << k);
+    const index_t lda = k + 3, ldb = dsv4::sgemm_op::round_up(n, nr) + 5;
+    const auto a = random_matrix(m, lda, seed += 3);
+    const auto b = random_matrix(k, ldb, seed + 1);  // row-major (k, n), readable to a multiple of NR
+    const auto c0 = random_matrix(m, n, seed + 2);
+    // The reference with beta 1 (accumulate) over unit alpha; the plain product is ref - c0.
+    const dsv4::sgemm_op::params ref_p{{a.data(), {m, k}, {lda, 1}},
+                                       {b.data(), {k, n}, {ldb, 1}},
+                                       {const_cast<float*>(c0.data()), {m, n}},
+                                       {},
+                                       1.0f,
+                                       1.0f};
+    const auto acc_ref = reference(ref_p);
+    std::vector<double> plain_ref(acc_ref);
+    for (std::size_t i = 0; i < plain_ref.size(); ++i) plain_ref[i] -= c0[i];
+    // B packed as slivers of the transposed view of its transpose: the same numbers.
+    std::vector<float> packed(static_cast<std::size_t>(dsv4::sliver_floats(k, n)));
+    dsv4::pack_slivers(dsv4::tensor_view<const float, 2>(b.data(), {k, n}, {ldb, 1}), packed.data());
+
+    // C = A B into a row-major C, B read in place.
+    std::vector<float> c(static_cast<std::size_t>(m * n), std::nanf(""));
+    const sgemm_direct_params plain{.a = a.data(),
+                                    .lda = lda,
+                                    .b = b.data(),
+                                    .ldb = ldb,
+                                    .sliver_stride = nr,
+                                    .c = c.data(),
+                                    .ldc = n,
+                                    .m = m,
+                                    .n = n,
+                                    .k = k};
+    dsv4::sgemm_direct(plain);
+    CHECK(rel_error({c.data(), {m, n}}, plain_ref) < 2e-6);
+
+    // C += A B into a transposed C (column stride m), B packed.
+    std::vector<float> ct(static_cast<std::size_t>(m * n));
+    for (index_t i = 0; i < m; ++i)
+      for (index_t j = 0; j < n; ++j)
+        ct[static_cast<std::size_t>(j * m + i)] = c0[static_cast<std::size_t>(i * n + j)];
+    const sgemm_direct_params accumulate{.a = a.data(),
+                                         .lda = lda,
+                                         .b = packed.data(),
+                                         .sliver_stride = k * nr,
+                                         .c = ct.data(),
+                                         .ldc = 1,
+                                         .c_col_stride = m,
+                                         .m = m,
+                                         .n = n,
+                                         .k = k,
+                                         .accumulate = true};
+    dsv4::sgemm_direct(accumulate);
+    CHECK(rel_error({ct.data(), {m, n}, {1, m}}, acc_ref) < 2e-6);
+  }
 }

@@ -80,19 +80,25 @@ inline void indexer_query(const indexer_shape& s, const rope_table& rope, index_
   for (float& v : head_weights) v *= scale;
 }
 
-// Scoring runs as GEMMs: keys are decoded key_block at a time into a tile and multiplied by the
-// query heads, (key_block, c_I) x (c_I, n_I), in the core sgemm; the blocks are spread over at
-// most max_score_lanes lanes with a workspace each. A key's score depends only on its own row, so
-// it is the same whatever the lane, the thread or the number of keys.
+// Scoring runs as products with sgemm's micro-kernel (core/gemm.hpp's sgemm_direct): the query
+// heads are packed once per call, keys are decoded key_block at a time into a tile read in place,
+// (key_block, c_I) x (c_I, n_I); the blocks are spread over at most max_score_lanes lanes with a
+// workspace each. A key's score depends only on its own row, so it is the same whatever the lane,
+// the thread or the number of keys.
 inline constexpr index_t key_block = 512;
 inline constexpr index_t max_score_lanes = 16;
 
 inline constexpr index_t score_lanes(index_t n) {
   return std::min(max_score_lanes, (n + key_block - 1) / key_block);
 }
+// Floats of one lane: the decoded tile (key_block, c), a sliver of padding, the scores (key_block,
+// heads), on whole cache lines.
+inline constexpr index_t score_lane_floats(index_t heads, index_t c) {
+  return sgemm_op::round_up(key_block * (c + heads) + sgemm_op::nr, sgemm_op::line_floats);
+}
 // Floats of workspace indexer_scores needs for n keys of width c scored by `heads` heads.
 inline constexpr index_t indexer_workspace_floats(index_t heads, index_t c, index_t n) {
-  return score_lanes(n) * (key_block * (c + heads) + sgemm_op::workspace_size(key_block, heads, c));
+  return sgemm_op::line_floats + sliver_floats(c, heads) + score_lanes(n) * score_lane_floats(heads, c);
 }
 
 // sum_h w[h] * ReLU(qk[h]) over the heads: eight lanes (lane l takes heads l, l+8, ...) summed
@@ -125,12 +131,14 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
                   static_cast<index_t>(workspace.size()) >= indexer_workspace_floats(heads, c, n),
               "indexer_scores: shapes");
   const index_t lanes = score_lanes(n), blocks = (n + key_block - 1) / key_block;
-  const index_t lane_floats = lanes > 0 ? indexer_workspace_floats(heads, c, n) / lanes : 0;
+  const auto misalign = static_cast<index_t>(reinterpret_cast<std::uintptr_t>(workspace.data()) % 64) / 4;
+  float* const q_packed = workspace.data() + (sgemm_op::line_floats - misalign) % sgemm_op::line_floats;
+  pack_slivers(tensor_view<const float, 2>(q.data(), {c, heads}, {1, c}), q_packed);  // q^T (c, heads)
+  float* const lane0 = q_packed + sliver_floats(c, heads);
   parallel_for_work(n * q.size(), 0, lanes, [&](index_t lane) {
-    float* tile = workspace.data() + lane * lane_floats;  // (key_block, c)
-    float* qk = tile + key_block * c;                     // (key_block, heads)
-    const std::span<float> gemm_ws(qk + key_block * heads,
-                                   static_cast<std::size_t>(lane_floats - key_block * (c + heads)));
+    float* tile = lane0 + lane * score_lane_floats(heads, c);  // (key_block, c), then padding
+    float* qk = tile + key_block * c + sgemm_op::nr;           // (key_block, heads)
+    std::fill(tile + key_block * c, qk, 0.0f);
     for (index_t b = lane * blocks / lanes; b < (lane + 1) * blocks / lanes; ++b) {
       const index_t k0 = b * key_block, rows = std::min(key_block, n - k0);
       const float* a = tile;
@@ -139,13 +147,16 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
       } else {
         for (index_t r = 0; r < rows; ++r) keys.read(k0 + r, tile + r * c);
       }
-      const sgemm_op::params p{.a = {a, {rows, c}},
-                               .b = q,
-                               .c = {qk, {rows, heads}},
-                               .workspace = gemm_ws,
-                               .trans_b = sgemm_op::transpose::yes};
-      [[maybe_unused]] const status st = kernel<sgemm_op, cpu>::run(p);
-      DSV4_ASSERT(st.ok(), "indexer_scores: sgemm");
+      const sgemm_direct_params product{.a = a,
+                                        .lda = c,
+                                        .b = q_packed,
+                                        .sliver_stride = c * sgemm_op::nr,
+                                        .c = qk,
+                                        .ldc = heads,
+                                        .m = rows,
+                                        .n = heads,
+                                        .k = c};
+      sgemm_direct(product);
       for (index_t r = 0; r < rows; ++r) scores[k0 + r] = relu_weighted_sum(qk + r * heads, head_weights);
     }
   });

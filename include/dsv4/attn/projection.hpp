@@ -15,13 +15,13 @@
 
 namespace dsv4::attn {
 
-// parallel_for when the loop carries at least `work` multiply-adds worth a thread hand-off, a
+// parallel_for_dynamic when the loop carries at least `work` multiply-adds worth a thread hand-off, a
 // plain loop otherwise; the indices are processed identically either way.
 template <class F>
 void parallel_for_work(index_t work, index_t begin, index_t end, F&& f) {
   constexpr index_t min_parallel_work = index_t{1} << 16;
   if (work >= min_parallel_work) {
-    parallel_for(begin, end, f);
+    parallel_for_dynamic(begin, end, f);
   } else {
     for (index_t i = begin; i < end; ++i) f(i);
   }

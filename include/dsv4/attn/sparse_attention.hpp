@@ -12,10 +12,12 @@
 // CPU implementation (split over candidates, as in flash decoding): the candidate list is cut
 // into chunks whose number depends only on its length, never on the thread count. Each chunk
 // gathers its rows `block` at a time into a tile (decoding them once for all heads), computes the
-// (heads, block) scores and the weighted sum of the tile as two GEMMs (core/gemm.hpp), and keeps
-// a per-head online softmax (max, sum, weighted sum) in the caller's workspace; the chunks are
-// then merged in order. Every kv row is read once per call, and the result is bit-identical for
-// any number of threads.
+// (heads, block) scores and the weighted sum of the tile as two products with sgemm's
+// micro-kernel (core/gemm.hpp's sgemm_direct: the query heads are packed once per call, the tile
+// and the probabilities are read in place), and keeps a per-head online softmax (max, sum,
+// weighted sum) in the caller's workspace; the chunks are then merged in
+// order. Every kv row is read once per call, and the result is bit-identical for any number of
+// threads.
 #pragma once
 
 #include <algorithm>
@@ -70,19 +72,28 @@ struct sparse_attention_op {
   }
 
   // Chunks of at least min_chunk candidates, at most max_chunks of them; within a chunk, rows are
-  // gathered `block` at a time for a pair of GEMMs.
+  // gathered `block` at a time for a pair of products.
   static constexpr index_t min_chunk = 128, max_chunks = 16, block = 128;
   static constexpr index_t chunks(index_t n_candidates) {
     return std::min(max_chunks, (n_candidates + min_chunk - 1) / min_chunk);
   }
-  // Floats of one chunk's workspace: its partial state acc (heads, c), max and sum (heads), then
-  // the gathered rows (block, c), the scores (heads, block) and the GEMMs' packing space.
+  // Floats of the query heads packed for the score products (shared by the chunks).
+  static constexpr index_t packed_q_floats(index_t heads, index_t c) {
+    return sgemm_op::round_up(sliver_floats(c, heads), sgemm_op::line_floats);
+  }
+  // Rows of the gathered tile lie NR floats further apart than their width: a power-of-two
+  // stride would map the rows' lines the value product reads (one sliver of every row) to two
+  // sets of L1, where they would evict one another. The padding is also what the slivers read
+  // past the last row.
+  static constexpr index_t tile_stride(index_t c) { return c + sgemm_op::nr; }
+  // Floats of one chunk's workspace: its partial state acc (heads, c), max and sum (heads), the
+  // gathered rows (block, tile_stride), and the scores (heads, block).
   static constexpr index_t chunk_floats(index_t heads, index_t c) {
-    return heads * (c + 2) + block * c + heads * block +
-           std::max(sgemm_op::workspace_size(heads, block, c), sgemm_op::workspace_size(heads, c, block));
+    return sgemm_op::round_up(heads * (c + 2) + block * tile_stride(c) + block * heads,
+                              sgemm_op::line_floats);
   }
   static constexpr index_t workspace_floats(index_t heads, index_t c, index_t n_candidates) {
-    return chunks(n_candidates) * chunk_floats(heads, c);
+    return sgemm_op::line_floats + packed_q_floats(heads, c) + chunks(n_candidates) * chunk_floats(heads, c);
   }
 };
 
@@ -94,65 +105,66 @@ template <class Codec>
 struct kernel<attn::sparse_attention_op<Codec>, cpu> {
   static status run(const typename attn::sparse_attention_op<Codec>::params& p) {
     using op = attn::sparse_attention_op<Codec>;
-    constexpr index_t block = op::block;
+    constexpr index_t block = op::block, nr = sgemm_op::nr;
     const index_t heads = p.q.extent(0), c = p.q.extent(1), n = static_cast<index_t>(p.candidates.size());
     const index_t n_chunks = op::chunks(n), len = n_chunks > 0 ? (n + n_chunks - 1) / n_chunks : 0;
-    const index_t chunk_floats = op::chunk_floats(heads, c);
-    const auto partial = [&](index_t k) { return p.workspace.data() + k * chunk_floats; };
+    const index_t chunk_floats = op::chunk_floats(heads, c), ldt = op::tile_stride(c);
+    // Everything on 64-byte lines: the tiles' rows are then read in whole lines.
+    const auto misalign = static_cast<index_t>(reinterpret_cast<std::uintptr_t>(p.workspace.data()) % 64) / 4;
+    float* const q_packed = p.workspace.data() + (sgemm_op::line_floats - misalign) % sgemm_op::line_floats;
+    // q^T (c, heads) as NR-head slivers.
+    pack_slivers(tensor_view<const float, 2>(p.q.data(), {c, heads}, {1, c}), q_packed);
+    const auto partial = [&](index_t k) {
+      return q_packed + op::packed_q_floats(heads, c) + k * chunk_floats;
+    };
     attn::parallel_for_work(n * heads * c, 0, n_chunks, [&](index_t k) {
-      float* acc = partial(k);      // (heads, c)
-      float* mx = acc + heads * c;  // (heads)
-      float* sum = mx + heads;      // (heads)
-      float* tile = sum + heads;    // (block, c) gathered rows
-      float* s = tile + block * c;  // (heads, block) scores, then probabilities
-      const std::span<float> gemm_ws(s + heads * block,
-                                     static_cast<std::size_t>(chunk_floats - (s + heads * block - acc)));
+      float* acc = partial(k);        // (heads, c)
+      float* mx = acc + heads * c;    // (heads) running maximum of the scaled scores
+      float* sum = mx + heads;        // (heads)
+      float* tile = sum + heads;      // (block, ldt) gathered rows
+      float* s = tile + block * ldt;  // (heads, block) scores, then probabilities
       std::fill(acc, acc + heads * c, 0.0f);
       std::fill(mx, mx + heads, -std::numeric_limits<float>::infinity());
       std::fill(sum, sum + heads, 0.0f);
+      for (index_t r = 0; r < block; ++r) std::fill(tile + r * ldt + c, tile + (r + 1) * ldt, 0.0f);
       for (index_t i = k * len, end = std::min(n, (k + 1) * len); i < end;) {
         index_t rows = 0;
         for (; i < end && rows < block; ++i) {
           const std::int32_t j = p.candidates[static_cast<std::size_t>(i)];
           if (j < 0) continue;
-          float* dst = tile + rows * c;
+          float* dst = tile + rows * ldt;
           const float* src = p.kv.read(j, dst);
           if (src != dst) std::copy(src, src + c, dst);
           ++rows;
         }
         if (rows == 0) continue;
-        // Scores (heads, rows) = scale * q . rows^T.
-        const tensor_view<float, 2> sv(s, {heads, rows}, {block, 1});
-        const sgemm_op::params scores{.a = p.q,
-                                      .b = {tile, {rows, c}},
-                                      .c = sv,
-                                      .workspace = gemm_ws,
-                                      .alpha = p.scale,
-                                      .trans_b = sgemm_op::transpose::yes};
-        run_gemm(scores);
-        // Online softmax: rescale what was accumulated under an older maximum.
-        for (index_t h = 0; h < heads; ++h) {
-          float* sh = s + h * block;
-          const float top = std::max(mx[h], *std::max_element(sh, sh + rows));
-          const float r = std::exp(mx[h] - top);  // 0 on the first block (mx = -inf)
-          if (r != 1.0f) {
-            sum[h] *= r;
-            for (index_t e = 0; e < c; ++e) acc[h * c + e] *= r;
-          }
-          for (index_t j = 0; j < rows; ++j) sh[j] -= top;
-          exp_inplace(sh, rows);
-          float add = 0.0f;
-          for (index_t j = 0; j < rows; ++j) add += sh[j];
-          sum[h] += add;
-          mx[h] = top;
-        }
-        // acc (heads, c) += probabilities (heads, rows) . rows (rows, c).
-        const sgemm_op::params values{.a = tensor_view<const float, 2>(s, {heads, rows}, {block, 1}),
-                                      .b = {tile, {rows, c}},
-                                      .c = {acc, {heads, c}},
-                                      .workspace = gemm_ws,
-                                      .beta = 1.0f};
-        run_gemm(values);
+        // Scores s (heads, rows) = q . rows^T, computed as its transpose; the scale joins in the
+        // softmax below.
+        const sgemm_direct_params scores{.a = tile,
+                                         .lda = ldt,
+                                         .b = q_packed,
+                                         .sliver_stride = c * nr,
+                                         .c = s,
+                                         .ldc = 1,
+                                         .c_col_stride = block,
+                                         .m = rows,
+                                         .n = heads,
+                                         .k = c};
+        sgemm_direct(scores);
+        softmax_block(s, rows, heads, p.scale, mx, sum, acc, c);
+        // acc (heads, c) += probabilities (heads, rows) . rows (rows, c), both read in place.
+        const sgemm_direct_params values{.a = s,
+                                         .lda = block,
+                                         .b = tile,
+                                         .ldb = ldt,
+                                         .sliver_stride = nr,
+                                         .c = acc,
+                                         .ldc = c,
+                                         .m = heads,
+                                         .n = c,
+                                         .k = rows,
+                                         .accumulate = true};
+        sgemm_direct(values);
       }
     });
     // Merge the chunks in order; the sink joins the denominator as a zero-valued logit.
@@ -175,9 +187,28 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
   }
 
  private:
-  static void run_gemm(const sgemm_op::params& g) {
-    [[maybe_unused]] const status st = kernel<sgemm_op, cpu>::run(g);
-    DSV4_ASSERT(st.ok(), "sparse attention: sgemm shapes");
+  // One block of the online softmax: s (heads, block) holds q . row for `rows` rows; afterwards
+  // exp(scale * s - max) under the new running maximum, and what was accumulated under the older
+  // one (sum, acc (heads, c)) is rescaled.
+  static void softmax_block(float* s, index_t rows, index_t heads, float scale, float* mx, float* sum,
+                            float* acc, index_t c) {
+    constexpr index_t block = attn::sparse_attention_op<Codec>::block;
+    for (index_t h = 0; h < heads; ++h) {
+      float* sh = s + h * block;
+      // scale > 0: the maximum of the scaled scores is the scaled maximum.
+      const float top = std::max(mx[h], *std::max_element(sh, sh + rows) * scale);
+      const float r = std::exp(mx[h] - top);  // 0 on the first block (mx = -inf)
+      if (r != 1.0f) {
+        sum[h] *= r;
+        for (index_t e = 0; e < c; ++e) acc[h * c + e] *= r;
+      }
+      for (index_t j = 0; j < rows; ++j) sh[j] = sh[j] * scale - top;
+      exp_inplace(sh, rows);
+      float add = 0.0f;
+      for (index_t j = 0; j < rows; ++j) add += sh[j];
+      sum[h] += add;
+      mx[h] = top;
+    }
   }
 };
 

@@ -17,7 +17,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -28,6 +27,7 @@
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/parallel.hpp"
+#include "dsv4/core/simd.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 
@@ -131,20 +131,6 @@ struct sgemm_op {
 
 namespace detail::sgemm {
 
-using vf8 = float __attribute__((vector_size(32)));
-// The same vector with element alignment, for loads and stores at any float address.
-using vf8u = float __attribute__((vector_size(32), aligned(4)));
-
-// c += a * b, fused when the target has FMA (by reference: no vector crosses a call boundary, so
-// builds without AVX see no ABI change).
-DSV4_FORCEINLINE void fma_into(vf8& c, const vf8& a, const vf8& b) {
-#if defined(__FMA__) && defined(__AVX__)
-  c = _mm256_fmadd_ps(a, b, c);
-#else
-  c += a * b;
-#endif
-}
-
 // A matrix as a base pointer and element strides along its two logical dimensions.
 struct strided {
   const float* data;
@@ -154,7 +140,7 @@ struct strided {
 
 #if defined(__AVX__)
 // v[r] = row r of an 8 x 8 block; afterwards v[c] = column c (unpack, shuffle, lane swap).
-DSV4_FORCEINLINE void transpose8(vf8 (&v)[8]) {
+DSV4_FORCEINLINE void transpose8(v8f (&v)[8]) {
   __m256 t[8], u[8];
   for (int i = 0; i < 4; ++i) {
     t[2 * i] = _mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]);
@@ -198,9 +184,9 @@ inline void pack_a(const strided& a, index_t i0, index_t rows, index_t p0, index
       done = depth / 8 * 8;
       for (index_t s = 0; s < full; ++s)
         for (index_t p = 0; p < done; p += 8) {
-          vf8 x[8] = {};
+          v8f x[8] = {};
           for (index_t r = 0; r < mr; ++r)
-            x[r] = alpha * *reinterpret_cast<const vf8u*>(base + (s * mr + r) * a.s0 + p);
+            x[r] = alpha * *reinterpret_cast<const v8f_unaligned*>(base + (s * mr + r) * a.s0 + p);
           transpose8(x);
           for (index_t q = 0; q < 8; ++q)
             std::memcpy(out + s * mr * depth + (p + q) * mr, &x[q], mr * sizeof(float));
@@ -232,8 +218,8 @@ inline void pack_b(const strided& b, index_t p0, index_t depth, index_t j0, inde
     for (index_t p = 0; p < depth; ++p)
       for (index_t s = 0; s < full; ++s)
         for (index_t v = 0; v < nr; v += 8)
-          *reinterpret_cast<vf8u*>(out + s * nr * depth + p * nr + v) =
-              *reinterpret_cast<const vf8u*>(base + p * b.s0 + s * nr + v);
+          *reinterpret_cast<v8f_unaligned*>(out + s * nr * depth + p * nr + v) =
+              *reinterpret_cast<const v8f_unaligned*>(base + p * b.s0 + s * nr + v);
     done = depth;
   }
 #if defined(__AVX__)
@@ -244,12 +230,12 @@ inline void pack_b(const strided& b, index_t p0, index_t depth, index_t j0, inde
     for (index_t s = 0; s < full; ++s)
       for (index_t v = 0; v < nr; v += 8)
         for (index_t p = 0; p < done; p += 8) {
-          vf8 x[8];
+          v8f x[8];
           for (index_t c = 0; c < 8; ++c)
-            x[c] = *reinterpret_cast<const vf8u*>(base + (s * nr + v + c) * b.s1 + p);
+            x[c] = *reinterpret_cast<const v8f_unaligned*>(base + (s * nr + v + c) * b.s1 + p);
           transpose8(x);
           for (index_t q = 0; q < 8; ++q)
-            *reinterpret_cast<vf8u*>(out + s * nr * depth + (p + q) * nr + v) = x[q];
+            *reinterpret_cast<v8f_unaligned*>(out + s * nr * depth + (p + q) * nr + v) = x[q];
         }
   }
 #endif
@@ -264,13 +250,31 @@ inline void pack_b(const strided& b, index_t p0, index_t depth, index_t j0, inde
   }
 }
 
-// One MR x NR tile of C from packed slivers of A and B over `depth` products. `first` marks the
-// first KC block: C = beta * C + AB there (beta == 0: C = AB, C unread), C += AB afterwards.
-// Rows past h and columns past w of the tile are computed on padding and not stored. A non-null
-// `next_b` (the B sliver the next tile reads, out in L2 or L3) is fetched into L1 meanwhile, one
-// line per product step.
-DSV4_FORCEINLINE void micro_kernel(index_t depth, const float* pa, const float* pb, float* c, index_t rs,
-                                   index_t cs, index_t h, index_t w, bool first, float beta,
+// The MR values of op(A) one product step of a micro-kernel multiplies: from a packed sliver
+// (pack_a: MR floats per step, row index fastest), or from a matrix whose rows are contiguous,
+// read in place (rows past the tile's height read its last row again, so nothing past the matrix
+// is touched; their products are never stored).
+struct packed_sliver {
+  const float* data;
+  DSV4_FORCEINLINE float at(index_t p, int r) const { return data[p * sgemm_op::mr + r]; }
+};
+struct rows_sliver {
+  const float* row[sgemm_op::mr];  // the tile's rows, each contiguous along the product dimension
+  rows_sliver(const float* data, index_t row_stride, index_t h) {
+    for (index_t r = 0; r < sgemm_op::mr; ++r) row[r] = data + std::min(r, h - 1) * row_stride;
+  }
+  DSV4_FORCEINLINE float at(index_t p, int r) const { return row[r][p]; }
+};
+
+// One MR x NR tile of C from A's MR rows (either sliver above) and NR columns of B (NR floats
+// per product step, `ldb` floats apart: a packed sliver has ldb = NR) over `depth` products.
+// `first` marks the first KC block: C = beta * C + AB there (beta == 0: C = AB, C unread),
+// C += AB afterwards. Rows past h and columns past w of the tile are computed on padding and
+// not stored. A non-null `next_b` (the B sliver the next tile reads, out in L2 or L3) is fetched
+// into L1 meanwhile, one line per product step.
+template <class ASliver>
+DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float* pb, index_t ldb, float* c,
+                                   index_t rs, index_t cs, index_t h, index_t w, bool first, float beta,
                                    const float* next_b) {
   constexpr int mr = static_cast<int>(sgemm_op::mr);
   // The tile of C was last touched a whole KC pass ago and is usually out of cache: ask for it
@@ -279,22 +283,25 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const float* pa, const float* 
     __builtin_prefetch(c + r * rs, 1);
     __builtin_prefetch(c + r * rs + (w - 1) * cs, 1);
   }
-  vf8 acc[mr][2] = {};
-  for (index_t p = 0; p < depth; ++p, pa += mr, pb += sgemm_op::nr) {
+  v8f acc[mr][2] = {};
+  for (index_t p = 0; p < depth; ++p, pb += ldb) {
     if (next_b != nullptr) __builtin_prefetch(next_b + p * sgemm_op::nr);
-    const vf8 b0 = *reinterpret_cast<const vf8u*>(pb);
-    const vf8 b1 = *reinterpret_cast<const vf8u*>(pb + 8);
+    v8f b0, b1;
+    load8(b0, pb);
+    load8(b1, pb + 8);
+    pin_register(b0);
+    pin_register(b1);
     for (int r = 0; r < mr; ++r) {
-      const float x = pa[r];
-      const vf8 ar = {x, x, x, x, x, x, x, x};  // a broadcast load (adding to a zero vector is not)
-      fma_into(acc[r][0], ar, b0);
-      fma_into(acc[r][1], ar, b1);
+      const float x = a.at(p, r);
+      const v8f ar = {x, x, x, x, x, x, x, x};  // a broadcast load (adding to a zero vector is not)
+      fma8(acc[r][0], ar, b0);
+      fma8(acc[r][1], ar, b1);
     }
   }
   if (h == mr && w == sgemm_op::nr && cs == 1) {
     for (int r = 0; r < mr; ++r) {
-      auto* c0 = reinterpret_cast<vf8u*>(c + r * rs);
-      auto* c1 = reinterpret_cast<vf8u*>(c + r * rs + 8);
+      auto* c0 = reinterpret_cast<v8f_unaligned*>(c + r * rs);
+      auto* c1 = reinterpret_cast<v8f_unaligned*>(c + r * rs + 8);
       if (!first) {
         *c0 = *c0 + acc[r][0];
         *c1 = *c1 + acc[r][1];
@@ -312,8 +319,8 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const float* pa, const float* 
   // (that would keep acc in memory for the whole product loop above).
   float tile[mr][sgemm_op::nr];
   for (int r = 0; r < mr; ++r) {
-    *reinterpret_cast<vf8u*>(&tile[r][0]) = acc[r][0];
-    *reinterpret_cast<vf8u*>(&tile[r][8]) = acc[r][1];
+    *reinterpret_cast<v8f_unaligned*>(&tile[r][0]) = acc[r][0];
+    *reinterpret_cast<v8f_unaligned*>(&tile[r][8]) = acc[r][1];
   }
   for (index_t r = 0; r < h; ++r)
     for (index_t j = 0; j < w; ++j) {
@@ -325,23 +332,16 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const float* pa, const float* 
 
 constexpr index_t ceil_div(index_t x, index_t q) { return (x + q - 1) / q; }
 
-// f(i) for i in [0, count), on the calling thread for a product too small to pay for waking the
-// others, else over all threads, each taking the next index whenever it is free: on a busy
-// machine a thread that is descheduled then holds the others up by at most the index it is on,
-// where a static split would make them wait for its whole share. Each index is still computed
-// whole by one thread, so the bits do not depend on which.
+// f(i) for i in [0, count): on the calling thread for a product too small to pay for waking the
+// others, else dynamically over all threads (parallel_for_dynamic). Each index is computed whole
+// by one thread, so the bits do not depend on which.
 template <class F>
 void spread(bool threads, index_t count, const F& f) {
   if (!threads) {
     for (index_t i = 0; i < count; ++i) f(i);
     return;
   }
-  std::atomic<index_t> next{0};
-  parallel_for(0, std::max(1, max_threads()), [&](index_t) {
-    for (index_t i = next.fetch_add(1, std::memory_order_relaxed); i < count;
-         i = next.fetch_add(1, std::memory_order_relaxed))
-      f(i);
-  });
+  parallel_for_dynamic(0, count, f);
 }
 
 // C below the diagonal = C above it, for a square (m, m) C: 8 x 8 blocks, through register
@@ -355,10 +355,11 @@ inline void mirror_upper(float* c, index_t rs, index_t cs, index_t m, bool threa
     for (index_t j0 = 0; j0 <= i0; j0 += bs) {
 #if defined(__AVX__)
       if (cs == 1 && j0 < i0 && i1 == i0 + bs) {
-        vf8 x[8];  // rows j0.. of columns i0..: become rows i0.. of columns j0..
-        for (index_t r = 0; r < bs; ++r) x[r] = *reinterpret_cast<const vf8u*>(c + (j0 + r) * rs + i0);
+        v8f x[8];  // rows j0.. of columns i0..: become rows i0.. of columns j0..
+        for (index_t r = 0; r < bs; ++r)
+          x[r] = *reinterpret_cast<const v8f_unaligned*>(c + (j0 + r) * rs + i0);
         transpose8(x);
-        for (index_t r = 0; r < bs; ++r) *reinterpret_cast<vf8u*>(c + (i0 + r) * rs + j0) = x[r];
+        for (index_t r = 0; r < bs; ++r) *reinterpret_cast<v8f_unaligned*>(c + (i0 + r) * rs + j0) = x[r];
         continue;
       }
 #endif
@@ -445,7 +446,7 @@ struct kernel<sgemm_op, cpu> {
             for (index_t ir = 0; ir < rows; ir += mr) {
               // The last tile of a column fetches the next column's B sliver.
               const bool prefetch = ir + mr >= rows && jr + nr < jt_end;
-              micro_kernel(kb, packed_a + m_pad * p0 + (i0 + ir) * kb, pb,
+              micro_kernel(kb, packed_sliver{packed_a + m_pad * p0 + (i0 + ir) * kb}, pb, nr,
                            c + (i0 + ir) * rs + (j0 + jr) * cs, rs, cs, std::min(mr, mb - ir),
                            std::min(nr, jt_end - jr), p0 == 0, p.beta, prefetch ? pb + nr * kb : nullptr);
             }
@@ -457,5 +458,52 @@ struct kernel<sgemm_op, cpu> {
     return {};
   }
 };
+
+// ---- products without packing ---------------------------------------------------------------
+// For a caller that multiplies many small blocks against an operand it keeps (attention over
+// blocks of cache rows against one token's query heads), where repacking per block would cost as
+// much as the products: the same micro-kernel as sgemm, on the calling thread, A read in place.
+//
+// B comes as NR-column slivers: NR floats per product step, `ldb` floats apart, sliver s starting
+// at b + s * sliver_stride. A row-major B is its own slivers (ldb = its row stride, sliver_stride
+// = NR); pack_slivers writes any other B so, once. Slivers are read whole: each of B's rows must
+// be readable up to a multiple of NR columns (what is read past n reaches no element of C).
+struct sgemm_direct_params {
+  const float* a = nullptr;  // A (m, k), rows contiguous: element (i, p) at a[i * lda + p]
+  index_t lda = 0;
+  const float* b = nullptr;  // B (k, n) as slivers, as above
+  index_t ldb = sgemm_op::nr, sliver_stride = 0;
+  float* c = nullptr;  // C (m, n): element (i, j) at c[i * ldc + j * c_col_stride]
+  index_t ldc = 0, c_col_stride = 1;
+  index_t m = 0, n = 0, k = 0;
+  bool accumulate = false;  // C += A B; otherwise C = A B (C unread)
+};
+
+inline void sgemm_direct(const sgemm_direct_params& p) {
+  using namespace detail::sgemm;
+  constexpr index_t mr = sgemm_op::mr, nr = sgemm_op::nr, kc = sgemm_op::kc;
+  // KC steps at a time, so that the B sliver (KC x NR, 16 KiB) stays in L1 across the row tiles.
+  for (index_t p0 = 0; p0 < p.k; p0 += kc) {
+    const index_t kb = std::min(kc, p.k - p0);
+    for (index_t j = 0; j < p.n; j += nr) {
+      const float* pb = p.b + (j / nr) * p.sliver_stride + p0 * p.ldb;
+      for (index_t i = 0; i < p.m; i += mr) {
+        const index_t h = std::min(mr, p.m - i);
+        micro_kernel(kb, rows_sliver(p.a + i * p.lda + p0, p.lda, h), pb, p.ldb,
+                     p.c + i * p.ldc + j * p.c_col_stride, p.ldc, p.c_col_stride, h, std::min(nr, p.n - j),
+                     p0 == 0 && !p.accumulate, 0.0f, nullptr);
+      }
+    }
+  }
+}
+
+// Floats pack_slivers writes for a (k, n) B.
+constexpr index_t sliver_floats(index_t k, index_t n) { return sgemm_op::round_up(n, sgemm_op::nr) * k; }
+
+// B (k, n), any strides, as sgemm_direct's slivers at out: ldb = NR, sliver_stride = k * NR;
+// columns past n are zeros.
+inline void pack_slivers(tensor_view<const float, 2> b, float* out) {
+  detail::sgemm::pack_b({b.data(), b.stride(0), b.stride(1)}, 0, b.extent(0), 0, b.extent(1), out);
+}
 
 }  // namespace dsv4

@@ -42,6 +42,7 @@
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/quant.hpp"
+#include "dsv4/core/simd.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 
@@ -56,37 +57,8 @@ inline constexpr index_t weight_chunk = 32;
 
 namespace detail {
 
-using v8f = float __attribute__((vector_size(32)));
 using v8u32 = std::uint32_t __attribute__((vector_size(32)));
 using v8u16 = std::uint16_t __attribute__((vector_size(16)));
-
-// Unaligned, aliasing views of 8 floats: plain loads and stores the compiler keeps in registers.
-using v8f_unaligned = float __attribute__((vector_size(32), aligned(4), may_alias));
-
-// 32-byte vectors cross function boundaries by reference only: passed by value they would change
-// the calling convention between AVX and non-AVX builds (GCC's -Wpsabi).
-DSV4_FORCEINLINE void load8(v8f& v, const float* p) { v = *reinterpret_cast<const v8f_unaligned*>(p); }
-DSV4_FORCEINLINE void store8(float* p, const v8f& v) { *reinterpret_cast<v8f_unaligned*>(p) = v; }
-
-// c += a * b, fused where the target can.
-DSV4_FORCEINLINE void fma8(v8f& c, const v8f& a, const v8f& b) {
-#if defined(__FMA__)
-  // Value casts between same-size vectors: punning through references would pin c to memory.
-  c = reinterpret_cast<v8f>(
-      _mm256_fmadd_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(c)));
-#else
-  c += a * b;
-#endif
-}
-
-// Makes v opaque to the optimizer, so that a loaded vector is kept in a register: with every
-// register taken by accumulators GCC would otherwise fold the load into each of the R
-// multiply-adds that use it, and the micro-kernel would issue more loads than multiply-adds.
-DSV4_FORCEINLINE void pin_register([[maybe_unused]] v8f& v) {
-#if defined(__AVX__)
-  asm("" : "+x"(v));
-#endif
-}
 
 // The scalar twin of fma8, for the column tail.
 DSV4_FORCEINLINE float fma1(float a, float b, float c) {

@@ -45,4 +45,20 @@ void parallel_for(std::int64_t begin, std::int64_t end, F&& f) {
   for (std::int64_t i = begin; i < end; ++i) f(i);
 }
 
+// Calls f(i) for every i in [begin, end), each thread taking the next index whenever it is free:
+// on a busy machine a thread that is descheduled then holds the others up by at most the index it
+// is on, where a static split would make them wait for its whole share. For work whose results
+// do not depend on which thread computes an index (dsv4's determinism rule), only the time does.
+template <class F>
+void parallel_for_dynamic(std::int64_t begin, std::int64_t end, F&& f) {
+#if defined(_OPENMP)
+  if (end - begin > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (std::int64_t i = begin; i < end; ++i) f(i);
+    return;
+  }
+#endif
+  for (std::int64_t i = begin; i < end; ++i) f(i);
+}
+
 }  // namespace dsv4

@@ -1,0 +1,43 @@
+// Eight-float vectors for the CPU kernels (GEMM, GEMV, attention): GCC vector extensions, which
+// become AVX registers with -march=native on an AVX machine and two SSE halves or scalars
+// elsewhere, plus the few operations the micro-kernels need to control code generation.
+#pragma once
+
+#include "dsv4/core/macros.hpp"
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+namespace dsv4::detail {
+
+using v8f = float __attribute__((vector_size(32)));
+// Unaligned, aliasing views of 8 floats: plain loads and stores the compiler keeps in registers.
+using v8f_unaligned = float __attribute__((vector_size(32), aligned(4), may_alias));
+
+// 32-byte vectors cross function boundaries by reference only: passed by value they would change
+// the calling convention between AVX and non-AVX builds (GCC's -Wpsabi).
+DSV4_FORCEINLINE void load8(v8f& v, const float* p) { v = *reinterpret_cast<const v8f_unaligned*>(p); }
+DSV4_FORCEINLINE void store8(float* p, const v8f& v) { *reinterpret_cast<v8f_unaligned*>(p) = v; }
+
+// c += a * b, fused where the target can.
+DSV4_FORCEINLINE void fma8(v8f& c, const v8f& a, const v8f& b) {
+#if defined(__FMA__)
+  // Value casts between same-size vectors: punning through references would pin c to memory.
+  c = reinterpret_cast<v8f>(
+      _mm256_fmadd_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(c)));
+#else
+  c += a * b;
+#endif
+}
+
+// Makes v opaque to the optimizer, so that a loaded vector is kept in a register: with every
+// register taken by accumulators GCC would otherwise fold the load into each of the
+// multiply-adds that use it, and a micro-kernel would issue more loads than multiply-adds.
+DSV4_FORCEINLINE void pin_register([[maybe_unused]] v8f& v) {
+#if defined(__AVX__)
+  asm("" : "+x"(v));
+#endif
+}
+
+}  // namespace dsv4::detail
