@@ -103,15 +103,15 @@ inline attn::attention_weights attention_views(const tensor_store& s, int ratio)
   return w;
 }
 
-// A layer of policy P over random weights it owns.
-template <config::model_config C, class P>
+// A layer of policy P and numerics Num over random weights it owns.
+template <config::model_config C, class P, numerics Num = numerics::exact>
 struct random_layer {
   tensor_store store;
-  attn::attention_layer<C, P> layer;
+  attn::attention_layer<C, P, Num> layer;
   explicit random_layer(unsigned seed)
       : store(random_attention_store<C>(seed)),
-        layer(*attn::attention_layer<C, P>::create(attention_views(store, P::compress_ratio(C)),
-                                                   config::tiny_params)) {}
+        layer(*attn::attention_layer<C, P, Num>::create(attention_views(store, P::compress_ratio(C)),
+                                                        config::tiny_params)) {}
 };
 
 }  // namespace dsv4::test

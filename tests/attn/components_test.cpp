@@ -220,8 +220,9 @@ TEST_CASE("index scores are the head-weighted sum of ReLU dot products", "[attn]
   }
 }
 
-TEST_CASE("sparse attention: one softmax over the candidates with the sink in the denominator",
-          "[attn][core]") {
+TEST_CASE(
+    "sparse attention: one softmax over the candidates with the sink in the denominator; released numerics",
+    "[attn][core]") {
   std::mt19937 rng(11);
   const index_t heads = 3, c = 20, rows = 9;
   const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
@@ -243,6 +244,7 @@ TEST_CASE("sparse attention: one softmax over the candidates with the sink in th
                                                              .workspace = workspace};
   REQUIRE(attn::sparse_attention_op<attn::f32_codec>::check(p).ok());
   REQUIRE(run<cpu>(p).ok());
+  std::vector<double> reference(out.size());
   for (index_t h = 0; h < heads; ++h) {
     double den = std::exp(double(sink[std::size_t(h)]));
     std::vector<double> num(std::size_t(c), 0.0);
@@ -254,9 +256,25 @@ TEST_CASE("sparse attention: one softmax over the candidates with the sink in th
       den += e;
       for (index_t i = 0; i < c; ++i) num[std::size_t(i)] += e * kv[std::size_t(j * c + i)];
     }
-    for (index_t i = 0; i < c; ++i)
+    for (index_t i = 0; i < c; ++i) {
       CHECK(out[std::size_t(h * c + i)] == Approx(num[std::size_t(i)] / den).margin(1e-5));
+      reference[std::size_t(h * c + i)] = num[std::size_t(i)] / den;
+    }
   }
+  // Released numerics: BF16 probabilities weight the rows and the output is BF16, so each value
+  // is a BF16 and within a few BF16 ulps of the kv scale from the exact softmax.
+  auto released = p;
+  std::vector<float> out_released(out.size());
+  released.out = {out_released.data(), {heads, c}};
+  released.num = numerics::released;
+  REQUIRE(run<cpu>(released).ok());
+  float kv_max = 0;
+  for (float v : kv) kv_max = std::max(kv_max, std::fabs(v));
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    CHECK(out_released[i] == round_to_bf16(out_released[i]));
+    CHECK(std::fabs(out_released[i] - reference[i]) <= 0x1p-8 * kv_max);
+  }
+  CHECK(out_released != out);
   // No candidate at all: the sink takes all the mass.
   auto empty = p;
   empty.candidates = {};

@@ -83,7 +83,8 @@ TEST_CASE("FP8 entries decode to the reference's KV simulation, FP4 keys to the 
     CHECK(test::rel_l2({got, std::size_t(width)}, x) < 0.05);
   }
 
-  // FP4 keys: stored as FP4(H x), H orthonormal; H is its own inverse.
+  // FP4 keys: stored as FP4(BF16(H x)) (the reference's rotation returns BF16), H orthonormal; H
+  // is its own inverse.
   const index_t c = 128;
   std::vector<std::byte> kstore(std::size_t(attn::row_region<attn::fp4_key_codec>::bytes_per_row(c, 0)));
   const attn::row_region<attn::fp4_key_codec> keys{kstore.data(), 1, c, 0};
@@ -99,6 +100,7 @@ TEST_CASE("FP8 entries decode to the reference's KV simulation, FP4 keys to the 
   attn::hadamard_rotate(back.data(), c);
   CHECK(test::rel_l2(back, x) < 1e-6);
   auto expect = rotated;
+  for (float& v : expect) v = round_to_bf16(v);
   fp4_simulate(expect);
   const float* got = keys.read(0, buf.data());
   CHECK(std::equal(expect.begin(), expect.end(), got));

@@ -6,7 +6,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <vector>
 
@@ -202,6 +204,107 @@ TEST_CASE("gemv: FP8 with x at the edge of the float range still equals the gemm
       INFO("scale 2^" << e_scale << ", x ~ 2^" << e_x << ", row " << o);
       REQUIRE(std::bit_cast<std::uint32_t>(yt[static_cast<std::size_t>(o)]) ==
               std::bit_cast<std::uint32_t>(y[static_cast<std::size_t>(o)]));
+    }
+  }
+}
+
+namespace {
+
+// The accumulation-order contract written out: eight lanes, lane l sums w[k] * x[k] over k = l
+// (mod 8) in increasing k with a fused multiply-add, then the lane tree of dsv4::dot.
+float contract_dot(const float* w, const float* x, index_t n) {
+  float lanes[8] = {};
+  for (index_t k = 0; k < n; ++k) {
+#if defined(__FMA__)
+    lanes[k & 7] = std::fma(w[k], x[k], lanes[k & 7]);
+#else
+    lanes[k & 7] = lanes[k & 7] + w[k] * x[k];
+#endif
+  }
+  return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+}
+
+bool same_float(float a, float b) {
+  return (std::isnan(a) && std::isnan(b)) || std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b);
+}
+
+// gemv of one FP8 matrix whose 128-row blocks all carry scale 2^e_scale, against the contract on
+// the scalar-dequantized weights and against the gemm row of the same token, bit for bit.
+void check_fp8_gemv_contract(const std::vector<dsv4::fp8_e4m3>& codes, index_t out, index_t in, int e_scale,
+                             const std::vector<float>& x) {
+  const index_t sr = dsv4::detail::blocks_of(out, dsv4::fp8_block), sc = dsv4::detail::blocks_of(in, dsv4::fp8_block);
+  std::vector<dsv4::ue8m0> s(static_cast<std::size_t>(sr * sc), dsv4::ue8m0::from_exponent(e_scale));
+  const dsv4::fp8_matrix m{{codes.data(), {out, in}}, {s.data(), {sr, sc}}};
+  std::vector<float> y(static_cast<std::size_t>(out)), yb(static_cast<std::size_t>(2 * out)),
+      xb(static_cast<std::size_t>(2 * in)), w(static_cast<std::size_t>(in));
+  std::copy(x.begin(), x.end(), xb.begin());
+  std::copy(x.begin(), x.end(), xb.begin() + in);
+  REQUIRE(dsv4::gemv(m, x, y).ok());
+  REQUIRE(dsv4::gemm(m, {xb.data(), {2, in}}, {yb.data(), {2, out}}).ok());
+  for (index_t o = 0; o < out; ++o) {
+    for (index_t k = 0; k < in; ++k)
+      w[static_cast<std::size_t>(k)] = dsv4::dequantize_fp8_at(codes.data() + o * in, s.data() + (o / 128) * sc, k);
+    const float ref = contract_dot(w.data(), x.data(), in);
+    const float got = y[static_cast<std::size_t>(o)];
+    INFO("scale 2^" << e_scale << " row " << o << ": gemv " << got << ", contract " << ref);
+    REQUIRE(same_float(got, ref));
+    REQUIRE(same_float(got, yb[static_cast<std::size_t>(out + o)]));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gemv: FP8 GEMV follows the contract on every code, across each path's scale limits") {
+  // The one-token FP8 GEMV reads the codes as code * 2^-120 and multiplies x by scale * 2^120 for
+  // scales up to 2^7, uses the half decoder with x times scale * 2^8 above that up to 2^119, and the
+  // decoded weights beyond, or wherever x * (the factor) would leave the normal range. Each row here
+  // holds every non-NaN code (subnormal codes included, so the fp32-subnormal operands are exercised)
+  // in a different order; x is random, then pushed towards the subnormal and the overflowing ends.
+  const index_t out = 9, in = 288;  // a partial 4-row group and a column tail
+  std::vector<dsv4::fp8_e4m3> codes(static_cast<std::size_t>(out * in));
+  std::mt19937 rng(71);
+  for (auto& c : codes) {
+    do c = dsv4::fp8_e4m3::from_bits(static_cast<std::uint8_t>(rng() & 0xff));
+    while (c.is_nan());
+  }
+  for (index_t o = 0; o < out; ++o)  // every non-NaN code at least once per row
+    for (index_t i = 0, b = 0; b < 256; ++b)
+      if ((b & 0x7f) != 0x7f) codes[static_cast<std::size_t>(o * in + (i++ * 7 + o) % in)].bits = static_cast<std::uint8_t>(b);
+  const auto base = dsv4::test::random_normal(static_cast<std::size_t>(in), 72);
+  for (int e_x : {0, -100, -118, -125, 100, 120}) {
+    std::vector<float> x(base.size());
+    for (std::size_t k = 0; k < x.size(); ++k) x[k] = std::ldexp(base[k], e_x);
+    for (int e_scale : {-127, -126, -40, -3, 0, 6, 7, 8, 9, 60, 119, 120, 127}) {
+      check_fp8_gemv_contract(codes, out, in, e_scale, x);
+    }
+  }
+  // Subnormal x entries mixed with ordinary ones.
+  std::vector<float> x(base);
+  for (std::size_t k = 0; k < x.size(); k += 5) x[k] = std::ldexp(base[k], -140);
+  for (int e_scale : {-127, -7, 0, 7, 8}) check_fp8_gemv_contract(codes, out, in, e_scale, x);
+}
+
+TEST_CASE("gemv: an FP8 NaN code sends its row group to the exact fallback, other rows unchanged") {
+  // The NaN probe covers the 4 rows of a GEMV pass at once; a NaN code in one of them must make
+  // that row NaN and leave the other three bit-identical to the contract.
+  const index_t out = 8, in = 256;
+  random_matrix<format::fp8> w(out, in, 81);
+  const auto x = dsv4::test::random_normal(static_cast<std::size_t>(in), 82);
+  for (std::uint8_t nan : {std::uint8_t{0x7f}, std::uint8_t{0xff}}) {
+    auto codes = w.e4m3;
+    codes[static_cast<std::size_t>(2 * in + 37)] = dsv4::fp8_e4m3::from_bits(nan);
+    std::vector<float> y(static_cast<std::size_t>(out)), d(static_cast<std::size_t>(in));
+    const dsv4::fp8_matrix m{{codes.data(), {out, in}}, {w.scale.data(), {1, 2}}};
+    REQUIRE(dsv4::gemv(m, x, y).ok());
+    for (index_t o = 0; o < out; ++o) {
+      for (index_t k = 0; k < in; ++k)
+        d[static_cast<std::size_t>(k)] = dsv4::dequantize_fp8_at(codes.data() + o * in, w.scale.data(), k);
+      INFO("NaN code " << int(nan) << " row " << o);
+      if (o == 2) {
+        REQUIRE(std::isnan(y[static_cast<std::size_t>(o)]));
+      } else {
+        REQUIRE(same_float(y[static_cast<std::size_t>(o)], contract_dot(d.data(), x.data(), in)));
+      }
     }
   }
 }

@@ -18,6 +18,13 @@
 // gemv.hpp, whose rows equal one-token products), then the tokens go through the cache in order
 // with the same arithmetic whatever the call's length: decoding token by token, prefilling in
 // chunks and prefilling at once give identical outputs.
+//
+// Numerics (core/numerics.hpp, the template argument Num): numerics::exact is fp32 throughout.
+// numerics::released applies the released model's roundings (spec §18.3) to the Lightning
+// Indexer's score path (BF16 query after RoPE and rotation, FP4-simulated; BF16 per-head
+// products, weights and head sum) and to the core (BF16 probabilities for the weighted sum, BF16
+// output, BF16 after the output's de-rotation). The rest of the layer (the casts around RMSNorm,
+// the BF16 q norm, the compressor's casts, FP8 inputs of the projections) still runs exact.
 #pragma once
 
 #include <algorithm>
@@ -36,6 +43,7 @@
 #include "dsv4/attn/sparse_attention.hpp"
 #include "dsv4/config/model_config.hpp"
 #include "dsv4/core/math.hpp"
+#include "dsv4/core/numerics.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 
@@ -80,8 +88,9 @@ struct layer_shape {
 // (n_h, c) is the token's rotated query, out (n_h, c) receives the attention output, still
 // rotated by t. For top-k policies index_q (n_I, c_I) and index_w (n_I) are the indexer's query
 // and head weights as indexer_query leaves them. The layer's decode step without its projections
-// (what the benchmarks time).
-template <config::model_config C, attention_policy P>
+// (what the benchmarks time). Num selects the index-score and core roundings (indexer_scores,
+// sparse_attention_op).
+template <config::model_config C, attention_policy P, numerics Num = numerics::exact>
 void attend_cached(const typename kv_cache<C>::slot_view& v, attention_scratch& s, index_t t,
                    tensor_view<const float, 2> q, tensor_view<const float, 2> index_q,
                    std::span<const float> index_w, tensor_view<const float, 1> sink,
@@ -104,7 +113,7 @@ void attend_cached(const typename kv_cache<C>::slot_view& v, attention_scratch& 
       const std::span<float> scores(s.scores.data(), static_cast<std::size_t>(visible));
       grow(s.index_work, indexer_workspace_floats(C.index_n_heads, C.index_head_dim, visible));
       indexer_scores(index_q, index_w, row_region<typename codecs::key, const std::byte>(v.keys), scores,
-                     s.index_work);
+                     s.index_work, Num);
       const index_t k = select_top_k(scores, shape::top_k, s.selected);
       for (index_t j = 0; j < k; ++j)
         s.candidates[static_cast<std::size_t>(n++)] =
@@ -122,11 +131,12 @@ void attend_cached(const typename kv_cache<C>::slot_view& v, attention_scratch& 
                                       .sink = sink,
                                       .scale = 1.0f / std::sqrt(static_cast<float>(shape::c)),
                                       .out = out,
-                                      .workspace = s.core};
+                                      .workspace = s.core,
+                                      .num = Num};
   (void)kernel<core_op, cpu>::run(core);
 }
 
-template <config::model_config C, attention_policy P>
+template <config::model_config C, attention_policy P, numerics Num = numerics::exact>
 class attention_layer {
   using shape = layer_shape<C, P>;
   using cache_type = kv_cache<C>;
@@ -342,11 +352,12 @@ class attention_layer {
     if constexpr (shape::top_k > 0) {
       q_i = {&iq(i, 0), {C.index_n_heads, C.index_head_dim}};
       w_i = row(iw, i);
-      indexer_query(shape::indexer, rope_, t, key_codec::rotated, q_i, w_i);
+      indexer_query(shape::indexer, rope_, t, key_codec::rotated, q_i, w_i, Num);
     }
-    attend_cached<C, P>(v, s, t, q, q_i, w_i, w_.attn_sink, o);
+    attend_cached<C, P, Num>(v, s, t, q, q_i, w_i, w_.attn_sink, o);
     // Values carry absolute rotation; rotating the output by -t leaves each entry at s - t.
     rope_.apply_rows(o, t, /*inverse=*/true);
+    to_activation(Num, std::span<float>(o.data(), static_cast<std::size_t>(o.size())));
   }
 
   attention_weights w_;

@@ -32,6 +32,8 @@
 #include "dsv4/core/gemm.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/math.hpp"
+#include "dsv4/core/numerics.hpp"
+#include "dsv4/core/quant.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 
@@ -68,16 +70,29 @@ inline status check_indexer(const indexer_shape& s, const indexer_weights& w, in
 // (n_I, c_I) and head_weights = weights_proj x (n_I), in place: RoPE on q, the
 // 1/(sqrt(c_I) sqrt(n_I)) weight scale, and, when the keys are stored Hadamard-rotated
 // (kv_codec.hpp), the same rotation of every head so that q . key is unchanged.
+//
+// numerics::released (spec §7.2, §18.3) follows the reference's roundings: q and the weights are
+// BF16 activations, RoPE's result and the rotation's are BF16, the query is then FP4-simulated in
+// 1 x 32 tiles (the keys are FP4 in the cache), and the scaled weights are rounded to BF16.
 inline void indexer_query(const indexer_shape& s, const rope_table& rope, index_t pos, bool rotated,
-                          tensor_view<float, 2> q, std::span<float> head_weights) {
+                          tensor_view<float, 2> q, std::span<float> head_weights,
+                          numerics num = numerics::exact) {
   DSV4_ASSERT(q.is_contiguous() && q.size() == s.q_width(),
               "indexer_query: q must be a contiguous (n_I, c_I)");
+  const std::span<float> all(q.data(), static_cast<std::size_t>(q.size()));
+  to_activation(num, all);
+  to_activation(num, head_weights);
   rope.apply_rows(q, pos);
-  if (rotated)
+  to_activation(num, all);
+  if (rotated) {
     for (index_t h = 0; h < s.n_heads; ++h) hadamard_rotate(&q(h, 0), s.head_dim);
+    to_activation(num, all);
+  }
+  if (num == numerics::released)
+    for (index_t h = 0; h < s.n_heads; ++h) fp4_simulate({&q(h, 0), static_cast<std::size_t>(s.head_dim)});
   const float scale =
       1.0f / (std::sqrt(static_cast<float>(s.head_dim)) * std::sqrt(static_cast<float>(s.n_heads)));
-  for (float& v : head_weights) v *= scale;
+  for (float& v : head_weights) v = to_activation(num, v * scale);
 }
 
 // Scoring runs as products with sgemm's micro-kernel (core/gemm.hpp's sgemm_direct): the query
@@ -120,12 +135,25 @@ inline float relu_weighted_sum(const float* qk, std::span<const float> w) {
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
+// The released model's head sum (spec §18.3: the whole score path is BF16): each head's product
+// rounded to BF16, its ReLU times the weight rounded to BF16, the terms summed in fp32 and the
+// sum rounded to BF16. BF16 scores tie far more often than fp32 ones; select_top_k's rule (lower
+// index first) decides the ties.
+inline float released_head_sum(const float* qk, std::span<const float> w) {
+  float sum = 0.0f;
+  for (std::size_t h = 0; h < w.size(); ++h)
+    sum += round_to_bf16(w[h] * std::max(0.0f, round_to_bf16(qk[h])));
+  return round_to_bf16(sum);
+}
+
 // scores[i] = sum_h w_h * ReLU(q_h . key_i) for the first scores.size() rows of keys (c_I wide,
 // stored in any codec); q (n_I, c_I) contiguous; workspace of indexer_workspace_floats floats.
+// Under numerics::released the head sum is released_head_sum (q and w as indexer_query leaves
+// them); the products q_h . key_i are the same fp32 sums either way (exact for FP4 q and keys).
 template <class Codec>
 void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_weights,
                     row_region<Codec, const std::byte> keys, std::span<float> scores,
-                    std::span<float> workspace) {
+                    std::span<float> workspace, numerics num = numerics::exact) {
   const index_t heads = q.extent(0), c = q.extent(1), n = static_cast<index_t>(scores.size());
   DSV4_ASSERT(q.is_contiguous() && c == keys.width && n <= keys.rows &&
                   static_cast<index_t>(workspace.size()) >= indexer_workspace_floats(heads, c, n),
@@ -157,7 +185,11 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
                                         .n = heads,
                                         .k = c};
       sgemm_direct(product);
-      for (index_t r = 0; r < rows; ++r) scores[k0 + r] = relu_weighted_sum(qk + r * heads, head_weights);
+      if (num == numerics::released) {
+        for (index_t r = 0; r < rows; ++r) scores[k0 + r] = released_head_sum(qk + r * heads, head_weights);
+      } else {
+        for (index_t r = 0; r < rows; ++r) scores[k0 + r] = relu_weighted_sum(qk + r * heads, head_weights);
+      }
     }
   });
 }
@@ -165,8 +197,8 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
 // The same over fp32 keys (n, c_I).
 inline void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_weights,
                            tensor_view<const float, 2> keys, std::span<float> scores,
-                           std::span<float> workspace) {
-  indexer_scores(q, head_weights, f32_rows(keys), scores, workspace);
+                           std::span<float> workspace, numerics num = numerics::exact) {
+  indexer_scores(q, head_weights, f32_rows(keys), scores, workspace, num);
 }
 
 // The min(k, n) best of scores (n) by (score descending, index ascending), written in ascending

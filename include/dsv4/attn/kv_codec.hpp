@@ -11,8 +11,9 @@
 //                      values, padded to 8 bytes: 448 + 128 + 8 = 584 bytes at V4's 512 = 448 + 64
 //   fp4_key_codec      payload = width/2 bytes of e2m1 pairs (low nibble first), scales = one
 //                      ue8m0 per 32 values: 64 + 4 = 68 bytes at c_I = 128. The row is rotated by
-//                      the normalized Hadamard matrix first (spec §7.2, §18.3); scores stay exact
-//                      in exact arithmetic when the query is rotated too (`rotated`).
+//                      the normalized Hadamard matrix first and the rotated values are rounded to
+//                      BF16, as the reference's rotation returns them (spec §7.2, §18.3); scores
+//                      stay exact in exact arithmetic when the query is rotated too (`rotated`).
 //
 // Scales follow the reference's quantization simulation (core/quant.hpp): FP8 per 64 values with
 // amax floored at 1e-4 and s = 2^ceil(log2(amax/448)); FP4 per 32 with s = 2^ceil(log2(amax/6)).
@@ -135,6 +136,7 @@ struct fp4_key_codec {
     std::array<float, max_width> r;
     std::copy(x, x + width, r.begin());
     hadamard_rotate(r.data(), width);
+    for (index_t i = 0; i < width; ++i) r[i] = round_to_bf16(r[i]);
     for (index_t b = 0, k = 0; b < width; b += tile, ++k) {
       const index_t n = std::min(tile, width - b);
       const float amax =

@@ -32,6 +32,7 @@
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/gemm.hpp"
 #include "dsv4/core/math.hpp"
+#include "dsv4/core/numerics.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
@@ -49,6 +50,9 @@ struct sparse_attention_op {
     float scale = 0.0f;                        // 1/sqrt(c)
     tensor_view<float, 2> out;                 // (n_h, c)
     std::span<float> workspace;                // workspace_floats(n_h, c, candidates.size())
+    // released: the probabilities are rounded to BF16 before they weight the rows (the sums of
+    // the denominator keep them in fp32) and the output is rounded to BF16 (spec §18.3).
+    numerics num = numerics::exact;
   };
 
   static status check(const params& p) {
@@ -151,7 +155,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
                                          .n = heads,
                                          .k = c};
         sgemm_direct(scores);
-        softmax_block(s, rows, heads, p.scale, mx, sum, acc, c);
+        softmax_block(s, rows, heads, p.scale, mx, sum, acc, c, p.num);
         // acc (heads, c) += probabilities (heads, rows) . rows (rows, c), both read in place.
         const sgemm_direct_params values{.a = s,
                                          .lda = block,
@@ -181,7 +185,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         for (index_t e = 0; e < c; ++e) out[e] += f * a[e];
       }
       const float inv = 1.0f / denom;
-      for (index_t e = 0; e < c; ++e) out[e] *= inv;
+      for (index_t e = 0; e < c; ++e) out[e] = to_activation(p.num, out[e] * inv);
     });
     return {};
   }
@@ -191,7 +195,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
   // exp(scale * s - max) under the new running maximum, and what was accumulated under the older
   // one (sum, acc (heads, c)) is rescaled.
   static void softmax_block(float* s, index_t rows, index_t heads, float scale, float* mx, float* sum,
-                            float* acc, index_t c) {
+                            float* acc, index_t c, numerics num) {
     constexpr index_t block = attn::sparse_attention_op<Codec>::block;
     for (index_t h = 0; h < heads; ++h) {
       float* sh = s + h * block;
@@ -208,6 +212,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
       for (index_t j = 0; j < rows; ++j) add += sh[j];
       sum[h] += add;
       mx[h] = top;
+      to_activation(num, std::span<float>(sh, static_cast<std::size_t>(rows)));
     }
   }
 };

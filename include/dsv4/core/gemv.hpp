@@ -126,6 +126,27 @@ DSV4_FORCEINLINE bool decode_fp8_unscaled(const fp8_e4m3* w, chunk_regs& out) {
   return true;
 }
 
+// An FP8 e4m3 code read as an fp32 bit pattern that is the code times 2^-120 (normals as normal
+// floats, subnormals as fp32 subnormals, the same factor for both): the byte s eeee mmm sign-extended to 32 bits and shifted left by 20 leaves s at bit 31,
+// eeee at bits 26..23 and mmm at 22..20 (and copies of s at bits 30..27, which the mask clears):
+// the float code * 2^-120. x is multiplied by scale * 2^120 = 2^(bits - 7), a normal float while
+// bits <= 134.
+inline constexpr std::uint8_t fp8_pow2_scale_max_bits = 134;
+DSV4_FORCEINLINE void widen_fp8_pow2(const fp8_e4m3* w, v8f& out) {
+  const __m256i wide = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w)));
+  out = reinterpret_cast<v8f>(
+      _mm256_and_si256(_mm256_slli_epi32(wide, 20), _mm256_set1_epi32(static_cast<int>(0x87f00000u))));
+}
+// Whether any of the 32 codes at w is a NaN (S.1111.111): or-ing in the sign bit makes it the only
+// code equal to 0xff, so an unsigned maximum over rows followed by one compare finds it.
+DSV4_FORCEINLINE __m256i fp8_nan_probe(const fp8_e4m3* w) {
+  return _mm256_or_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)), _mm256_set1_epi8(-0x80));
+}
+DSV4_FORCEINLINE bool fp8_probe_has_nan(__m256i probe) {
+  const __m256i nan = _mm256_cmpeq_epi8(probe, _mm256_set1_epi8(-1));
+  return !_mm256_testz_si256(nan, nan);
+}
+
 // out = the 32 codes w[0 .. 32) times scale; false (out unspecified) when the scale is too large
 // for the half trick or the chunk holds a NaN code.
 DSV4_FORCEINLINE bool decode_fp8_chunk(const fp8_e4m3* w, ue8m0 scale, chunk_regs& out) {
@@ -156,10 +177,11 @@ DSV4_FORCEINLINE void decode_fp4_chunk(const fp4x2* w, float scale, chunk_regs& 
                                           7, 3, 7, 10, 14, 10, 14, 11, 15, 11, 15);
   const __m256i bytes = _mm256_shuffle_epi8(
       _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))), select);
-  // Positions 0, 1 of every 4 take the low nibble, positions 2, 3 the high one.
-  const __m256i nibbles =
-      _mm256_or_si256(_mm256_and_si256(bytes, _mm256_set1_epi32(0x00000f0f)),
-                      _mm256_and_si256(_mm256_srli_epi16(bytes, 4), _mm256_set1_epi32(0x0f0f0000)));
+  // Positions 0, 1 of every 4 take the low nibble, positions 2, 3 the high one (the odd 16-bit
+  // word shifted right by 4). The table shuffles read bits 0..3 of an index and zero the entry when
+  // bit 7 is set, so one mask clearing bit 7 is all the cleaning the nibbles need.
+  const __m256i nibbles = _mm256_and_si256(_mm256_blend_epi16(bytes, _mm256_srli_epi16(bytes, 4), 0xaa),
+                                           _mm256_set1_epi8(0x7f));
   const __m256i hi = _mm256_shuffle_epi8(high_bytes, nibbles), lo = _mm256_shuffle_epi8(low_bytes, nibbles);
   // first: 32-bit lanes (c0 | c8 << 16) .. (c7 | c15 << 16); second: the same for c16 .. c31.
   const __m256i first = _mm256_unpacklo_epi8(lo, hi), second = _mm256_unpackhi_epi8(lo, hi);
@@ -544,6 +566,27 @@ DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t 
   const auto k = static_cast<std::size_t>(k0), r0 = static_cast<std::size_t>(row0);
   const ue8m0 s =
       m.scale.data()[(r0 / fp8_block) * static_cast<std::size_t>(m.scale.stride(0)) + k / fp8_block];
+  const fp8_e4m3* w0 = m.weight.data() + row0 * m.weight.stride(0) + k0;
+  if (s.bits <= fp8_pow2_scale_max_bits && xr.scales_exactly(s.bits - 127 + 120)) {
+    __m256i probe = fp8_nan_probe(w0);
+    for (int r = 1; r < R; ++r) probe = _mm256_max_epu8(probe, fp8_nan_probe(w0 + r * m.weight.stride(0)));
+    if (__builtin_expect(!fp8_probe_has_nan(probe), true)) {
+      const float f = scale_times_pow2(s, 120);
+      chunk_regs xs;
+      for (int i = 0; i < 4; ++i) {
+        load8(xs[i], x + k0 + 8 * i);
+        xs[i] = xs[i] * f;
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r)
+        for (int i = 0; i < 4; ++i) {
+          v8f w;
+          widen_fp8_pow2(w0 + r * m.weight.stride(0) + 8 * i, w);
+          fma8(acc[r], w, xs[i]);
+        }
+      return true;
+    }
+  }
   if (s.bits > fp8_half_scale_max_bits || !xr.scales_exactly(s.bits - 127 + 8)) return false;
   const float f = scale_times_pow2(s, 8);
   chunk_regs xs;
@@ -568,6 +611,7 @@ DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t 
   }
   return true;
 }
+
 #else
 inline constexpr bool fp8_gemv_scales_x = false;
 #endif
