@@ -193,6 +193,28 @@ TEST_CASE("top-k selects by score, ties by lower index, in ascending order", "[a
   CHECK(std::vector<std::int32_t>(sel.begin(), sel.begin() + 5) == std::vector<std::int32_t>{0, 1, 2, 3, 7});
   REQUIRE(attn::select_top_k(scores, 20, sel) == 8);
   CHECK(sel[7] == 7);
+
+  // A list long enough to be selected in parts, with many ties (scores on a coarse grid), against
+  // a full sort by the same rule.
+  std::mt19937 rng(3);
+  std::vector<float> many(100003);
+  for (float& v : many) v = float(int(rng() % 4000)) * 0.25f;
+  std::vector<std::int32_t> order(many.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = std::int32_t(i);
+  std::sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+    return many[std::size_t(a)] > many[std::size_t(b)] ||
+           (many[std::size_t(a)] == many[std::size_t(b)] && a < b);
+  });
+  for (index_t k : {1, 512, 1024}) {
+    std::sort(order.begin(), order.begin() + k);
+    std::vector<std::int32_t> got(many.size());
+    REQUIRE(attn::select_top_k(many, k, got) == k);
+    CHECK(std::equal(order.begin(), order.begin() + k, got.begin()));
+    std::sort(order.begin(), order.begin() + k, [&](std::int32_t a, std::int32_t b) {
+      return many[std::size_t(a)] > many[std::size_t(b)] ||
+             (many[std::size_t(a)] == many[std::size_t(b)] && a < b);
+    });
+  }
 }
 
 TEST_CASE("index scores are the head-weighted sum of ReLU dot products", "[attn][indexer]") {

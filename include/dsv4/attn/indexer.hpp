@@ -203,18 +203,35 @@ inline void indexer_scores(tensor_view<const float, 2> q, std::span<const float>
 
 // The min(k, n) best of scores (n) by (score descending, index ascending), written in ascending
 // index order to the front of `selected` (at least n long); returns how many.
+//
+// A long list (at 1M tokens a CSA step selects 512 of 262,144) is cut into top_k_parts parts whose
+// bounds depend only on n; each part keeps its own best k (in parallel), the survivors move to the
+// front and the best k of them are the best k of all. The order is total, so the selection is the
+// same however the list is cut and whichever thread takes a part.
+inline constexpr index_t top_k_parts = 16;
 inline index_t select_top_k(std::span<const float> scores, index_t k, std::span<std::int32_t> selected) {
   const auto n = static_cast<index_t>(scores.size());
   DSV4_ASSERT(static_cast<index_t>(selected.size()) >= n, "select_top_k: selected shorter than scores");
   for (index_t i = 0; i < n; ++i) selected[i] = static_cast<std::int32_t>(i);
   const index_t count = std::min(k, n);
-  if (count < n) {
-    const auto better = [&](std::int32_t a, std::int32_t b) {
-      return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
-    };
-    std::nth_element(selected.begin(), selected.begin() + count, selected.begin() + n, better);
-    std::sort(selected.begin(), selected.begin() + count);
+  if (count == n) return count;
+  const auto better = [&](std::int32_t a, std::int32_t b) {
+    return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
+  };
+  const auto first = selected.begin();
+  index_t candidates = n;
+  if (n >= 4 * top_k_parts * count) {
+    // Part p holds [p n / P, (p + 1) n / P); its best `count` move to the part's front.
+    const auto bound = [&](index_t p) { return p * n / top_k_parts; };
+    parallel_for_work(n * 4, 0, top_k_parts, [&](index_t p) {
+      std::nth_element(first + bound(p), first + bound(p) + count, first + bound(p + 1), better);
+    });
+    for (index_t p = 1; p < top_k_parts; ++p)
+      std::copy(first + bound(p), first + bound(p) + count, first + p * count);
+    candidates = top_k_parts * count;
   }
+  std::nth_element(first, first + count, first + candidates, better);
+  std::sort(first, first + count);
   return count;
 }
 
