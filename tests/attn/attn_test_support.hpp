@@ -1,10 +1,13 @@
 // Random attention weights and inputs for the attn tests: owned buffers and the views the layer reads.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -113,5 +116,15 @@ struct random_layer {
         layer(*attn::attention_layer<C, P, Num>::create(attention_views(store, P::compress_ratio(C)),
                                                         config::tiny_params)) {}
 };
+
+// The share of the top k of scores `a` that the top k of scores `b` also selects (n >= k).
+inline double top_k_agreement(std::span<const float> a, std::span<const float> b, index_t k) {
+  std::vector<std::int32_t> sa(a.size()), sb(b.size());
+  attn::select_top_k(a, k, sa);
+  attn::select_top_k(b, k, sb);
+  std::vector<std::int32_t> both;
+  std::set_intersection(sa.begin(), sa.begin() + k, sb.begin(), sb.begin() + k, std::back_inserter(both));
+  return double(both.size()) / double(k);
+}
 
 }  // namespace dsv4::test

@@ -92,12 +92,7 @@ TEST_CASE("BF16 index scores keep nearly all of the fp32 top-k", "[attn][release
     std::vector<float> work(std::size_t(attn::indexer_workspace_floats(heads, c, n)));
     attn::indexer_scores({q.data(), {heads, c}}, w, keys, bf16_scores, work, numerics::released);
     attn::indexer_scores({q.data(), {heads, c}}, w, keys, fp32_scores, work);
-    std::vector<std::int32_t> a(static_cast<std::size_t>(n)), b(a.size());
-    attn::select_top_k(fp32_scores, k, a);
-    attn::select_top_k(bf16_scores, k, b);
-    std::vector<std::int32_t> both;
-    std::set_intersection(a.begin(), a.begin() + k, b.begin(), b.begin() + k, std::back_inserter(both));
-    return double(both.size()) / double(k);
+    return test::top_k_agreement(fp32_scores, bf16_scores, k);
   };
   const double small = recall(2048), large = recall(16384);
   INFO("recall of the fp32 top-512: " << small << " of 2048 entries, " << large << " of 16384");
