@@ -76,7 +76,7 @@ struct sparse_attention_op {
   }
 
   // Chunks of at least min_chunk candidates, at most max_chunks of them; within a chunk, rows are
-  // gathered `block` at a time for a pair of products.
+  // gathered in blocks of equal length, at most `block`, for a pair of products.
   static constexpr index_t min_chunk = 128, max_chunks = 16, block = 128;
   static constexpr index_t chunks(index_t n_candidates) {
     return std::min(max_chunks, (n_candidates + min_chunk - 1) / min_chunk);
@@ -132,8 +132,13 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
       std::fill(sum, sum + heads, 0.0f);
       for (index_t r = 0; r < block; ++r) std::fill(tile + r * ldt + c, tile + (r + 1) * ldt, 0.0f);
       for (index_t i = k * len, end = std::min(n, (k + 1) * len); i < end;) {
+        // The chunk's candidates in blocks of equal length up to `block` (520 as 5 x 104, not
+        // 4 x 128 + 8: a short block runs the products on a few rows).
+        const index_t left = end - i,
+                      take = (left + (left + block - 1) / block - 1) / ((left + block - 1) / block);
+        const index_t stop = i + take;
         index_t rows = 0;
-        for (; i < end && rows < block; ++i) {
+        for (; i < stop; ++i) {
           const std::int32_t j = p.candidates[static_cast<std::size_t>(i)];
           if (j < 0) continue;
           float* dst = tile + rows * ldt;
