@@ -9,7 +9,7 @@
 // by chunk into an L1 buffer (decode alone), bm_gemv_cached runs the GEMV on it (decode plus
 // multiply-adds, no memory traffic); both count weights per second (`items_per_second`) on one
 // thread. Against bm_gemv's weight rate they tell whether a format is bound by decoding or by
-// memory.
+// memory. bm_gemv_cached_fp8_subnormal repeats the FP8 one with every code subnormal.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -98,6 +98,26 @@ void bm_gemv_cached(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * cached_rows * cols);
 }
 
+// bm_gemv_cached on FP8 codes that are all subnormal (exponent field 0). The one-token FP8 GEMV
+// reads codes as fp32 patterns worth code * 2^-120, so these reach the multiply-adds as fp32
+// subnormals: a rate below bm_gemv_cached<fp8_matrix>'s would show a penalty for such operands.
+void bm_gemv_cached_fp8_subnormal(benchmark::State& state) {
+  dsv4::bench::stored_matrix<dsv4::fp8_matrix> w(cached_rows, cols, 1);
+  for (auto& c : w.codes) c = static_cast<std::uint8_t>(c & 0x87);
+  const auto x = std::vector<float>(cols, 0.5f);
+  std::vector<float> y(cached_rows);
+  const int threads = dsv4::max_threads();
+  dsv4::set_num_threads(1);
+  if (!dsv4::gemv(w.view(), x, y).ok()) std::abort();
+  verify_or_abort(w.view(), x.data(), y.data(), 1, 5);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(dsv4::gemv(w.view(), x, y));
+    benchmark::ClobberMemory();
+  }
+  dsv4::set_num_threads(threads);
+  state.SetItemsProcessed(state.iterations() * cached_rows * cols);
+}
+
 template <class W>
 void bm_gemm(benchmark::State& state) {
   const index_t n = state.range(0);
@@ -130,3 +150,4 @@ BENCHMARK(bm_decode<dsv4::fp4_matrix>)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_gemv_cached<dsv4::bf16_matrix>)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_gemv_cached<dsv4::fp8_matrix>)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_gemv_cached<dsv4::fp4_matrix>)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_gemv_cached_fp8_subnormal)->Unit(benchmark::kMicrosecond);

@@ -225,14 +225,16 @@ float contract_dot(const float* w, const float* x, index_t n) {
 }
 
 bool same_float(float a, float b) {
-  return (std::isnan(a) && std::isnan(b)) || std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b);
+  return (std::isnan(a) && std::isnan(b)) ||
+         std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b);
 }
 
 // gemv of one FP8 matrix whose 128-row blocks all carry scale 2^e_scale, against the contract on
 // the scalar-dequantized weights and against the gemm row of the same token, bit for bit.
 void check_fp8_gemv_contract(const std::vector<dsv4::fp8_e4m3>& codes, index_t out, index_t in, int e_scale,
                              const std::vector<float>& x) {
-  const index_t sr = dsv4::detail::blocks_of(out, dsv4::fp8_block), sc = dsv4::detail::blocks_of(in, dsv4::fp8_block);
+  const index_t sr = dsv4::detail::blocks_of(out, dsv4::fp8_block),
+                sc = dsv4::detail::blocks_of(in, dsv4::fp8_block);
   std::vector<dsv4::ue8m0> s(static_cast<std::size_t>(sr * sc), dsv4::ue8m0::from_exponent(e_scale));
   const dsv4::fp8_matrix m{{codes.data(), {out, in}}, {s.data(), {sr, sc}}};
   std::vector<float> y(static_cast<std::size_t>(out)), yb(static_cast<std::size_t>(2 * out)),
@@ -243,7 +245,8 @@ void check_fp8_gemv_contract(const std::vector<dsv4::fp8_e4m3>& codes, index_t o
   REQUIRE(dsv4::gemm(m, {xb.data(), {2, in}}, {yb.data(), {2, out}}).ok());
   for (index_t o = 0; o < out; ++o) {
     for (index_t k = 0; k < in; ++k)
-      w[static_cast<std::size_t>(k)] = dsv4::dequantize_fp8_at(codes.data() + o * in, s.data() + (o / 128) * sc, k);
+      w[static_cast<std::size_t>(k)] =
+          dsv4::dequantize_fp8_at(codes.data() + o * in, s.data() + (o / 128) * sc, k);
     const float ref = contract_dot(w.data(), x.data(), in);
     const float got = y[static_cast<std::size_t>(o)];
     INFO("scale 2^" << e_scale << " row " << o << ": gemv " << got << ", contract " << ref);
@@ -269,7 +272,8 @@ TEST_CASE("gemv: FP8 GEMV follows the contract on every code, across each path's
   }
   for (index_t o = 0; o < out; ++o)  // every non-NaN code at least once per row
     for (index_t i = 0, b = 0; b < 256; ++b)
-      if ((b & 0x7f) != 0x7f) codes[static_cast<std::size_t>(o * in + (i++ * 7 + o) % in)].bits = static_cast<std::uint8_t>(b);
+      if ((b & 0x7f) != 0x7f)
+        codes[static_cast<std::size_t>(o * in + (i++ * 7 + o) % in)].bits = static_cast<std::uint8_t>(b);
   const auto base = dsv4::test::random_normal(static_cast<std::size_t>(in), 72);
   for (int e_x : {0, -100, -118, -125, 100, 120}) {
     std::vector<float> x(base.size());

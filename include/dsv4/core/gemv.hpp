@@ -26,7 +26,10 @@
 // the scalar decoders of quant.hpp are used. An FP8 chunk whose scale is above 2^119 (too large
 // for the half trick; no real checkpoint comes near) or that holds a NaN code takes the scalar
 // decoder as well, so decoding stays exact everywhere. The one-token FP8 GEMV multiplies x, not
-// the weights, by the block scale where that leaves every product unchanged (gemv_fp8_chunk).
+// the weights, by the block scale where that leaves every product unchanged: it reads the codes
+// as fp32 patterns worth code * 2^-120 (three integer operations per 8 weights, no conversion)
+// against x times scale * 2^120 (gemv_fp8_pow2_chunk), and takes the half decoder
+// (gemv_fp8_chunk) or the decoded weights where the scale, x's range or a NaN code rules that out.
 #pragma once
 
 #include <algorithm>
@@ -96,13 +99,21 @@ DSV4_FORCEINLINE float scale_times_pow2(ue8m0 scale, int e) {
   return bits_to_float(static_cast<std::uint32_t>(scale.bits + e) << 23);
 }
 
-// ue8m0::to_float without branches: 2^(bits - 127), the subnormal 2^-127 for 0, NaN for 0xff.
-DSV4_FORCEINLINE float scale_float(ue8m0 scale) {
-  std::uint32_t u = static_cast<std::uint32_t>(scale.bits) << 23;
-  u = scale.bits == 0 ? 0x00400000u : u;
-  u = scale.bits == 0xff ? f32_quiet_nan_bits : u;
-  return bits_to_float(u);
-}
+// ue8m0::to_float for every code: 2^(bits - 127), the subnormal 2^-127 for 0, NaN for 0xff. A
+// table, so that the GEMV broadcasts the scale straight from L1 (the two selects of a computed
+// version went through the stack, a store and a reload on every chunk).
+struct ue8m0_float_table {
+  alignas(64) float v[256];
+  constexpr ue8m0_float_table() : v{} {
+    for (int b = 0; b < 256; ++b) {
+      const std::uint32_t u =
+          b == 0 ? 0x00400000u : (b == 0xff ? f32_quiet_nan_bits : static_cast<std::uint32_t>(b) << 23);
+      v[b] = bits_to_float(u);
+    }
+  }
+};
+inline constexpr ue8m0_float_table ue8m0_floats{};
+DSV4_FORCEINLINE const float& scale_float(ue8m0 scale) { return ue8m0_floats.v[scale.bits]; }
 
 // An FP8 e4m3 code re-biased into a half (s eeee mmm -> s 0eeee mmm0000000) is its value times
 // 2^-8, subnormals included: sign-extending the byte to 16 bits and shifting it left by 7 puts
@@ -126,11 +137,12 @@ DSV4_FORCEINLINE bool decode_fp8_unscaled(const fp8_e4m3* w, chunk_regs& out) {
   return true;
 }
 
-// An FP8 e4m3 code read as an fp32 bit pattern that is the code times 2^-120 (normals as normal
-// floats, subnormals as fp32 subnormals, the same factor for both): the byte s eeee mmm sign-extended to 32 bits and shifted left by 20 leaves s at bit 31,
-// eeee at bits 26..23 and mmm at 22..20 (and copies of s at bits 30..27, which the mask clears):
-// the float code * 2^-120. x is multiplied by scale * 2^120 = 2^(bits - 7), a normal float while
-// bits <= 134.
+// An FP8 e4m3 code read as an fp32 bit pattern worth the code times 2^-120 (normals as normal
+// floats, subnormals as fp32 subnormals, the same factor for both): the byte s eeee mmm
+// sign-extended to 32 bits and shifted left by 20 leaves s at bit 31, eeee at bits 26..23 and mmm
+// at 22..20, plus copies of s at bits 30..27, which the mask clears. NaN codes read as finite
+// numbers, so the caller must rule them out. The GEMV multiplies x by scale * 2^120 = 2^(bits - 7),
+// a normal float while bits <= 134 (scales up to 2^7).
 inline constexpr std::uint8_t fp8_pow2_scale_max_bits = 134;
 DSV4_FORCEINLINE void widen_fp8_pow2(const fp8_e4m3* w, v8f& out) {
   const __m256i wide = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w)));
@@ -156,6 +168,20 @@ DSV4_FORCEINLINE bool decode_fp8_chunk(const fp8_e4m3* w, ue8m0 scale, chunk_reg
   return true;
 }
 
+// Constant vectors of decode_fp4_chunk. select: source byte j holds columns 2j (low nibble) and
+// 2j + 1 (high nibble); this order puts columns c and c + 8 side by side (see below).
+struct alignas(32) fp4_decode_constants {
+  std::int8_t select[32];
+  std::int8_t clear7[32];  // 0x7f in every byte
+  std::uint32_t odd[8];    // the upper 16 bits of every 32-bit lane
+};
+inline constexpr fp4_decode_constants fp4_constants = {
+    {0, 4, 0, 4, 1, 5, 1, 5, 8,  12, 8,  12, 9,  13, 9,  13,
+     2, 6, 2, 6, 3, 7, 3, 7, 10, 14, 10, 14, 11, 15, 11, 15},
+    {0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f,
+     0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f},
+    {0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u}};
+
 // out = the 32 FP4 e2m1 nibbles of w[0 .. 16) (low nibble first) times scale. An e2m1 value is a
 // float whose low 16 bits are zero, so two 16-entry byte tables indexed by the nibble (bits 24..31
 // and 16..23 of the float, the sign in the table) give it without any conversion, and the product
@@ -172,20 +198,24 @@ DSV4_FORCEINLINE void decode_fp4_chunk(const fp4x2* w, float scale, chunk_regs& 
   const __m256i low_bytes = _mm256_setr_epi8(
       0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40,
       0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40);
-  // Source byte j holds columns 2j (low nibble) and 2j + 1 (high nibble).
-  const __m256i select = _mm256_setr_epi8(0, 4, 0, 4, 1, 5, 1, 5, 8, 12, 8, 12, 9, 13, 9, 13, 2, 6, 2, 6, 3,
-                                          7, 3, 7, 10, 14, 10, 14, 11, 15, 11, 15);
-  const __m256i bytes = _mm256_shuffle_epi8(
-      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))), select);
+  // The other three constants are read from memory as operands (through a pointer the compiler
+  // cannot see through, so that it does not hoist them into registers): in the GEMV the two tables,
+  // four accumulators and the temporaries already take most of the 16 registers, and holding these
+  // too made GCC keep accumulators on the stack instead.
+  const fp4_decode_constants* c = &fp4_constants;
+  asm("" : "+r"(c));
+  const __m256i bytes =
+      _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
+                          _mm256_load_si256(reinterpret_cast<const __m256i*>(c->select)));
   // Positions 0, 1 of every 4 take the low nibble, positions 2, 3 the high one (the odd 16-bit
   // word shifted right by 4). The table shuffles read bits 0..3 of an index and zero the entry when
   // bit 7 is set, so one mask clearing bit 7 is all the cleaning the nibbles need.
   const __m256i nibbles = _mm256_and_si256(_mm256_blend_epi16(bytes, _mm256_srli_epi16(bytes, 4), 0xaa),
-                                           _mm256_set1_epi8(0x7f));
+                                           _mm256_load_si256(reinterpret_cast<const __m256i*>(c->clear7)));
   const __m256i hi = _mm256_shuffle_epi8(high_bytes, nibbles), lo = _mm256_shuffle_epi8(low_bytes, nibbles);
   // first: 32-bit lanes (c0 | c8 << 16) .. (c7 | c15 << 16); second: the same for c16 .. c31.
   const __m256i first = _mm256_unpacklo_epi8(lo, hi), second = _mm256_unpackhi_epi8(lo, hi);
-  const __m256i odd = _mm256_set1_epi32(-0x10000);
+  const __m256i odd = _mm256_load_si256(reinterpret_cast<const __m256i*>(c->odd));
   const __m256 s = _mm256_set1_ps(scale);
   out[0] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(first, 16)), s));
   out[1] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(first, odd)), s));
@@ -550,12 +580,50 @@ struct exponent_range {
   bool scales_exactly(int e) const { return lo > hi || (lo + e >= 1 && hi + e <= 254); }
 };
 
-// Whether the one-token FP8 GEMV moves the scale to x (gemv_fp8_chunk), and so needs x's range.
+// Whether the one-token FP8 GEMV moves the scale to x (gemv_fp8_pow2_chunk, gemv_fp8_chunk), and
+// so needs x's range.
 #if defined(__F16C__) && defined(__AVX2__)
 inline constexpr bool fp8_gemv_scales_x = true;
 
-// One chunk of R FP8 rows (in one 128-row scale block) against x for the GEMV, with the scale moved
-// from the weights to x: the block's 128 x 128 weights share scale * 2^8, so x is multiplied by it
+// One chunk of R FP8 rows (in one 128-row scale block) against x for the GEMV, the common way: the
+// codes are read as code * 2^-120 (widen_fp8_pow2) and the chunk of x is multiplied by scale *
+// 2^120 once for the R rows. Where x * scale * 2^120 is exact for every x, the product the fused
+// multiply-add sees is the real number code * scale * x, as with the decoded weight (code * scale
+// is exact for every finite scale: an e4m3 code is a multiple of 2^-9 and the scale at least
+// 2^-127), so it rounds to the same float; e4m3 subnormals become fp32 subnormals, which the
+// multiply-add takes at full speed. false (nothing done) when the scale is above 2^7, x's range
+// does not allow it or one of the R rows holds a NaN code in the chunk (one unsigned maximum over
+// the rows and one compare find it).
+template <int R>
+DSV4_FORCEINLINE bool gemv_fp8_pow2_chunk(const fp8_matrix& m, index_t row0, index_t k0, const float* x,
+                                          const exponent_range& xr, v8f (&acc)[R]) {
+  const auto k = static_cast<std::size_t>(k0), r0 = static_cast<std::size_t>(row0);
+  const ue8m0 s =
+      m.scale.data()[(r0 / fp8_block) * static_cast<std::size_t>(m.scale.stride(0)) + k / fp8_block];
+  if (s.bits > fp8_pow2_scale_max_bits || !xr.scales_exactly(s.bits - 127 + 120)) return false;
+  const fp8_e4m3* w0 = m.weight.data() + row0 * m.weight.stride(0) + k0;
+  __m256i probe = fp8_nan_probe(w0);
+  for (int r = 1; r < R; ++r) probe = _mm256_max_epu8(probe, fp8_nan_probe(w0 + r * m.weight.stride(0)));
+  if (fp8_probe_has_nan(probe)) return false;
+  const float f = scale_times_pow2(s, 120);
+  chunk_regs xs;
+  for (int i = 0; i < 4; ++i) {
+    load8(xs[i], x + k0 + 8 * i);
+    xs[i] = xs[i] * f;
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < 4; ++i) {
+      v8f w;
+      widen_fp8_pow2(w0 + r * m.weight.stride(0) + 8 * i, w);
+      fma8(acc[r], w, xs[i]);
+    }
+  return true;
+}
+
+// The way for a chunk gemv_fp8_pow2_chunk cannot take (a scale up to 2^119, or x too close to
+// the ends of the float range), with the half decoder and the scale moved from the weights to x
+// as well: the block's 128 x 128 weights share scale * 2^8, so x is multiplied by it
 // once for the R rows instead of every weight. When x * scale * 2^8 is exact the product of a
 // re-biased code (code * 2^-8) with it is the real number code * scale * x, the same as the
 // decoded weight's product, so the fused multiply-add rounds it to the same float: the order
@@ -566,27 +634,6 @@ DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t 
   const auto k = static_cast<std::size_t>(k0), r0 = static_cast<std::size_t>(row0);
   const ue8m0 s =
       m.scale.data()[(r0 / fp8_block) * static_cast<std::size_t>(m.scale.stride(0)) + k / fp8_block];
-  const fp8_e4m3* w0 = m.weight.data() + row0 * m.weight.stride(0) + k0;
-  if (s.bits <= fp8_pow2_scale_max_bits && xr.scales_exactly(s.bits - 127 + 120)) {
-    __m256i probe = fp8_nan_probe(w0);
-    for (int r = 1; r < R; ++r) probe = _mm256_max_epu8(probe, fp8_nan_probe(w0 + r * m.weight.stride(0)));
-    if (__builtin_expect(!fp8_probe_has_nan(probe), true)) {
-      const float f = scale_times_pow2(s, 120);
-      chunk_regs xs;
-      for (int i = 0; i < 4; ++i) {
-        load8(xs[i], x + k0 + 8 * i);
-        xs[i] = xs[i] * f;
-      }
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r)
-        for (int i = 0; i < 4; ++i) {
-          v8f w;
-          widen_fp8_pow2(w0 + r * m.weight.stride(0) + 8 * i, w);
-          fma8(acc[r], w, xs[i]);
-        }
-      return true;
-    }
-  }
   if (s.bits > fp8_half_scale_max_bits || !xr.scales_exactly(s.bits - 127 + 8)) return false;
   const float f = scale_times_pow2(s, 8);
   chunk_regs xs;
@@ -611,7 +658,6 @@ DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t 
   }
   return true;
 }
-
 #else
 inline constexpr bool fp8_gemv_scales_x = false;
 #endif
@@ -629,6 +675,15 @@ void gemv_row_block(const typename gemm_op<W>::params& p, index_t row0,
   for (index_t k0 = 0; k0 < full; k0 += weight_chunk) {
 #if defined(__F16C__) && defined(__AVX2__)
     if constexpr (std::same_as<W, fp8_matrix>) {
+      // The common chunks in a loop of their own, left only at the end or at a chunk they cannot
+      // take: with the slower ways merging into the same back edge GCC kept the accumulators in
+      // memory, a store and a reload on every chunk's dependency chain.
+      v8f a[R];
+      for (int r = 0; r < R; ++r) a[r] = acc[r];
+      while (k0 < full && __builtin_expect(gemv_fp8_pow2_chunk<R>(p.weight, row0, k0, x, xr, a), true))
+        k0 += weight_chunk;
+      for (int r = 0; r < R; ++r) acc[r] = a[r];
+      if (k0 == full) break;
       if (gemv_fp8_chunk<R>(p.weight, row0, k0, x, xr, acc)) continue;
     }
 #endif
