@@ -23,7 +23,6 @@
 #include <cstring>
 #include <span>
 #include <string>
-#include <type_traits>
 
 #include "dsv4/attn/compressor.hpp"
 #include "dsv4/attn/kv_codec.hpp"
@@ -96,7 +95,7 @@ inline void indexer_query(const indexer_shape& s, const rope_table& rope, index_
 }
 
 // Scoring runs as products with sgemm's micro-kernel (core/gemm.hpp's sgemm_direct): the query
-// heads are packed once per call, keys are decoded key_block at a time into a tile read in place,
+// heads are packed once per call, keys are decoded (or copied) key_block at a time into a tile,
 // (key_block, c_I) x (c_I, n_I); the blocks are spread over at most max_score_lanes lanes with a
 // workspace each. A key's score depends only on its own row, so it is the same whatever the lane,
 // the thread or the number of keys.
@@ -169,13 +168,14 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
     std::fill(tile + key_block * c, qk, 0.0f);
     for (index_t b = lane * blocks / lanes; b < (lane + 1) * blocks / lanes; ++b) {
       const index_t k0 = b * key_block, rows = std::min(key_block, n - k0);
-      const float* a = tile;
-      if constexpr (std::is_same_v<Codec, f32_codec>) {
-        a = keys.read(k0, nullptr);  // fp32 rows are their own tile
-      } else {
-        for (index_t r = 0; r < rows; ++r) keys.read(k0 + r, tile + r * c);
+      // Every codec's rows go through the tile, fp32 ones copied: the products read each row once
+      // per 16 heads, so rows read in place would come from memory four times over.
+      for (index_t r = 0; r < rows; ++r) {
+        float* dst = tile + r * c;
+        const float* src = keys.read(k0 + r, dst);
+        if (src != dst) std::copy(src, src + c, dst);
       }
-      const sgemm_direct_params product{.a = a,
+      const sgemm_direct_params product{.a = tile,
                                         .lda = c,
                                         .b = q_packed,
                                         .sliver_stride = c * sgemm_op::nr,
