@@ -1,11 +1,11 @@
 // The machine's limits, measured in the same run as the benchmarks that are compared to them.
 //
 // read bandwidth: bytes/s of a streaming read over a buffer far larger than the caches, with
-// every thread parallel_for uses (once per process). FMA peak: FLOP/s of independent fused
-// multiply-add chains in the widest vectors the compiler targets, on every thread (at start-up,
-// reported in the run's context, and again after each benchmark: best_fma_peak). A benchmark
-// reports its achieved fraction of either with the counters made by bandwidth_fraction(),
-// fma_fraction() and roofline_fraction().
+// every thread parallel_for uses. FMA peak: FLOP/s of independent fused multiply-add chains in
+// the widest vectors the compiler targets, on every thread. Both at start-up (reported in the
+// run's context) and again after each benchmark (best_roofline). A benchmark reports its
+// achieved fraction of either with the counters bandwidth_fraction(), fma_fraction() and
+// roofline_fraction() make.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -38,15 +38,27 @@ inline double best_seconds(int repeats, auto&& f) {
   return best;
 }
 
-inline double measure_read_bandwidth() {
-  const std::int64_t n = std::int64_t{1} << 26;  // 256 MiB of floats
-  std::vector<float> buf(static_cast<size_t>(n));
+// The 256 MiB buffer the bandwidth is read from, touched first by the reading threads (made once
+// per process: later measurements reuse it).
+inline const std::vector<float>& bandwidth_buffer() {
+  static const std::vector<float> buf = [] {
+    const std::int64_t n = std::int64_t{1} << 26;
+    std::vector<float> b(static_cast<size_t>(n));
+    const int parts = std::max(1, dsv4::max_threads());
+    dsv4::parallel_for(0, parts, [&](std::int64_t p) {
+      for (std::int64_t i = p * n / parts; i < (p + 1) * n / parts; ++i) b[static_cast<size_t>(i)] = 1.0f;
+    });
+    return b;
+  }();
+  return buf;
+}
+
+inline double measure_read_bandwidth(int repeats) {
+  const std::vector<float>& buf = bandwidth_buffer();
+  const auto n = static_cast<std::int64_t>(buf.size());
   const int parts = std::max(1, dsv4::max_threads());
-  dsv4::parallel_for(0, parts, [&](std::int64_t p) {  // first touch by the reading thread
-    for (std::int64_t i = p * n / parts; i < (p + 1) * n / parts; ++i) buf[static_cast<size_t>(i)] = 1.0f;
-  });
   std::vector<float> sums(static_cast<size_t>(parts));
-  const double s = best_seconds(5, [&] {
+  const double s = best_seconds(repeats, [&] {
     dsv4::parallel_for(0, parts, [&](std::int64_t p) {
       const float* x = buf.data();
       float acc[16] = {};
@@ -89,42 +101,44 @@ inline double measure_fma_peak(int repeats) {
 
 // Measured once per process, on first use (reported in the run's context).
 inline const machine_roofline& roofline() {
-  static const machine_roofline r{detail::measure_read_bandwidth(), detail::measure_fma_peak(9),
+  static const machine_roofline r{detail::measure_read_bandwidth(5), detail::measure_fma_peak(9),
                                   dsv4::max_threads()};
   return r;
 }
 
-// The FMA peak the fractions divide by: the best of every measurement so far, the start-up one
-// and one more after each benchmark (best of 3 runs of about 15 ms, when the last is more than a
-// second old). On a shared host the peak itself moves: for stretches of seconds the two threads
-// get half of it (as if they shared one core), and a start-up sample taken then would double
-// every fraction of the run. The running best never overstates what the machine can do, so a
-// fraction can only come out low, when a benchmark itself ran in such a stretch.
-inline double best_fma_peak() {
-  static double peak = roofline().fma_flops_per_s;
+// The limits the fractions divide by: the best of every measurement so far, the start-up one and
+// one more after each benchmark (when the last is more than a second old: FMA peak best of 3 runs
+// of about 15 ms, read bandwidth best of 2 reads of 256 MiB). On a shared host the limits move:
+// for stretches of seconds the two threads get half the FMA peak (as if they shared one core) or
+// less bandwidth, and a start-up sample taken then would inflate every fraction of the run. The
+// running best never overstates what the machine can do, so a fraction can only come out low,
+// when a benchmark itself ran in such a stretch.
+inline const machine_roofline& best_roofline() {
+  static machine_roofline best = roofline();
   static detail::clock::time_point at = detail::clock::now();
   if (detail::clock::now() - at > std::chrono::seconds(1)) {
-    peak = std::max(peak, detail::measure_fma_peak(3));
+    best.fma_flops_per_s = std::max(best.fma_flops_per_s, detail::measure_fma_peak(3));
+    best.read_bytes_per_s = std::max(best.read_bytes_per_s, detail::measure_read_bandwidth(2));
     at = detail::clock::now();
   }
-  return peak;
+  return best;
 }
 
 // Counters whose reported value is achieved bandwidth (or FLOP rate) / the machine's.
 inline benchmark::Counter bandwidth_fraction(double bytes_per_iteration) {
-  return benchmark::Counter(bytes_per_iteration / roofline().read_bytes_per_s,
+  return benchmark::Counter(bytes_per_iteration / best_roofline().read_bytes_per_s,
                             benchmark::Counter::kIsIterationInvariantRate);
 }
 inline benchmark::Counter fma_fraction(double flops_per_iteration) {
-  return benchmark::Counter(flops_per_iteration / best_fma_peak(),
+  return benchmark::Counter(flops_per_iteration / best_roofline().fma_flops_per_s,
                             benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // The roofline bound: time at the machine's bandwidth or FMA peak, whichever is longer, over the
 // time taken (1 = on the roofline).
 inline benchmark::Counter roofline_fraction(double bytes_per_iteration, double flops_per_iteration) {
-  return benchmark::Counter(std::max(bytes_per_iteration / roofline().read_bytes_per_s,
-                                     flops_per_iteration / best_fma_peak()),
+  return benchmark::Counter(std::max(bytes_per_iteration / best_roofline().read_bytes_per_s,
+                                     flops_per_iteration / best_roofline().fma_flops_per_s),
                             benchmark::Counter::kIsIterationInvariantRate);
 }
 
