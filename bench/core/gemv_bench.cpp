@@ -81,9 +81,9 @@ void bm_decode(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * cached_rows * cols);
 }
 
+// One thread's GEMV over w, whose rows fit in L2: the decode-bound rate of its format.
 template <class W>
-void bm_gemv_cached(benchmark::State& state) {
-  const dsv4::bench::stored_matrix<W> w(cached_rows, cols, 1);
+void run_gemv_cached(benchmark::State& state, const dsv4::bench::stored_matrix<W>& w) {
   const auto x = std::vector<float>(cols, 0.5f);
   std::vector<float> y(cached_rows);
   const int threads = dsv4::max_threads();
@@ -98,24 +98,18 @@ void bm_gemv_cached(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * cached_rows * cols);
 }
 
+template <class W>
+void bm_gemv_cached(benchmark::State& state) {
+  run_gemv_cached(state, dsv4::bench::stored_matrix<W>(cached_rows, cols, 1));
+}
+
 // bm_gemv_cached on FP8 codes that are all subnormal (exponent field 0). The one-token FP8 GEMV
 // reads codes as fp32 patterns worth code * 2^-120, so these reach the multiply-adds as fp32
 // subnormals: a rate below bm_gemv_cached<fp8_matrix>'s would show a penalty for such operands.
 void bm_gemv_cached_fp8_subnormal(benchmark::State& state) {
   dsv4::bench::stored_matrix<dsv4::fp8_matrix> w(cached_rows, cols, 1);
   for (auto& c : w.codes) c = static_cast<std::uint8_t>(c & 0x87);
-  const auto x = std::vector<float>(cols, 0.5f);
-  std::vector<float> y(cached_rows);
-  const int threads = dsv4::max_threads();
-  dsv4::set_num_threads(1);
-  if (!dsv4::gemv(w.view(), x, y).ok()) std::abort();
-  verify_or_abort(w.view(), x.data(), y.data(), 1, 5);
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(dsv4::gemv(w.view(), x, y));
-    benchmark::ClobberMemory();
-  }
-  dsv4::set_num_threads(threads);
-  state.SetItemsProcessed(state.iterations() * cached_rows * cols);
+  run_gemv_cached(state, w);
 }
 
 template <class W>

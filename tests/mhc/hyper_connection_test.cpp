@@ -63,18 +63,11 @@ TEST_CASE("HC_pre and HC_post match the Hugging Face modules (golden fixtures)",
     const auto f = fixture::load(name);
     const auto x = f.tensor("x"), fn = f.tensor("fn"), base = f.tensor("base"), scale = f.tensor("scale");
     const index_t tokens = x.shape[0], n = x.shape[1], d = x.shape[2];
-    const hc_settings settings{f.meta().at("rms_norm_eps").get<float>(), f.meta().at("hc_eps").get<float>(),
-                               f.meta().at("hc_sinkhorn_iters").get<int>()};
+    const hc_settings settings = mhc_test::settings_of(f);
     std::vector<float> x_in(static_cast<std::size_t>(tokens * d)), pre(static_cast<std::size_t>(tokens * n)),
         post(pre.size()), comb(static_cast<std::size_t>(tokens * n * n)), out(x.data.size());
-    const hc_state s{{pre.data(), {tokens, n}}, {post.data(), {tokens, n}}, {comb.data(), {tokens, n, n}}};
-    REQUIRE(run<cpu>(hc_pre_op::params{view_of<3>(x),
-                                       {view_of<2>(fn), view_of<1>(scale), view_of<1>(base)},
-                                       settings,
-                                       residual_map::sinkhorn,
-                                       {x_in.data(), {tokens, d}},
-                                       s})
-                .ok());
+    const hc_state s = mhc_test::state_of(pre, post, comb, tokens, n);
+    REQUIRE(mhc_test::fixture_pre(x, fn, scale, base, settings, x_in.data(), s).ok());
     // Relative L2 <= 1e-5: both sides are fp32 with different summation orders (and HF normalizes
     // before the matmul where the reference scales after), a few ulps apart.
     CHECK(rel_l2(post, f.tensor("post").data) <= 1e-5);

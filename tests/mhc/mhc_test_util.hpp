@@ -24,6 +24,34 @@ tensor_view<const float, Rank> view_of(const test::fixture_tensor& t) {
   return {t.data.data(), e};
 }
 
+// A fixture's hyper-connection settings (rms_norm_eps, hc_eps, hc_sinkhorn_iters in its meta).
+inline hc_settings settings_of(const test::fixture& f) {
+  return {f.meta().at("rms_norm_eps").get<float>(), f.meta().at("hc_eps").get<float>(),
+          f.meta().at("hc_sinkhorn_iters").get<int>()};
+}
+
+// The hc_state over a site's pre and post (tokens, n) and comb (tokens, n, n) buffers.
+inline hc_state state_of(std::vector<float>& pre, std::vector<float>& post, std::vector<float>& comb,
+                         index_t tokens, index_t n) {
+  return {{pre.data(), {tokens, n}}, {post.data(), {tokens, n}}, {comb.data(), {tokens, n, n}}};
+}
+
+// HC_pre (Sinkhorn residual map) of a fixture's streams x (tokens, n, d) with the fixture's site
+// weights, into x_in (tokens, d) and s.
+inline status fixture_pre(const test::fixture_tensor& x, const test::fixture_tensor& fn,
+                          const test::fixture_tensor& scale, const test::fixture_tensor& base,
+                          const hc_settings& settings, float* x_in, const hc_state& s,
+                          numerics num = numerics::exact) {
+  const index_t tokens = x.shape[0], d = x.shape[2];
+  return run<cpu>(hc_pre_op::params{view_of<3>(x),
+                                    {view_of<2>(fn), view_of<1>(scale), view_of<1>(base)},
+                                    settings,
+                                    residual_map::sinkhorn,
+                                    {x_in, {tokens, d}},
+                                    s,
+                                    num});
+}
+
 // Row-major (n, n) matrices in double.
 using dmatrix = std::vector<double>;
 

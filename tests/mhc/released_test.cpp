@@ -65,8 +65,7 @@ struct released_site {
   fixture f = fixture::load("mhc_released.json");
   dsv4::test::fixture_tensor x = f.tensor("x"), y = f.tensor("y");
   index_t tokens = x.shape[0], n = x.shape[1], d = x.shape[2];
-  hc_settings settings{f.meta().at("rms_norm_eps").get<float>(), f.meta().at("hc_eps").get<float>(),
-                       f.meta().at("hc_sinkhorn_iters").get<int>()};
+  hc_settings settings = mhc_test::settings_of(f);
   dsv4::test::fixture_tensor fn = f.tensor("fn"), base = f.tensor("base"), scale = f.tensor("scale"),
                              head_fn = f.tensor("head_fn"), head_base = f.tensor("head_base"),
                              head_scale = f.tensor("head_scale");
@@ -76,15 +75,8 @@ struct released_site {
                      x_next = std::vector<float>(x.data.size()), h = x_in;
 
   explicit released_site(numerics num) {
-    const hc_state s{{pre.data(), {tokens, n}}, {post.data(), {tokens, n}}, {comb.data(), {tokens, n, n}}};
-    REQUIRE(run<cpu>(hc_pre_op::params{view_of<3>(x),
-                                       {view_of<2>(fn), view_of<1>(scale), view_of<1>(base)},
-                                       settings,
-                                       residual_map::sinkhorn,
-                                       {x_in.data(), {tokens, d}},
-                                       s,
-                                       num})
-                .ok());
+    const hc_state s = mhc_test::state_of(pre, post, comb, tokens, n);
+    REQUIRE(mhc_test::fixture_pre(x, fn, scale, base, settings, x_in.data(), s, num).ok());
     REQUIRE(run<cpu>(hc_post_op::params{
                          view_of<2>(y), view_of<3>(x), s.post, s.comb, {x_next.data(), {tokens, n, d}}, num})
                 .ok());

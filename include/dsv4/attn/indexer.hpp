@@ -105,10 +105,10 @@ inline constexpr index_t max_score_lanes = 16;
 inline constexpr index_t score_lanes(index_t n) {
   return std::min(max_score_lanes, (n + key_block - 1) / key_block);
 }
-// Floats of one lane: the decoded tile (key_block, c), a sliver of padding, the scores (key_block,
-// heads), on whole cache lines.
+// Floats of one lane: the decoded tile (key_block, c) and the scores (key_block, heads), on whole
+// cache lines.
 inline constexpr index_t score_lane_floats(index_t heads, index_t c) {
-  return sgemm_op::round_up(key_block * (c + heads) + sgemm_op::nr, sgemm_op::line_floats);
+  return sgemm_op::round_up(key_block * (c + heads), sgemm_op::line_floats);
 }
 // Floats of workspace indexer_scores needs for n keys of width c scored by `heads` heads.
 inline constexpr index_t indexer_workspace_floats(index_t heads, index_t c, index_t n) {
@@ -158,23 +158,17 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
                   static_cast<index_t>(workspace.size()) >= indexer_workspace_floats(heads, c, n),
               "indexer_scores: shapes");
   const index_t lanes = score_lanes(n), blocks = (n + key_block - 1) / key_block;
-  const auto misalign = static_cast<index_t>(reinterpret_cast<std::uintptr_t>(workspace.data()) % 64) / 4;
-  float* const q_packed = workspace.data() + (sgemm_op::line_floats - misalign) % sgemm_op::line_floats;
+  float* const q_packed = sgemm_op::first_line(workspace);
   pack_slivers(tensor_view<const float, 2>(q.data(), {c, heads}, {1, c}), q_packed);  // q^T (c, heads)
   float* const lane0 = q_packed + sliver_floats(c, heads);
   parallel_for_work(n * q.size(), 0, lanes, [&](index_t lane) {
-    float* tile = lane0 + lane * score_lane_floats(heads, c);  // (key_block, c), then padding
-    float* qk = tile + key_block * c + sgemm_op::nr;           // (key_block, heads)
-    std::fill(tile + key_block * c, qk, 0.0f);
+    float* tile = lane0 + lane * score_lane_floats(heads, c);  // (key_block, c)
+    float* qk = tile + key_block * c;                          // (key_block, heads)
     for (index_t b = lane * blocks / lanes; b < (lane + 1) * blocks / lanes; ++b) {
       const index_t k0 = b * key_block, rows = std::min(key_block, n - k0);
       // Every codec's rows go through the tile, fp32 ones copied: the products read each row once
       // per 16 heads, so rows read in place would come from memory four times over.
-      for (index_t r = 0; r < rows; ++r) {
-        float* dst = tile + r * c;
-        const float* src = keys.read(k0 + r, dst);
-        if (src != dst) std::copy(src, src + c, dst);
-      }
+      for (index_t r = 0; r < rows; ++r) keys.read_into(k0 + r, tile + r * c);
       const sgemm_direct_params product{.a = tile,
                                         .lda = c,
                                         .b = q_packed,

@@ -204,6 +204,11 @@ struct row_region {
   const float* read(index_t i, float* buf) const {
     return Codec::decode(payload(i), scales(i), width, rope, buf);
   }
+  // Row i as floats in out (width floats), whatever the codec: decoded there, or copied.
+  void read_into(index_t i, float* out) const {
+    const float* row = read(i, out);
+    if (row != out) std::copy(row, row + width, out);
+  }
   void write(index_t i, const float* x) const requires(!std::is_const_v<Byte>) {
     Codec::encode(x, width, rope, payload(i), scales(i));
   }

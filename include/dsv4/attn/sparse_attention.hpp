@@ -114,8 +114,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
     const index_t n_chunks = op::chunks(n), len = n_chunks > 0 ? (n + n_chunks - 1) / n_chunks : 0;
     const index_t chunk_floats = op::chunk_floats(heads, c), ldt = op::tile_stride(c);
     // Everything on 64-byte lines: the tiles' rows are then read in whole lines.
-    const auto misalign = static_cast<index_t>(reinterpret_cast<std::uintptr_t>(p.workspace.data()) % 64) / 4;
-    float* const q_packed = p.workspace.data() + (sgemm_op::line_floats - misalign) % sgemm_op::line_floats;
+    float* const q_packed = sgemm_op::first_line(p.workspace);
     // q^T (c, heads) as NR-head slivers.
     pack_slivers(tensor_view<const float, 2>(p.q.data(), {c, heads}, {1, c}), q_packed);
     const auto partial = [&](index_t k) {
@@ -141,9 +140,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         for (; i < stop; ++i) {
           const std::int32_t j = p.candidates[static_cast<std::size_t>(i)];
           if (j < 0) continue;
-          float* dst = tile + rows * ldt;
-          const float* src = p.kv.read(j, dst);
-          if (src != dst) std::copy(src, src + c, dst);
+          p.kv.read_into(j, tile + rows * ldt);
           ++rows;
         }
         if (rows == 0) continue;

@@ -109,6 +109,12 @@ struct sgemm_op {
 
   static constexpr index_t round_up(index_t x, index_t q) { return (x + q - 1) / q * q; }
   static constexpr index_t line_floats = 16;
+  // The first float of a workspace that starts a 64-byte cache line (at most line_floats - 1
+  // floats in: workspace sizes here include that slack).
+  static float* first_line(std::span<float> workspace) {
+    const auto misalign = static_cast<index_t>(reinterpret_cast<std::uintptr_t>(workspace.data()) % 64) / 4;
+    return workspace.data() + (line_floats - misalign) % line_floats;
+  }
   static constexpr index_t packed_a_size(index_t m, index_t k) {
     return round_up(round_up(m, mr) * k, line_floats);
   }
@@ -399,10 +405,9 @@ struct kernel<sgemm_op, cpu> {
     const index_t k_blocks = ceil_div(k, kc);
     const index_t m_pad = sgemm_op::round_up(m, mr),
                   n_pad = sgemm_op::round_up(std::min(n, sgemm_op::nc), nr);
-    const auto misalign = static_cast<index_t>(reinterpret_cast<std::uintptr_t>(p.workspace.data()) % 64) / 4;
     // KC block q of op(A) at packed_a + m_pad * q * KC, as MR-row slivers; of the current NC panel
     // of op(B) at packed_b + n_pad * q * KC, as NR-column slivers.
-    float* packed_a = p.workspace.data() + (sgemm_op::line_floats - misalign) % sgemm_op::line_floats;
+    float* packed_a = sgemm_op::first_line(p.workspace);
     float* packed_b = packed_a + sgemm_op::packed_a_size(m, k);
     const bool threads = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) >=
                          sgemm_op::parallel_min_macs;

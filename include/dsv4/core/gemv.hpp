@@ -314,6 +314,12 @@ struct fp8_matrix {
                          n + ".scale"));
     return detail::check_unit_inner_stride(scale, n + ".scale");
   }
+  // The scale of the 128 x 128 block that holds (row, col); unsigned offsets, so that the block
+  // divisions are shifts.
+  ue8m0 block_scale(index_t row, index_t col) const {
+    const auto r = static_cast<std::size_t>(row), k = static_cast<std::size_t>(col);
+    return scale.data()[(r / fp8_block) * static_cast<std::size_t>(scale.stride(0)) + k / fp8_block];
+  }
   void decode(index_t row, index_t k0, index_t n, float* out) const {
     const fp8_e4m3* w = weight.data() + row * weight.stride(0);
     const ue8m0* s = scale.data() + (row / fp8_block) * scale.stride(0);
@@ -381,13 +387,9 @@ DSV4_FORCEINLINE void load_chunk(const bf16_matrix& m, index_t row, index_t k0, 
   for (int i = 0; i < 4; ++i) widen_bf16(w + 8 * i, out[i]);
 }
 #if defined(__F16C__) && defined(__AVX2__)
-// Column offsets are non-negative: unsigned, so that the block divisions are shifts.
 DSV4_FORCEINLINE void load_chunk(const fp8_matrix& m, index_t row, index_t k0, chunk_regs& out) {
-  const auto k = static_cast<std::size_t>(k0), r = static_cast<std::size_t>(row);
   const fp8_e4m3* w = m.weight.data() + row * m.weight.stride(0) + k0;
-  const ue8m0 s =
-      m.scale.data()[(r / fp8_block) * static_cast<std::size_t>(m.scale.stride(0)) + k / fp8_block];
-  if (__builtin_expect(decode_fp8_chunk(w, s, out), true)) return;
+  if (__builtin_expect(decode_fp8_chunk(w, m.block_scale(row, k0), out), true)) return;
   load_chunk_buffered(m, row, k0, out);
 }
 DSV4_FORCEINLINE void load_chunk(const fp4_matrix& m, index_t row, index_t k0, chunk_regs& out) {
@@ -585,6 +587,14 @@ struct exponent_range {
 #if defined(__F16C__) && defined(__AVX2__)
 inline constexpr bool fp8_gemv_scales_x = true;
 
+// xs = the 32 floats of x at x0 times f, for the FP8 GEMV chunks below.
+DSV4_FORCEINLINE void load_scaled_x(const float* x0, float f, chunk_regs& xs) {
+  for (int i = 0; i < 4; ++i) {
+    load8(xs[i], x0 + 8 * i);
+    xs[i] = xs[i] * f;
+  }
+}
+
 // One chunk of R FP8 rows (in one 128-row scale block) against x for the GEMV, the common way: the
 // codes are read as code * 2^-120 (widen_fp8_pow2) and the chunk of x is multiplied by scale *
 // 2^120 once for the R rows. Where x * scale * 2^120 is exact for every x, the product the fused
@@ -597,9 +607,7 @@ inline constexpr bool fp8_gemv_scales_x = true;
 template <int R>
 DSV4_FORCEINLINE bool gemv_fp8_pow2_chunk(const fp8_matrix& m, index_t row0, index_t k0, const float* x,
                                           const exponent_range& xr, v8f (&acc)[R]) {
-  const auto k = static_cast<std::size_t>(k0), r0 = static_cast<std::size_t>(row0);
-  const ue8m0 s =
-      m.scale.data()[(r0 / fp8_block) * static_cast<std::size_t>(m.scale.stride(0)) + k / fp8_block];
+  const ue8m0 s = m.block_scale(row0, k0);
   if (s.bits > fp8_pow2_scale_max_bits || !xr.scales_exactly(s.bits - 127 + 120)) return false;
   const fp8_e4m3* w0 = m.weight.data() + row0 * m.weight.stride(0) + k0;
   __m256i probe = fp8_nan_probe(w0);
@@ -607,10 +615,7 @@ DSV4_FORCEINLINE bool gemv_fp8_pow2_chunk(const fp8_matrix& m, index_t row0, ind
   if (fp8_probe_has_nan(probe)) return false;
   const float f = scale_times_pow2(s, 120);
   chunk_regs xs;
-  for (int i = 0; i < 4; ++i) {
-    load8(xs[i], x + k0 + 8 * i);
-    xs[i] = xs[i] * f;
-  }
+  load_scaled_x(x + k0, f, xs);
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < 4; ++i) {
@@ -631,16 +636,11 @@ DSV4_FORCEINLINE bool gemv_fp8_pow2_chunk(const fp8_matrix& m, index_t row0, ind
 template <int R>
 DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t k0, const float* x,
                                      const exponent_range& xr, v8f (&acc)[R]) {
-  const auto k = static_cast<std::size_t>(k0), r0 = static_cast<std::size_t>(row0);
-  const ue8m0 s =
-      m.scale.data()[(r0 / fp8_block) * static_cast<std::size_t>(m.scale.stride(0)) + k / fp8_block];
+  const ue8m0 s = m.block_scale(row0, k0);
   if (s.bits > fp8_half_scale_max_bits || !xr.scales_exactly(s.bits - 127 + 8)) return false;
   const float f = scale_times_pow2(s, 8);
   chunk_regs xs;
-  for (int i = 0; i < 4; ++i) {
-    load8(xs[i], x + k0 + 8 * i);
-    xs[i] = xs[i] * f;
-  }
+  load_scaled_x(x + k0, f, xs);
 #pragma GCC unroll 8  // every accumulator in its own register
   for (int r = 0; r < R; ++r) {
     chunk_regs w;
