@@ -6,7 +6,9 @@
 // reads weights that are mostly bytes of FP8 or nibbles of FP4. Expanding them to float would
 // multiply the memory traffic by 4 to 8, so rows are decoded 32 columns at a time (a "chunk": one
 // FP4 scale block, a quarter of an FP8 one), never further than L1. A one-token GEMV decodes a
-// chunk of 4 rows straight into registers and multiplies it with the chunk of x at once. A GEMM
+// chunk of 4 rows straight into registers and multiplies it with the chunk of x at once, while it
+// prefetches the same chunk of the next 4 rows (rows of FP8 or FP4 are a page or less, where the
+// hardware prefetcher stops). A GEMM
 // decodes 12 rows x 256 columns into an L1 tile that serves 64 tokens through a 3-row x 4-token
 // register-blocked micro-kernel. Decoding is exact: every format decodes to the float
 // dequantize_fp8_at / dequantize_fp4_at give, NaN codes and NaN scales included.
@@ -39,6 +41,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/dtype.hpp"
@@ -662,6 +665,27 @@ DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t 
 inline constexpr bool fp8_gemv_scales_x = false;
 #endif
 
+// The bytes of a chunk of a row (an FP4 byte holds two columns), and where they start.
+template <weight_matrix W>
+inline constexpr index_t chunk_bytes = weight_chunk *
+                                       static_cast<index_t>(sizeof(*std::declval<const W&>().weight.data())) /
+                                       (std::same_as<W, fp4_matrix> ? 2 : 1);
+template <weight_matrix W>
+DSV4_FORCEINLINE const char* chunk_address(const W& m, index_t row, index_t k0) {
+  return reinterpret_cast<const char*>(m.weight.data() + row * m.weight.stride(0)) +
+         k0 / weight_chunk * chunk_bytes<W>;
+}
+
+// Asks for the chunk at k0 of the R rows after [row0, row0 + R) (those inside the matrix).
+template <int R, weight_matrix W>
+DSV4_FORCEINLINE void prefetch_next_rows(const W& m, index_t row0, index_t k0) {
+  const index_t next = row0 + R, last = std::min<index_t>(next + R, m.rows());
+  for (index_t r = next; r < last; ++r) {
+    const char* a = chunk_address(m, r, k0);
+    for (index_t b = 0; b < chunk_bytes<W>; b += 64) __builtin_prefetch(a + b);
+  }
+}
+
 // The one-token case of gemm_row_block, with the same per-lane operations in the same order (so
 // bit-identical to it): each 32-column chunk of the R rows is decoded straight into registers
 // and consumed at once, the chunk of x loaded once for all R rows. FP8 rows lie in one 128-row
@@ -680,13 +704,16 @@ void gemv_row_block(const typename gemm_op<W>::params& p, index_t row0,
       // memory, a store and a reload on every chunk's dependency chain.
       v8f a[R];
       for (int r = 0; r < R; ++r) a[r] = acc[r];
-      while (k0 < full && __builtin_expect(gemv_fp8_pow2_chunk<R>(p.weight, row0, k0, x, xr, a), true))
+      while (k0 < full && __builtin_expect(gemv_fp8_pow2_chunk<R>(p.weight, row0, k0, x, xr, a), true)) {
+        prefetch_next_rows<R>(p.weight, row0, k0);
         k0 += weight_chunk;
+      }
       for (int r = 0; r < R; ++r) acc[r] = a[r];
       if (k0 == full) break;
       if (gemv_fp8_chunk<R>(p.weight, row0, k0, x, xr, acc)) continue;
     }
 #endif
+    prefetch_next_rows<R>(p.weight, row0, k0);
     chunk_regs xv;
     for (int i = 0; i < 4; ++i) load8(xv[i], x + k0 + 8 * i);
 #pragma GCC unroll 8  // every accumulator in its own register
