@@ -667,9 +667,9 @@ inline constexpr bool fp8_gemv_scales_x = false;
 
 // The bytes of a chunk of a row (an FP4 byte holds two columns), and where they start.
 template <weight_matrix W>
-inline constexpr index_t chunk_bytes = weight_chunk *
-                                       static_cast<index_t>(sizeof(*std::declval<const W&>().weight.data())) /
-                                       (std::same_as<W, fp4_matrix> ? 2 : 1);
+inline constexpr index_t chunk_bytes =
+    weight_chunk* static_cast<index_t>(sizeof(*std::declval<const W&>().weight.data())) /
+    (std::same_as<W, fp4_matrix> ? 2 : 1);
 template <weight_matrix W>
 DSV4_FORCEINLINE const char* chunk_address(const W& m, index_t row, index_t k0) {
   return reinterpret_cast<const char*>(m.weight.data() + row * m.weight.stride(0)) +
