@@ -42,12 +42,12 @@ struct sgemm_op {
   enum class transpose : unsigned char { no, yes };
 
   // Register tile (MR rows of A by NR columns of B) and cache blocks: a (KC, NR) sliver of B
-  // (16 KiB) stays in L1 while the (MC, KC) block of A (~144 KiB) stays in L2; 12 accumulators
+  // (24 KiB) stays in L1 while the (MC, KC) block of A (~216 KiB) stays in L2; 12 accumulators
   // of 8 floats, two B vectors and one broadcast fill the 16 AVX registers. Row blocks have at
   // most MC rows, evened out so that every thread gets as many of equal height.
   static constexpr index_t mr = 6;
   static constexpr index_t nr = 16;
-  static constexpr index_t kc = 256;
+  static constexpr index_t kc = 384;
   static constexpr index_t mc = 144;
   static constexpr index_t nc = 3072;
   // Columns of C one parallel task covers inside an NC panel: small enough that a 1024-wide
@@ -290,6 +290,9 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float*
     __builtin_prefetch(c + r * rs + (w - 1) * cs, 1);
   }
   v8f acc[mr][2] = {};
+  // Unrolled by 4: with one step per iteration the loop ran at about 0.82 of the FMA peak on one
+  // core (L1-resident operands), at 0.90-0.92 unrolled.
+#pragma GCC unroll 4
   for (index_t p = 0; p < depth; ++p, pb += ldb) {
     if (next_b != nullptr) __builtin_prefetch(next_b + p * sgemm_op::nr);
     v8f b0, b1;
