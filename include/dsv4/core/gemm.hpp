@@ -176,9 +176,15 @@ inline void pack_a(const strided& a, index_t i0, index_t rows, index_t p0, index
     // Columns contiguous (a transposed row-major matrix): one pass down each column across all the
     // slivers. Sliver by sliver, the column's lines (a row stride apart, so all in one cache set)
     // would be fetched again for every sliver.
+    // Whole vectors where the two extra floats stay inside the column (not the last sliver) and
+    // land where a later write goes (the next column of the sliver, not its last column).
     for (index_t p = 0; p < depth; ++p) {
       const float* col = base + p * a.s1;
-      for (index_t s = 0; s < full; ++s)
+      const index_t wide = p + 1 < depth ? full - 1 : 0;
+      for (index_t s = 0; s < wide; ++s)
+        *reinterpret_cast<v8f_unaligned*>(out + s * mr * depth + p * mr) =
+            alpha * *reinterpret_cast<const v8f_unaligned*>(col + s * mr);
+      for (index_t s = std::max<index_t>(wide, 0); s < full; ++s)
         for (index_t r = 0; r < mr; ++r) out[s * mr * depth + p * mr + r] = alpha * col[s * mr + r];
     }
   } else {
@@ -187,6 +193,9 @@ inline void pack_a(const strided& a, index_t i0, index_t rows, index_t p0, index
     if (a.s1 == 1) {
       // Rows contiguous: 8 x 8 register transposes of the MR rows and two zero rows, of whose
       // columns the first MR floats are kept, instead of one scalar load and store per float.
+      // Each column is stored as a whole vector: its two extra floats land where the next column
+      // (or the next group of 8, or the next sliver, all written later) goes. Only the block's very
+      // last column is stored narrow, so that nothing past the block is written.
       done = depth / 8 * 8;
       for (index_t s = 0; s < full; ++s)
         for (index_t p = 0; p < done; p += 8) {
@@ -194,8 +203,13 @@ inline void pack_a(const strided& a, index_t i0, index_t rows, index_t p0, index
           for (index_t r = 0; r < mr; ++r)
             x[r] = alpha * *reinterpret_cast<const v8f_unaligned*>(base + (s * mr + r) * a.s0 + p);
           transpose8(x);
-          for (index_t q = 0; q < 8; ++q)
-            std::memcpy(out + s * mr * depth + (p + q) * mr, &x[q], mr * sizeof(float));
+          float* o = out + s * mr * depth + p * mr;
+          for (index_t q = 0; q < 7; ++q) *reinterpret_cast<v8f_unaligned*>(o + q * mr) = x[q];
+          if (s + 1 < full || p + 8 < depth) {
+            *reinterpret_cast<v8f_unaligned*>(o + 7 * mr) = x[7];
+          } else {
+            std::memcpy(o + 7 * mr, &x[7], mr * sizeof(float));
+          }
         }
     }
 #endif
