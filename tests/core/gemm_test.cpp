@@ -3,6 +3,7 @@
 // views with no unit stride; a symmetric C computed as its upper tiles and mirrored;
 // bit-identical results for 1 and 2 threads; shape and workspace errors. sgemm_direct (the
 // unpacked products) against the same loop: row-major and packed B, strided C, accumulation.
+// pack_a against its definition, with guards around the block.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -189,6 +190,41 @@ TEST_CASE("sgemm with a symmetric C computes the upper tiles and mirrors them", 
       CHECK(symmetric);
     }
   }
+}
+
+// Packing stores whole vectors whose two extra floats land where later writes go: it must still
+// write exactly its block (rows padded to whole slivers with zeros) and nothing around it, for
+// both layouts of op(A), partial slivers and depths on either side of a multiple of 8.
+TEST_CASE("pack_a writes exactly its slivers and nothing past them", "[core][sgemm]") {
+  namespace sg = dsv4::detail::sgemm;
+  constexpr index_t mr = dsv4::sgemm_op::mr, guard = 16;
+  constexpr float untouched = -7.0f;
+  const auto a = random_matrix(140, 400, 31);
+  for (const bool transposed : {false, true})
+    for (const index_t rows : {1, 5, 6, 7, 12, 13, 128, 133})
+      for (const index_t depth : {1, 7, 8, 9, 16, 383, 384}) {
+        CAPTURE(transposed, rows, depth);
+        // op(A) (rows + 3, depth + 5) viewed over the same buffer either way.
+        const index_t m = rows + 3, k = depth + 5;
+        const sg::strided op_a = transposed ? sg::strided{a.data(), 1, m} : sg::strided{a.data(), k, 1};
+        const index_t size = (rows + mr - 1) / mr * mr * depth;
+        std::vector<float> out(static_cast<std::size_t>(size + 2 * guard), untouched);
+        sg::pack_a(op_a, 2, rows, 3, depth, 0.5f, out.data() + guard);
+        index_t wrong = 0, outside = 0;
+        for (index_t i = 0; i < guard; ++i) {
+          outside += out[static_cast<std::size_t>(i)] != untouched;
+          outside += out[static_cast<std::size_t>(guard + size + i)] != untouched;
+        }
+        for (index_t s = 0; s < size / (mr * depth); ++s)
+          for (index_t p = 0; p < depth; ++p)
+            for (index_t r = 0; r < mr; ++r) {
+              const index_t i = s * mr + r;
+              const float want = i < rows ? 0.5f * op_a.at(2 + i, 3 + p) : 0.0f;
+              wrong += out[static_cast<std::size_t>(guard + s * mr * depth + p * mr + r)] != want;
+            }
+        CHECK(wrong == 0);
+        CHECK(outside == 0);
+      }
 }
 
 TEST_CASE("sgemm rejects mismatched shapes and a short workspace and aliasing", "[core][sgemm]") {
