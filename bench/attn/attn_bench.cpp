@@ -5,6 +5,8 @@
 //       attention; no projections) at position context - 1, on a one-layer kv_cache synthesized
 //       directly in the exact fp32 format or in the released FP8/FP4 layout; `dense` is the
 //       baseline: full causal attention over every raw token in the same format.
+//   decode_core/released_numerics/<kind>   the same in the released layout with the released
+//       model's roundings (numerics::released: BF16 index scores, BF16 probabilities and output).
 //   flash_cache_1m                the whole V4-Flash cache (43 layers + MTP) for one sequence of
 //       1M tokens in the released layout; one decode step of the core in every layer.
 //   prefill / decode              one attention layer with projections (fp32 weights): 64 tokens
@@ -109,11 +111,11 @@ std::pair<double, double> step_cost(index_t t, index_t ring) {
   return {bytes, flops};
 }
 
-template <model_config C, class P>
+template <model_config C, class P, numerics Num = numerics::exact>
 void attend(attn::kv_cache<C>& cache, int layer, attn::sequence_id seq, step_inputs& in, index_t t) {
-  attn::attend_cached<C, P>(cache.view(layer, seq.slot()), cache.scratch(), t, {in.q.data(), {heads, c}},
-                            {in.index_q.data(), {C.index_n_heads, C.index_head_dim}}, in.index_w,
-                            {in.sink.data(), {heads}}, {in.out.data(), {heads, c}});
+  attn::attend_cached<C, P, Num>(cache.view(layer, seq.slot()), cache.scratch(), t, {in.q.data(), {heads, c}},
+                                 {in.index_q.data(), {C.index_n_heads, C.index_head_dim}}, in.index_w,
+                                 {in.sink.data(), {heads}}, {in.out.data(), {heads, c}});
 }
 
 void set_counters(benchmark::State& state, double bytes, double flops) {
@@ -124,7 +126,7 @@ void set_counters(benchmark::State& state, double bytes, double flops) {
   state.counters["of_roofline"] = bench::roofline_fraction(bytes, flops);
 }
 
-template <model_config C, class P>
+template <model_config C, class P, numerics Num = numerics::exact>
 void bm_decode_core(benchmark::State& state) {
   const index_t context = state.range(0), t = context - 1;
   auto cache = attn::kv_cache<C>::create(1, context, {attn::kv_geometry<C, P>(context)});
@@ -132,11 +134,11 @@ void bm_decode_core(benchmark::State& state) {
   synthesize(*cache, seq, context);
   step_inputs in;
   // Checked once before timing: the output is a convex combination of rows of magnitude <= 1.
-  attend<C, P>(*cache, 0, seq, in, t);
+  attend<C, P, Num>(*cache, 0, seq, in, t);
   for (float v : in.out)
     if (!(std::fabs(v) <= 1.0f)) std::abort();
   for (auto _ : state) {
-    attend<C, P>(*cache, 0, seq, in, t);
+    attend<C, P, Num>(*cache, 0, seq, in, t);
     benchmark::ClobberMemory();
   }
   const auto [bytes, flops] = step_cost<C, P>(t, cache->geometry(0).window);
@@ -223,6 +225,12 @@ BENCHMARK(bm_decode_core<flash, attn::swa>)
 BENCHMARK(bm_decode_core<flash, attn::csa>)->Name("decode_core/released/csa")->Apply(contexts);
 BENCHMARK(bm_decode_core<flash, attn::hca>)->Name("decode_core/released/hca")->Apply(contexts);
 BENCHMARK(bm_decode_core<flash, attn::dense>)->Name("decode_core/released/dense")->Apply(contexts);
+BENCHMARK(bm_decode_core<flash, attn::csa, numerics::released>)
+    ->Name("decode_core/released_numerics/csa")
+    ->Apply(contexts);
+BENCHMARK(bm_decode_core<flash, attn::hca, numerics::released>)
+    ->Name("decode_core/released_numerics/hca")
+    ->Apply(contexts);
 BENCHMARK(bm_decode_core<flash_exact, attn::csa>)->Name("decode_core/exact/csa")->Apply(contexts);
 BENCHMARK(bm_decode_core<flash_exact, attn::hca>)->Name("decode_core/exact/hca")->Apply(contexts);
 BENCHMARK(bm_decode_core<flash_exact, attn::dense>)

@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <cstring>
 #include <iterator>
 #include <random>
@@ -13,6 +15,7 @@
 #include "attn/attn_test_support.hpp"
 #include "dsv4/attn/indexer.hpp"
 #include "fixture.hpp"
+#include "random.hpp"
 
 namespace {
 using namespace dsv4;
@@ -97,4 +100,31 @@ TEST_CASE("BF16 index scores keep nearly all of the fp32 top-k", "[attn][release
   INFO("recall of the fp32 top-512: " << small << " of 2048 entries, " << large << " of 16384");
   CHECK(small >= 0.99);
   CHECK(large >= 0.99);
+}
+
+// The eight-row released head sum against released_head_sum row by row, bit for bit: random
+// products plus the values where rounding is delicate (ties to even, the top of the float range,
+// infinities, NaN, signed zeros, subnormals), for head counts with and without a partial group.
+TEST_CASE("eight released head sums at once equal the row-by-row sum", "[attn][released]") {
+  const std::vector<float> special = {
+      0.0f,           -0.0f,           1.0f + 0x1p-8f,
+      1.0f + 0x3p-8f, 0x1.fffffep127f, -0x1.fffffep127f,
+      INFINITY,       -INFINITY,       NAN,
+      -NAN,           0x1p-140f,       -0x1p-149f,
+      3.0e38f,        0x1.ff8p127f,    std::bit_cast<float>(0x7f800001u)};  // NaN, payload in the low half
+  for (const index_t heads : {1, 7, 8, 13, 64}) {
+    CAPTURE(heads);
+    const index_t ld = heads + 3;
+    auto qk = test::random_normal(static_cast<std::size_t>(8 * ld), 41 + static_cast<unsigned>(heads), 4.0f);
+    auto w = test::random_normal(static_cast<std::size_t>(heads), 43, 0.5f);
+    for (std::size_t i = 0; i < qk.size(); i += 5) qk[i] = special[(i / 5) % special.size()];
+    w[0] = 0x1.8p100f;  // products that overflow to infinity after the ReLU
+    float got[8];
+    attn::released_head_sums8(qk.data(), ld, w, got);
+    for (index_t r = 0; r < 8; ++r) {
+      CAPTURE(r);
+      const float want = attn::released_head_sum(qk.data() + r * ld, w);
+      CHECK(std::memcmp(&got[r], &want, sizeof(float)) == 0);
+    }
+  }
 }

@@ -33,6 +33,7 @@
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
 #include "dsv4/core/quant.hpp"
+#include "dsv4/core/simd.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 
@@ -145,6 +146,36 @@ inline float released_head_sum(const float* qk, std::span<const float> w) {
   return round_to_bf16(sum);
 }
 
+// out[0 .. 8) = released_head_sum of the 8 rows at qk (heads wide, `ld` floats apart), computed
+// together: lane i is row i, the heads are taken in order with the same operations, so the bits
+// are those of released_head_sum row by row (8 x 8 register transposes turn 8 heads of 8 rows
+// into one vector per head).
+inline void released_head_sums8(const float* qk, index_t ld, std::span<const float> w, float* out) {
+  using detail::v8f;
+  const auto heads = static_cast<index_t>(w.size());
+  const v8f zero = {};
+  v8f sum = {};
+  auto add = [&](const v8f& x, float wh) {
+    const v8f r = detail::round_to_bf16_8(x);
+    sum += detail::round_to_bf16_8(wh * (r > zero ? r : zero));
+  };
+  index_t h = 0;
+#if defined(__AVX__)
+  for (; h + 8 <= heads; h += 8) {
+    v8f x[8];
+    for (index_t i = 0; i < 8; ++i) detail::load8(x[i], qk + i * ld + h);
+    detail::sgemm::transpose8(x);  // x[j]: head h + j of the 8 rows
+    for (index_t j = 0; j < 8; ++j) add(x[j], w[static_cast<std::size_t>(h + j)]);
+  }
+#endif
+  for (; h < heads; ++h) {
+    const v8f x = {qk[h],          qk[ld + h],     qk[2 * ld + h], qk[3 * ld + h],
+                   qk[4 * ld + h], qk[5 * ld + h], qk[6 * ld + h], qk[7 * ld + h]};
+    add(x, w[static_cast<std::size_t>(h)]);
+  }
+  detail::store8(out, detail::round_to_bf16_8(sum));
+}
+
 // scores[i] = sum_h w_h * ReLU(q_h . key_i) for the first scores.size() rows of keys (c_I wide,
 // stored in any codec); q (n_I, c_I) contiguous; workspace of indexer_workspace_floats floats.
 // Under numerics::released the head sum is released_head_sum (q and w as indexer_query leaves
@@ -180,7 +211,10 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
                                         .k = c};
       sgemm_direct(product);
       if (num == numerics::released) {
-        for (index_t r = 0; r < rows; ++r) scores[k0 + r] = released_head_sum(qk + r * heads, head_weights);
+        index_t r = 0;
+        for (; r + 8 <= rows; r += 8)
+          released_head_sums8(qk + r * heads, heads, head_weights, &scores[k0 + r]);
+        for (; r < rows; ++r) scores[k0 + r] = released_head_sum(qk + r * heads, head_weights);
       } else {
         for (index_t r = 0; r < rows; ++r) scores[k0 + r] = relu_weighted_sum(qk + r * heads, head_weights);
       }

@@ -504,7 +504,7 @@ struct sgemm_direct_params {
 inline void sgemm_direct(const sgemm_direct_params& p) {
   using namespace detail::sgemm;
   constexpr index_t mr = sgemm_op::mr, nr = sgemm_op::nr, kc = sgemm_op::kc;
-  // KC steps at a time, so that the B sliver (KC x NR, 16 KiB) stays in L1 across the row tiles.
+  // KC steps at a time, so that the B sliver (KC x NR, 24 KiB) stays in L1 across the row tiles.
   for (index_t p0 = 0; p0 < p.k; p0 += kc) {
     const index_t kb = std::min(kc, p.k - p0);
     for (index_t j = 0; j < p.n; j += nr) {

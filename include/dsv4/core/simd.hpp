@@ -31,6 +31,16 @@ DSV4_FORCEINLINE void fma8(v8f& c, const v8f& a, const v8f& b) {
 #endif
 }
 
+// Each lane rounded to bfloat16 as dsv4::round_to_bf16 does (nearest, ties to even; overflow to
+// +-inf; NaN kept with its sign and payload, made quiet), returned as floats.
+DSV4_FORCEINLINE v8f round_to_bf16_8(const v8f& x) {
+  using v8u = unsigned __attribute__((vector_size(32)));
+  const v8u u = reinterpret_cast<v8u>(x);
+  const v8u rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  const v8u quiet = (u | 0x00400000u) & 0xffff0000u;
+  return reinterpret_cast<v8f>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+
 // Makes v opaque to the optimizer, so that a loaded vector is kept in a register: with every
 // register taken by accumulators GCC would otherwise fold the load into each of the
 // multiply-adds that use it, and a micro-kernel would issue more loads than multiply-adds.
