@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <numbers>
 #include <random>
 #include <vector>
@@ -240,6 +241,46 @@ TEST_CASE("index scores are the head-weighted sum of ReLU dot products", "[attn]
       CHECK(scores[std::size_t(s)] == Approx(ref).margin(1e-5));
     }
   }
+}
+
+// With one chunk the heads are split into groups of whole 16-head slivers, each a task of its
+// own: every head's output must be the very bits it gets when it is the only head (one group),
+// for a head count that splits unevenly (40 = 32 + 8), and both numerics.
+TEST_CASE("sparse attention: a head's output does not depend on the heads beside it", "[attn][core]") {
+  using op = attn::sparse_attention_op<attn::f32_codec>;
+  std::mt19937 rng(12);
+  const index_t c = 48, rows = 300;
+  const auto kv = test::normal(std::size_t(rows * c), 0.0f, 1.0f, rng);
+  for (const index_t heads : {40, 64})
+    for (const index_t n : {1, 100, 128})
+      for (const numerics num : {numerics::exact, numerics::released}) {
+        CAPTURE(heads, n, num == numerics::released);
+        REQUIRE(op::head_groups(heads, n) == 2);
+        const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
+        const auto sink = test::normal(std::size_t(heads), 0.0f, 1.0f, rng);
+        std::vector<std::int32_t> candidates(static_cast<std::size_t>(n));
+        for (auto& j : candidates) j = std::int32_t(rng() % (rows + 1)) - 1;
+        const auto attend = [&](index_t h0, index_t count, float* out) {
+          std::vector<float> workspace(std::size_t(op::workspace_floats(count, c, n)));
+          const op::params p{.q = {q.data() + h0 * c, {count, c}},
+                             .kv = attn::f32_rows({kv.data(), {rows, c}}),
+                             .candidates = candidates,
+                             .sink = {sink.data() + h0, {count}},
+                             .scale = 1.0f / std::sqrt(float(c)),
+                             .out = {out, {count, c}},
+                             .workspace = workspace,
+                             .num = num};
+          REQUIRE(run<cpu>(p).ok());
+        };
+        std::vector<float> all(static_cast<std::size_t>(heads * c)), one(static_cast<std::size_t>(c));
+        attend(0, heads, all.data());
+        index_t differing = 0;
+        for (index_t h = 0; h < heads; ++h) {
+          attend(h, 1, one.data());
+          differing += std::memcmp(one.data(), all.data() + h * c, c * sizeof(float)) != 0;
+        }
+        CHECK(differing == 0);
+      }
 }
 
 TEST_CASE(

@@ -15,9 +15,12 @@
 // (heads, block) scores and the weighted sum of the tile as two products with sgemm's
 // micro-kernel (core/gemm.hpp's sgemm_direct: the query heads are packed once per call, the tile
 // and the probabilities are read in place), and keeps a per-head online softmax (max, sum,
-// weighted sum) in the caller's workspace; the chunks are then merged in
-// order. Every kv row is read once per call, and the result is bit-identical for any number of
-// threads.
+// weighted sum) in the caller's workspace; the chunks are then merged in order. When all the
+// candidates make one chunk (a window of 128 rows), its heads are split into two groups of whole
+// 16-head slivers, each a task of its own that gathers the rows itself, so that two threads share
+// the step. (Splitting more chunks so measured slower: the decoding is repeated per group and the
+// products get narrower.) A head's operations do not depend on the group it is in, so neither the
+// split nor the thread count changes a bit. Every kv row is read once per chunk and group.
 #pragma once
 
 #include <algorithm>
@@ -90,14 +93,27 @@ struct sparse_attention_op {
   // sets of L1, where they would evict one another. The padding is also what the slivers read
   // past the last row.
   static constexpr index_t tile_stride(index_t c) { return c + sgemm_op::nr; }
-  // Floats of one chunk's workspace: its partial state acc (heads, c), max and sum (heads), the
-  // gathered rows (block, tile_stride), and the scores (heads, block).
-  static constexpr index_t chunk_floats(index_t heads, index_t c) {
-    return sgemm_op::round_up(heads * (c + 2) + block * tile_stride(c) + block * heads,
-                              sgemm_op::line_floats);
+  // Head groups per chunk (see the top of the file): two when the candidates make one chunk and
+  // there are at least two slivers of heads; heads_per_group is a whole number of slivers.
+  static constexpr index_t head_groups(index_t heads, index_t n_candidates) {
+    return chunks(n_candidates) == 1 && heads >= 2 * sgemm_op::nr ? 2 : 1;
+  }
+  static constexpr index_t heads_per_group(index_t heads, index_t groups) {
+    return sgemm_op::round_up((heads + groups - 1) / groups, sgemm_op::nr);
+  }
+  // Floats of one chunk's partial state: acc (heads, c), max and sum (heads).
+  static constexpr index_t state_floats(index_t heads, index_t c) {
+    return sgemm_op::round_up(heads * (c + 2), sgemm_op::line_floats);
+  }
+  // Floats of one task's buffers: the gathered rows (block, tile_stride) and the scores
+  // (heads, block), indexed by head whatever the group.
+  static constexpr index_t task_floats(index_t heads, index_t c) {
+    return sgemm_op::round_up(block * tile_stride(c) + block * heads, sgemm_op::line_floats);
   }
   static constexpr index_t workspace_floats(index_t heads, index_t c, index_t n_candidates) {
-    return sgemm_op::line_floats + packed_q_floats(heads, c) + chunks(n_candidates) * chunk_floats(heads, c);
+    const index_t k = chunks(n_candidates);
+    return sgemm_op::line_floats + packed_q_floats(heads, c) + k * state_floats(heads, c) +
+           k * head_groups(heads, n_candidates) * task_floats(heads, c);
   }
 };
 
@@ -112,23 +128,27 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
     constexpr index_t block = op::block, nr = sgemm_op::nr;
     const index_t heads = p.q.extent(0), c = p.q.extent(1), n = static_cast<index_t>(p.candidates.size());
     const index_t n_chunks = op::chunks(n), len = n_chunks > 0 ? (n + n_chunks - 1) / n_chunks : 0;
-    const index_t chunk_floats = op::chunk_floats(heads, c), ldt = op::tile_stride(c);
+    const index_t groups = op::head_groups(heads, n), group_heads = op::heads_per_group(heads, groups);
+    const index_t state_floats = op::state_floats(heads, c), ldt = op::tile_stride(c);
     // Everything on 64-byte lines: the tiles' rows are then read in whole lines.
     float* const q_packed = sgemm_op::first_line(p.workspace);
     // q^T (c, heads) as NR-head slivers.
     pack_slivers(tensor_view<const float, 2>(p.q.data(), {c, heads}, {1, c}), q_packed);
     const auto partial = [&](index_t k) {
-      return q_packed + op::packed_q_floats(heads, c) + k * chunk_floats;
+      return q_packed + op::packed_q_floats(heads, c) + k * state_floats;
     };
-    attn::parallel_for_work(n * heads * c, 0, n_chunks, [&](index_t k) {
-      float* acc = partial(k);        // (heads, c)
-      float* mx = acc + heads * c;    // (heads) running maximum of the scaled scores
-      float* sum = mx + heads;        // (heads)
-      float* tile = sum + heads;      // (block, ldt) gathered rows
-      float* s = tile + block * ldt;  // (heads, block) scores, then probabilities
-      std::fill(acc, acc + heads * c, 0.0f);
-      std::fill(mx, mx + heads, -std::numeric_limits<float>::infinity());
-      std::fill(sum, sum + heads, 0.0f);
+    float* const tasks = partial(n_chunks);
+    attn::parallel_for_work(n * heads * c, 0, n_chunks * groups, [&](index_t task) {
+      const index_t k = task / groups, h0 = (task % groups) * group_heads;
+      const index_t gh = std::min(group_heads, heads - h0);    // this group's heads [h0, h0 + gh)
+      float* acc = partial(k) + h0 * c;                        // (gh, c) of the chunk's (heads, c)
+      float* mx = partial(k) + heads * c + h0;                 // (gh) running maximum of the scaled scores
+      float* sum = mx + heads;                                 // (gh)
+      float* tile = tasks + task * op::task_floats(heads, c);  // (block, ldt) gathered rows
+      float* s = tile + block * ldt + h0 * block;              // (gh, block) scores, then probabilities
+      std::fill(acc, acc + gh * c, 0.0f);
+      std::fill(mx, mx + gh, -std::numeric_limits<float>::infinity());
+      std::fill(sum, sum + gh, 0.0f);
       for (index_t r = 0; r < block; ++r) std::fill(tile + r * ldt + c, tile + (r + 1) * ldt, 0.0f);
       for (index_t i = k * len, end = std::min(n, (k + 1) * len); i < end;) {
         // The chunk's candidates in blocks of equal length up to `block` (520 as 5 x 104, not
@@ -148,17 +168,17 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         // softmax below.
         const sgemm_direct_params scores{.a = tile,
                                          .lda = ldt,
-                                         .b = q_packed,
+                                         .b = q_packed + (h0 / nr) * c * nr,
                                          .sliver_stride = c * nr,
                                          .c = s,
                                          .ldc = 1,
                                          .c_col_stride = block,
                                          .m = rows,
-                                         .n = heads,
+                                         .n = gh,
                                          .k = c};
         sgemm_direct(scores);
-        softmax_block(s, rows, heads, p.scale, mx, sum, acc, c, p.num);
-        // acc (heads, c) += probabilities (heads, rows) . rows (rows, c), both read in place.
+        softmax_block(s, rows, gh, p.scale, mx, sum, acc, c, p.num);
+        // acc (gh, c) += probabilities (gh, rows) . rows (rows, c), both read in place.
         const sgemm_direct_params values{.a = s,
                                          .lda = block,
                                          .b = tile,
@@ -166,7 +186,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
                                          .sliver_stride = nr,
                                          .c = acc,
                                          .ldc = c,
-                                         .m = heads,
+                                         .m = gh,
                                          .n = c,
                                          .k = rows,
                                          .accumulate = true};
