@@ -180,11 +180,11 @@ inline void pack_a(const strided& a, index_t i0, index_t rows, index_t p0, index
     // land where a later write goes (the next column of the sliver, not its last column).
     for (index_t p = 0; p < depth; ++p) {
       const float* col = base + p * a.s1;
-      const index_t wide = p + 1 < depth ? full - 1 : 0;
+      const index_t wide = p + 1 < depth && full > 0 ? full - 1 : 0;
       for (index_t s = 0; s < wide; ++s)
         *reinterpret_cast<v8f_unaligned*>(out + s * mr * depth + p * mr) =
             alpha * *reinterpret_cast<const v8f_unaligned*>(col + s * mr);
-      for (index_t s = std::max<index_t>(wide, 0); s < full; ++s)
+      for (index_t s = wide; s < full; ++s)
         for (index_t r = 0; r < mr; ++r) out[s * mr * depth + p * mr + r] = alpha * col[s * mr + r];
     }
   } else {

@@ -667,22 +667,23 @@ inline constexpr bool fp8_gemv_scales_x = false;
 
 // The bytes of a chunk of a row (an FP4 byte holds two columns), and where they start.
 template <weight_matrix W>
-inline constexpr index_t chunk_bytes =
-    weight_chunk* static_cast<index_t>(sizeof(*std::declval<const W&>().weight.data())) /
-    (std::same_as<W, fp4_matrix> ? 2 : 1);
+inline constexpr index_t chunk_bytes = static_cast<index_t>(sizeof(*std::declval<const W&>().weight.data())) *
+                                       weight_chunk / (std::same_as<W, fp4_matrix> ? 2 : 1);
 template <weight_matrix W>
 DSV4_FORCEINLINE const char* chunk_address(const W& m, index_t row, index_t k0) {
   return reinterpret_cast<const char*>(m.weight.data() + row * m.weight.stride(0)) +
          k0 / weight_chunk * chunk_bytes<W>;
 }
 
-// Asks for the chunk at k0 of the R rows after [row0, row0 + R) (those inside the matrix).
+// Asks for the chunk at k0 of the R rows after [row0, row0 + R) (those inside the matrix), one
+// prefetch per 64-byte cache line.
 template <int R, weight_matrix W>
 DSV4_FORCEINLINE void prefetch_next_rows(const W& m, index_t row0, index_t k0) {
+  constexpr index_t line_bytes = 64;
   const index_t next = row0 + R, last = std::min<index_t>(next + R, m.rows());
   for (index_t r = next; r < last; ++r) {
     const char* a = chunk_address(m, r, k0);
-    for (index_t b = 0; b < chunk_bytes<W>; b += 64) __builtin_prefetch(a + b);
+    for (index_t b = 0; b < chunk_bytes<W>; b += line_bytes) __builtin_prefetch(a + b);
   }
 }
 
