@@ -49,14 +49,14 @@ struct random_weights {
     const auto m = matrix(1, n, 1.0f);
     return {m.data(), {n}};
   }
-  attn::compressor_weights compressor(int ratio, index_t dim, bool overlap) {
+  attn::compressor_weights<> compressor(int ratio, index_t dim, bool overlap) {
     const index_t ch = overlap ? 2 * dim : dim;
-    return {linear(ch, cfg.d_model), linear(ch, cfg.d_model), matrix(ratio, ch, 1.0f), vector(dim)};
+    return {{linear(ch, cfg.d_model)}, {linear(ch, cfg.d_model)}, matrix(ratio, ch, 1.0f), vector(dim)};
   }
 };
 
 template <attn::attention_policy P>
-void run(const attn::attention_weights& w, const std::vector<float>& x, index_t tokens) {
+void run(const attn::attention_weights<>& w, const std::vector<float>& x, index_t tokens) {
   const auto layer = attn::attention_layer<cfg, P>::create(w, config::tiny_params);
   if (!layer.ok()) {
     std::printf("%s: %s\n", std::string(P::name).c_str(), layer.error().to_string().c_str());
@@ -81,18 +81,20 @@ void run(const attn::attention_weights& w, const std::vector<float>& x, index_t 
 int main() {
   random_weights r;
   const index_t d = cfg.d_model, c = cfg.head_dim, heads = cfg.n_heads;
-  attn::attention_weights w{r.linear(cfg.q_lora_rank, d),
-                            r.vector(cfg.q_lora_rank),
-                            r.linear(heads * c, cfg.q_lora_rank),
-                            r.linear(c, d),
-                            r.vector(c),
-                            r.linear(index_t{cfg.o_groups} * cfg.o_lora_rank, heads * c / cfg.o_groups),
-                            r.linear(d, index_t{cfg.o_groups} * cfg.o_lora_rank),
-                            r.vector(heads),
-                            {},
-                            {}};
-  w.indexer = {r.linear(index_t{cfg.index_n_heads} * cfg.index_head_dim, cfg.q_lora_rank),
-               r.linear(cfg.index_n_heads, d), r.compressor(cfg.csa_ratio, cfg.index_head_dim, true)};
+  // fp32 weights (cfg's formats are f32): attention_weights<> holds f32_matrix projections.
+  attn::attention_weights<> w{{r.linear(cfg.q_lora_rank, d)},
+                              r.vector(cfg.q_lora_rank),
+                              {r.linear(heads * c, cfg.q_lora_rank)},
+                              {r.linear(c, d)},
+                              r.vector(c),
+                              {r.linear(index_t{cfg.o_groups} * cfg.o_lora_rank, heads * c / cfg.o_groups)},
+                              {r.linear(d, index_t{cfg.o_groups} * cfg.o_lora_rank)},
+                              r.vector(heads),
+                              {},
+                              {}};
+  w.indexer = {{r.linear(index_t{cfg.index_n_heads} * cfg.index_head_dim, cfg.q_lora_rank)},
+               {r.linear(cfg.index_n_heads, d)},
+               r.compressor(cfg.csa_ratio, cfg.index_head_dim, true)};
   const index_t tokens = 64;
   const auto x = r.matrix(tokens, d, 1.0f);
   const std::vector<float> input(x.data(), x.data() + tokens * d);

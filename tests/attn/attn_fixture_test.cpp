@@ -55,8 +55,8 @@ struct fixture_weights {
     const auto& x = t.at(n);
     return {x.data.data(), {x.shape.at(0)}};
   }
-  attn::compressor_weights compressor(const std::string& p) const {
-    return {v2(p + ".wkv.weight"), v2(p + ".wgate.weight"), v2(p + ".ape"), v1(p + ".norm.weight")};
+  attn::compressor_weights<> compressor(const std::string& p) const {
+    return {{v2(p + ".wkv.weight")}, {v2(p + ".wgate.weight")}, v2(p + ".ape"), v1(p + ".norm.weight")};
   }
 };
 
@@ -82,19 +82,20 @@ void check_fixture(const std::string& file) {
   if (indexed) names.insert(names.end(), {"attn.indexer.wq_b.weight", "attn.indexer.weights_proj.weight"});
   const fixture_weights fw(f, names);
 
-  attn::attention_weights w{fw.v2("attn.wq_a.weight"),
-                            fw.v1("attn.q_norm.weight"),
-                            fw.v2("attn.wq_b.weight"),
-                            fw.v2("attn.wkv.weight"),
-                            fw.v1("attn.kv_norm.weight"),
-                            fw.v2("attn.wo_a.weight"),
-                            fw.v2("attn.wo_b.weight"),
-                            fw.v1("attn.attn_sink"),
-                            {},
-                            {}};
+  attn::attention_weights<> w{{fw.v2("attn.wq_a.weight")},
+                              fw.v1("attn.q_norm.weight"),
+                              {fw.v2("attn.wq_b.weight")},
+                              {fw.v2("attn.wkv.weight")},
+                              fw.v1("attn.kv_norm.weight"),
+                              {fw.v2("attn.wo_a.weight")},
+                              {fw.v2("attn.wo_b.weight")},
+                              fw.v1("attn.attn_sink"),
+                              {},
+                              {}};
   if (compressed) w.compressor = fw.compressor("attn.compressor");
   if (indexed)
-    w.indexer = {fw.v2("attn.indexer.wq_b.weight"), fw.v2("attn.indexer.weights_proj.weight"),
+    w.indexer = {{fw.v2("attn.indexer.wq_b.weight")},
+                 {fw.v2("attn.indexer.weights_proj.weight")},
                  fw.compressor("attn.indexer.compressor")};
   const auto layer = attn::attention_layer<fixture_config, P>::create(w, config::tiny_params);
   REQUIRE(layer.ok());

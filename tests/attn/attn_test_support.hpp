@@ -84,24 +84,25 @@ tensor_store random_attention_store(unsigned seed) {
   return s;
 }
 
-inline attn::compressor_weights compressor_views(const tensor_store& s, const std::string& p) {
-  return {s.view2(p + ".wkv"), s.view2(p + ".wgate"), s.view2(p + ".ape"), s.view1(p + ".norm")};
+inline attn::compressor_weights<> compressor_views(const tensor_store& s, const std::string& p) {
+  return {{s.view2(p + ".wkv")}, {s.view2(p + ".wgate")}, s.view2(p + ".ape"), s.view1(p + ".norm")};
 }
 
 // The views of layer kind `ratio` (0, csa_ratio or hca_ratio) over a store made above.
-inline attn::attention_weights attention_views(const tensor_store& s, int ratio) {
-  attn::attention_weights w{s.view2("wq_a"),
-                            s.view1("q_norm"),
-                            s.view2("wq_b"),
-                            s.view2("wkv"),
-                            s.view1("kv_norm"),
-                            s.view2("wo_a"),
-                            s.view2("wo_b"),
-                            s.view1("attn_sink"),
-                            {},
-                            {}};
+inline attn::attention_weights<> attention_views(const tensor_store& s, int ratio) {
+  attn::attention_weights<> w{{s.view2("wq_a")},
+                              s.view1("q_norm"),
+                              {s.view2("wq_b")},
+                              {s.view2("wkv")},
+                              s.view1("kv_norm"),
+                              {s.view2("wo_a")},
+                              {s.view2("wo_b")},
+                              s.view1("attn_sink"),
+                              {},
+                              {}};
   if (ratio > 0) w.compressor = compressor_views(s, "compressor" + std::to_string(ratio));
-  w.indexer = {s.view2("indexer.wq_b"), s.view2("indexer.weights_proj"),
+  w.indexer = {{s.view2("indexer.wq_b")},
+               {s.view2("indexer.weights_proj")},
                compressor_views(s, "indexer.compressor")};
   return w;
 }

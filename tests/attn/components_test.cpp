@@ -78,11 +78,11 @@ TEST_CASE("RoPE scores depend on the relative position only", "[attn][rope]") {
 
 namespace {
 // The projections a compressor step takes: kv = wkv x and gate = wgate x, one token x (1, d).
-std::pair<std::vector<float>, std::vector<float>> project(const attn::compressor_weights& w,
+std::pair<std::vector<float>, std::vector<float>> project(const attn::compressor_weights<>& w,
                                                           tensor_view<const float, 2> x) {
-  std::vector<float> kv(std::size_t(w.wkv.extent(0))), gate(kv.size());
-  attn::project(w.wkv, x, {kv.data(), {1, w.wkv.extent(0)}});
-  attn::project(w.wgate, x, {gate.data(), {1, w.wgate.extent(0)}});
+  std::vector<float> kv(std::size_t(w.wkv.rows())), gate(kv.size());
+  attn::project(w.wkv, x, {kv.data(), {1, w.wkv.rows()}});
+  attn::project(w.wgate, x, {gate.data(), {1, w.wgate.rows()}});
   return {kv, gate};
 }
 
@@ -129,7 +129,7 @@ void check_compressor(const attn::compressor_shape& s, index_t tokens) {
   w.add("c.wgate", {s.channels(), d}, test::normal(std::size_t(s.channels() * d), 0.0f, 0.3f, rng));
   w.add("c.ape", {s.ratio, s.channels()}, test::normal(std::size_t(s.ratio * s.channels()), 0.0f, 1.0f, rng));
   w.add("c.norm", {s.dim}, test::normal(std::size_t(s.dim), 1.0f, 0.2f, rng));
-  const attn::compressor_weights cw = test::compressor_views(w, "c");
+  const attn::compressor_weights<> cw = test::compressor_views(w, "c");
   REQUIRE(attn::check_compressor(s, cw, d, "c").ok());
   const auto rope = attn::rope_table::for_layer(config::model_params{}, 8, true);
   const auto x = test::normal(std::size_t(tokens * d), 0.0f, 1.0f, rng);

@@ -22,6 +22,7 @@
 
 #include "dsv4/moe/moe_ffn.hpp"
 #include "fixture.hpp"
+#include "hashed_weights.hpp"
 #include "moe/random_weights.hpp"
 
 namespace {
@@ -29,46 +30,9 @@ namespace {
 using dsv4::index_t;
 using dsv4::numerics;
 using dsv4::test::format;
+using dsv4::test::hashed_fp4;
+using dsv4::test::hashed_fp8;
 using dsv4::test::random_matrix;
-
-// lowbias32 (C. Wellons), the generator the fixture script uses for the weights.
-std::uint32_t hash32(std::uint32_t v) {
-  v ^= v >> 16;
-  v *= 0x7feb352du;
-  v ^= v >> 15;
-  v *= 0x846ca68bu;
-  v ^= v >> 16;
-  return v;
-}
-std::uint32_t hashed(std::uint32_t seed, std::uint32_t i) { return hash32(seed * 0x9e3779b1u + i); }
-dsv4::ue8m0 hashed_scale(std::uint32_t seed, std::uint32_t block, int typical) {
-  return dsv4::ue8m0::from_exponent(typical - 1 + static_cast<int>(hashed(seed + 0x10000u, block) % 3));
-}
-
-// The fixture's FP8 matrix: codes (h & 1) << 7 | (h >> 1) % 0x59, 128x128 scales.
-random_matrix<format::fp8> hashed_fp8(index_t rows, index_t cols, std::uint32_t seed, int typical) {
-  random_matrix<format::fp8> m(rows, cols, 0);
-  for (std::size_t i = 0; i < m.e4m3.size(); ++i) {
-    const std::uint32_t h = hashed(seed, static_cast<std::uint32_t>(i));
-    m.e4m3[i] = dsv4::fp8_e4m3::from_bits(static_cast<std::uint8_t>(((h & 1u) << 7) | ((h >> 1) % 0x59u)));
-  }
-  for (std::size_t b = 0; b < m.scale.size(); ++b)
-    m.scale[b] = hashed_scale(seed, static_cast<std::uint32_t>(b), typical);
-  return m;
-}
-
-// The fixture's FP4 matrix: element i is the low nibble of hash i; 1x32 scales.
-random_matrix<format::fp4> hashed_fp4(index_t rows, index_t cols, std::uint32_t seed, int typical) {
-  random_matrix<format::fp4> m(rows, cols, 0);
-  for (std::size_t i = 0; i < m.e2m1.size(); ++i) {
-    const auto lo = static_cast<std::uint8_t>(hashed(seed, static_cast<std::uint32_t>(2 * i)) & 0xfu);
-    const auto hi = static_cast<std::uint8_t>(hashed(seed, static_cast<std::uint32_t>(2 * i + 1)) & 0xfu);
-    m.e2m1[i] = dsv4::fp4x2::from_bits(static_cast<std::uint8_t>(lo | (hi << 4)));
-  }
-  for (std::size_t b = 0; b < m.scale.size(); ++b)
-    m.scale[b] = hashed_scale(seed, static_cast<std::uint32_t>(b), typical);
-  return m;
-}
 
 template <format F>
 struct expert_mats {
@@ -147,26 +111,13 @@ std::vector<float> run_layer(const released_fixture& f, const Layer& layer) {
 // The agreement the banner states, with the measured figures printed for the record.
 void check_matches(const std::vector<float>& got, const std::vector<float>& ref, index_t d,
                    const char* what) {
-  REQUIRE(got.size() == ref.size());
-  std::size_t equal = 0;
-  double worst_ulps = 0;
-  for (std::size_t row = 0; row < ref.size() / static_cast<std::size_t>(d); ++row) {
-    float row_max = 0;
-    for (index_t c = 0; c < d; ++c) row_max = std::max(row_max, std::fabs(ref[row * d + c]));
-    const float ulp = std::ldexp(1.0f, std::ilogb(row_max) - 7);  // a BF16 ulp at the row's scale
-    for (index_t c = 0; c < d; ++c) {
-      const std::size_t i = row * static_cast<std::size_t>(d) + static_cast<std::size_t>(c);
-      CHECK(dsv4::round_to_bf16(got[i]) == got[i]);  // released results are BF16 values
-      equal += got[i] == ref[i] ? 1 : 0;
-      worst_ulps = std::max(worst_ulps, std::fabs(double(got[i]) - ref[i]) / ulp);
-    }
-  }
-  const double share = static_cast<double>(equal) / static_cast<double>(ref.size());
-  const double err = dsv4::test::rel_l2(got, ref);
-  WARN(what << ": " << share * 100 << "% bit-identical, worst " << worst_ulps << " row ulps, rel L2 " << err);
-  CHECK(share >= 0.97);
-  CHECK(worst_ulps <= 2.0);
-  CHECK(err < 1e-3);
+  const auto a = dsv4::test::compare_bf16_rows(got, ref, static_cast<std::size_t>(d));
+  WARN(what << ": " << a.identical * 100 << "% bit-identical, worst " << a.worst_row_ulps
+            << " row ulps, rel L2 " << a.rel_l2);
+  CHECK(a.all_bf16);  // released results are BF16 values
+  CHECK(a.identical >= 0.97);
+  CHECK(a.worst_row_ulps <= 2.0);
+  CHECK(a.rel_l2 < 1e-3);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@ from transformers.models.deepseek_v4.configuration_deepseek_v4 import DeepseekV4
 from transformers.models.deepseek_v4 import modeling_deepseek_v4 as m
 
 from fixture_io import write_fixture
+from released_ops import act_quant, hashed_fp4, hashed_fp8, linear
 
 D, I, E, K, VOCAB, N = 32, 16, 6, 2, 16, 5
 ROUTE_SCALE, LIMIT = 1.5, 10.0
@@ -112,63 +113,6 @@ def main():
 # ---- released numerics (moe_released.json) ---------------------------------------------------
 
 RD, RI, RE, RK, RN = 256, 256, 4, 2, 8  # two 128-wide FP8 tiles along both d and inter
-
-
-def hash32(v):
-    """lowbias32 (C. Wellons): the weight generator tests/moe/released_test.cpp repeats."""
-    v &= 0xFFFFFFFF
-    v ^= v >> 16
-    v = (v * 0x7FEB352D) & 0xFFFFFFFF
-    v ^= v >> 15
-    v = (v * 0x846CA68B) & 0xFFFFFFFF
-    v ^= v >> 16
-    return v
-
-
-def hashed(seed, count):
-    base = (seed * 0x9E3779B1) & 0xFFFFFFFF
-    return [hash32(base + i) for i in range(count)]
-
-
-def scale_exponents(seed, count, typical):
-    # 2^(typical - 1 .. typical + 1): neighbouring blocks carry different scales.
-    return torch.tensor([typical - 1 + h % 3 for h in hashed(seed + 0x10000, count)], dtype=torch.float32)
-
-
-def hashed_fp8(rows, cols, seed, typical):
-    """(rows, cols) fp8 e4m3 codes |v| <= 16 and 128x128 ue8m0 exponents, both from hash32."""
-    codes = [((h & 1) << 7) | ((h >> 1) % 0x59) for h in hashed(seed, rows * cols)]
-    q = torch.tensor(codes, dtype=torch.uint8).view(torch.float8_e4m3fn).reshape(rows, cols)
-    sb = (-(-rows // 128), -(-cols // 128))
-    e = scale_exponents(seed, sb[0] * sb[1], typical).reshape(sb)
-    return q.float() * torch.exp2(e).repeat_interleave(128, 0)[:rows].repeat_interleave(128, 1)[:, :cols]
-
-
-FP4_VALUES = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6])
-
-
-def hashed_fp4(rows, cols, seed, typical):
-    """(rows, cols) fp4 e2m1 nibbles (element i = low nibble of hash i) and 1x32 exponents."""
-    nib = torch.tensor([h & 0xF for h in hashed(seed, rows * cols)], dtype=torch.long)
-    e = scale_exponents(seed, rows * cols // 32, typical).reshape(rows, cols // 32)
-    return FP4_VALUES[nib].reshape(rows, cols) * torch.exp2(e).repeat_interleave(32, 1)
-
-
-def act_quant(x):
-    """The reference act_quant (FP8 e4m3, 1x128 tiles, ue8m0 scales) of a BF16 tensor, dequantized:
-    amax = max(|x|, 1e-4), s = 2^ceil(log2(amax / 448)), q = e4m3(clamp(x / s, -448, 448))."""
-    z = x.float().reshape(-1, x.shape[-1] // 128, 128)
-    amax = z.abs().amax(-1, keepdim=True).clamp_min(1e-4)
-    m, e = torch.frexp(amax / 448.0)  # amax/448 = m 2^e, m in [0.5, 1)
-    s = torch.exp2((e - (m == 0.5).int()).float())
-    q = (z / s).clamp(-448, 448).to(torch.float8_e4m3fn).float()
-    return (q * s).reshape(x.shape)
-
-
-def linear(x, w, quantized):
-    """The reference linear(): x BF16; FP8/FP4 weights take act_quant(x); fp32 accumulation; BF16 out."""
-    a = act_quant(x) if quantized else x.float()
-    return (a @ w.T).to(torch.bfloat16)
 
 
 def expert(x, w1, w3, w2, quantized, weights=None):

@@ -19,12 +19,23 @@
 // with the same arithmetic whatever the call's length: decoding token by token, prefilling in
 // chunks and prefilling at once give identical outputs.
 //
+// Weights: the projections are matrices of core/gemv.hpp in the formats the config names
+// (attention_weights_for<C>: linear_format for wq_a, wq_b, wkv, wo_a, wo_b and the indexer's wq_b,
+// FP8 with 128x128 block scales in the releases; other_format for the compressors and the
+// indexer's weights_proj, BF16), decoded on the fly; norms, ape and the sink are fp32 views.
+//
 // Numerics (core/numerics.hpp, the template argument Num): numerics::exact is fp32 throughout.
-// numerics::released applies the released model's roundings (spec §18.3) to the Lightning
-// Indexer's score path (BF16 query after RoPE and rotation, FP4-simulated; BF16 per-head
-// products, weights and head sum) and to the core (BF16 probabilities for the weighted sum, BF16
-// output, BF16 after the output's de-rotation). The rest of the layer (the casts around RMSNorm,
-// the BF16 q norm, the compressor's casts, FP8 inputs of the projections) still runs exact.
+// numerics::released applies every rounding of the released model (spec §13, §18.3):
+//   x is a BF16 activation; a linear with FP8 (or FP4) weights reads its input FP8-simulated in
+//   1 x 128 tiles, and every linear writes BF16 (wq_a, wq_b, wkv, wo_a, wo_b, the indexer's);
+//   wo_a reads BF16 o without FP8 (the reference dequantizes wo_a to BF16 at conversion);
+//   the compressors' projections run in fp32 on the BF16 x, whatever their storage;
+//   q_norm and kv_norm: fp32 norm times the weight, then BF16; the per-head q norm in BF16
+//   arithmetic; RoPE results BF16; the compressor casts its pooled entry to BF16 before its norm;
+//   the indexer's score path (indexer_query, indexer_scores) and the core (sparse_attention_op)
+//   as their headers say; the de-rotated output BF16.
+// The GEMMs accumulate in fp32 in their own order, so a released value can differ from the
+// reference's by one BF16 ulp where the two sums fall on either side of a rounding boundary.
 #pragma once
 
 #include <algorithm>
@@ -49,20 +60,38 @@
 
 namespace dsv4::attn {
 
-// Views of one layer's attention parameters (checkpoint names attn.*). The compressor is read
-// only by compressing policies and the indexer only by top-k policies.
+// Views of one layer's attention parameters (checkpoint names attn.*), the projections in the
+// formats Linear and Other of core/gemv.hpp. The compressor is read only by compressing policies
+// and the indexer only by top-k policies.
+template <weight_matrix Linear = f32_matrix, weight_matrix Other = f32_matrix>
 struct attention_weights {
-  tensor_view<const float, 2> wq_a;       // (d_c, d)
+  Linear wq_a;                            // (d_c, d)
   tensor_view<const float, 1> q_norm;     // (d_c)
-  tensor_view<const float, 2> wq_b;       // (n_h * c, d_c)
-  tensor_view<const float, 2> wkv;        // (c, d)
+  Linear wq_b;                            // (n_h * c, d_c)
+  Linear wkv;                             // (c, d)
   tensor_view<const float, 1> kv_norm;    // (c)
-  tensor_view<const float, 2> wo_a;       // (g * d_g, n_h * c / g)
-  tensor_view<const float, 2> wo_b;       // (d, g * d_g)
+  Linear wo_a;                            // (g * d_g, n_h * c / g)
+  Linear wo_b;                            // (d, g * d_g)
   tensor_view<const float, 1> attn_sink;  // (n_h)
-  compressor_weights compressor;
-  indexer_weights indexer;
+  compressor_weights<Other> compressor;
+  indexer_weights<Linear, Other> indexer;
 };
+
+// The weights of a layer of config C: its linear_format and other_format.
+template <config::model_config C>
+using attention_weights_for =
+    attention_weights<weight_matrix_for<C.linear_format>, weight_matrix_for<C.other_format>>;
+
+// The released model's per-head query norm (spec §18.3): the BF16 output of wq_b normalized in
+// BF16 arithmetic, q <- bf16(q * bf16(rsqrt(bf16(bf16(mean(bf16(q^2))) + eps)))), the mean of the
+// rounded squares summed in fp32.
+inline void released_head_norm(std::span<float> q, float eps) {
+  float sum = 0.0f;
+  for (const float v : q) sum += round_to_bf16(v * v);
+  const float mean = round_to_bf16(sum / static_cast<float>(q.size()));
+  const float r = round_to_bf16(1.0f / std::sqrt(round_to_bf16(mean + eps)));
+  for (float& v : q) v = round_to_bf16(v * r);
+}
 
 // Shapes of the layer P makes of config C.
 template <config::model_config C, attention_policy P>
@@ -143,12 +172,14 @@ class attention_layer {
   using slot_view = typename cache_type::slot_view;
 
  public:
+  using weights = attention_weights_for<C>;
+
   // Tokens whose projections run as one GEMM (bounds the scratch: about 70K floats per token at
   // V4-Flash shapes).
   static constexpr index_t chunk_rows = 64;
 
   // Checks every weight the policy reads against the config before the layer can be used.
-  static result<attention_layer> create(const attention_weights& w, const config::model_params& params) {
+  static result<attention_layer> create(const weights& w, const config::model_params& params) {
     DSV4_TRY(check_weights(w));
     return attention_layer(w, params);
   }
@@ -192,26 +223,28 @@ class attention_layer {
  private:
   using key_codec = typename cache_type::codecs::key;
 
-  attention_layer(const attention_weights& w, const config::model_params& p)
+  using linear_matrix = weight_matrix_for<C.linear_format>;
+  using other_matrix = weight_matrix_for<C.other_format>;
+  static constexpr bool released = Num == numerics::released;
+
+  attention_layer(const weights& w, const config::model_params& p)
       : w_(w), rope_(rope_table::for_layer(p, C.rope_dim, P::yarn_rope)), eps_(p.rms_norm_eps) {}
 
-  static status check_weights(const attention_weights& w) {
-    DSV4_TRY(check_shape(w.wq_a, {shape::d_c, shape::d}, "attn.wq_a.weight"));
+  static status check_weights(const weights& w) {
+    DSV4_TRY(check_matrix(w.wq_a, shape::d_c, shape::d, "attn.wq_a"));
     DSV4_TRY(check_shape(w.q_norm, {shape::d_c}, "attn.q_norm.weight"));
-    DSV4_TRY(check_shape(w.wq_b, {shape::heads * shape::c, shape::d_c}, "attn.wq_b.weight"));
-    DSV4_TRY(check_shape(w.wkv, {shape::c, shape::d}, "attn.wkv.weight"));
+    DSV4_TRY(check_matrix(w.wq_b, shape::heads * shape::c, shape::d_c, "attn.wq_b"));
+    DSV4_TRY(check_matrix(w.wkv, shape::c, shape::d, "attn.wkv"));
     DSV4_TRY(check_shape(w.kv_norm, {shape::c}, "attn.kv_norm.weight"));
-    DSV4_TRY(check_shape(w.wo_a, {shape::groups * shape::d_g, shape::heads * shape::c / shape::groups},
-                         "attn.wo_a.weight"));
-    DSV4_TRY(check_shape(w.wo_b, {shape::d, shape::groups * shape::d_g}, "attn.wo_b.weight"));
+    DSV4_TRY(check_matrix(w.wo_a, shape::groups * shape::d_g, shape::heads * shape::c / shape::groups,
+                          "attn.wo_a"));
+    if (std::same_as<linear_matrix, fp8_matrix> && shape::d_g % fp8_block != 0)
+      return {errc::invalid_argument,
+              "attn.wo_a: FP8 groups need o_lora_rank a multiple of 128 (whole scale blocks)"};
+    DSV4_TRY(check_matrix(w.wo_b, shape::d, shape::groups * shape::d_g, "attn.wo_b"));
     DSV4_TRY(check_shape(w.attn_sink, {shape::heads}, "attn.attn_sink"));
-    DSV4_TRY(check_contiguous(w.wq_a, "attn.wq_a.weight"));
     DSV4_TRY(check_contiguous(w.q_norm, "attn.q_norm.weight"));
-    DSV4_TRY(check_contiguous(w.wq_b, "attn.wq_b.weight"));
-    DSV4_TRY(check_contiguous(w.wkv, "attn.wkv.weight"));
     DSV4_TRY(check_contiguous(w.kv_norm, "attn.kv_norm.weight"));
-    DSV4_TRY(check_contiguous(w.wo_a, "attn.wo_a.weight"));
-    DSV4_TRY(check_contiguous(w.wo_b, "attn.wo_b.weight"));
     if (shape::ratio > 0)
       DSV4_TRY(check_compressor(shape::compressor, w.compressor, shape::d, "attn.compressor"));
     if (shape::top_k > 0) DSV4_TRY(check_indexer(shape::indexer, w.indexer, shape::d, shape::d_c));
@@ -265,23 +298,57 @@ class attention_layer {
     if (static_cast<index_t>(v.size()) < rows * cols) v.resize(static_cast<std::size_t>(rows * cols));
     return {v.data(), {rows, cols}};
   }
+  // Under released numerics, every row of y as a BF16 activation (a linear's or a norm's output).
+  static void to_activation_rows(tensor_view<float, 2> y) {
+    if constexpr (released)
+      for (index_t i = 0; i < y.extent(0); ++i) to_activation(Num, row(y, i));
+  }
+  // x as a linear with weights W reads it: under released numerics and for FP8/FP4 weights, a
+  // copy FP8-simulated in 1 x 128 tiles (to_linear_input); x itself otherwise.
+  template <weight_matrix W>
+  static tensor_view<const float, 2> linear_input(std::vector<float>& copy, tensor_view<const float, 2> x) {
+    if constexpr (!released || !takes_fp8_input<W>) {
+      return x;
+    } else {
+      const tensor_view<float, 2> r = buffer(copy, x.extent(0), x.extent(1));
+      for (index_t i = 0; i < x.extent(0); ++i) {
+        std::copy_n(&x(i, 0), x.extent(1), &r(i, 0));
+        to_linear_input(Num, true, row(r, i));
+      }
+      return r;
+    }
+  }
 
   // n consecutive tokens of one sequence: projections as GEMMs, then the tokens in order, then
   // the output projections as GEMMs.
-  void run_chunk(const slot_view& v, attention_scratch& s, tensor_view<const float, 2> x,
+  void run_chunk(const slot_view& v, attention_scratch& s, tensor_view<const float, 2> x_in,
                  tensor_view<float, 2> y) const {
-    const index_t n = x.extent(0), t0 = v.state.tokens, c = shape::c, hc = shape::heads * c;
+    const index_t n = x_in.extent(0), t0 = v.state.tokens, c = shape::c, hc = shape::heads * c;
     constexpr compressor_shape cs = shape::compressor;
     constexpr indexer_shape is = shape::indexer;
+    // Released numerics: x is the BF16 output of attn_norm.
+    tensor_view<const float, 2> x = x_in;
+    if constexpr (released) {
+      const tensor_view<float, 2> xa = buffer(s.x_act, n, shape::d);
+      for (index_t i = 0; i < n; ++i) std::copy_n(&x_in(i, 0), shape::d, &xa(i, 0));
+      to_activation_rows(xa);
+      x = xa;
+    }
+    const tensor_view<const float, 2> x_lin = linear_input<linear_matrix>(s.x_fp8, x);
 
     // Query path: the latent qr is shared with the indexer.
     const tensor_view<float, 2> qr = buffer(s.qr, n, shape::d_c), q = buffer(s.q, n, hc);
-    project(w_.wq_a, x, qr);
+    project(w_.wq_a, x_lin, qr);
+    to_activation_rows(qr);
     for (index_t i = 0; i < n; ++i) rms_norm(row(qr, i), view_span(w_.q_norm), eps_, row(qr, i));
-    project(w_.wq_b, qr, q);
+    to_activation_rows(qr);
+    const tensor_view<const float, 2> qr_lin = linear_input<linear_matrix>(s.qr_fp8, qr);
+    project(w_.wq_b, qr_lin, q);
+    to_activation_rows(q);
     // KV path, and the projections of the compressors and of the indexer query.
     const tensor_view<float, 2> kv = buffer(s.kv, n, c);
-    project(w_.wkv, x, kv);
+    project(w_.wkv, x_lin, kv);
+    to_activation_rows(kv);
     tensor_view<float, 2> ckv, cgate, kkv, kgate, iq, iw;
     if constexpr (shape::ratio > 0) {
       ckv = buffer(s.compressor, n, 2 * cs.channels());
@@ -299,16 +366,23 @@ class attention_layer {
       iw = {all.data() + 2 * kc + is.q_width(), {n, is.n_heads}, {width, 1}};
       project(w_.indexer.compressor.wkv, x, kkv);
       project(w_.indexer.compressor.wgate, x, kgate);
-      project(w_.indexer.wq_b, qr, iq);
-      project(w_.indexer.weights_proj, x, iw);
+      project(w_.indexer.wq_b, qr_lin, iq);  // indexer_query rounds both to BF16
+      project(w_.indexer.weights_proj, linear_input<other_matrix>(s.x_fp8, x), iw);
     }
 
     const tensor_view<float, 2> o = buffer(s.o, n, hc);
     for (index_t i = 0; i < n; ++i) {
       const index_t t = t0 + i;
       const tensor_view<float, 2> qh(&q(i, 0), {shape::heads, c}), oh(&o(i, 0), {shape::heads, c});
-      for (index_t h = 0; h < shape::heads; ++h) rms_norm(row(qh, h), {}, eps_, row(qh, h));
+      for (index_t h = 0; h < shape::heads; ++h) {
+        if constexpr (released) {
+          released_head_norm(row(qh, h), eps_);
+        } else {
+          rms_norm(row(qh, h), {}, eps_, row(qh, h));
+        }
+      }
       rope_.apply_rows(qh, t);
+      to_activation_rows(qh);
       token(v, s, t, row(kv, i), ckv, cgate, kkv, kgate, iq, iw, i, qh, oh);
     }
 
@@ -316,10 +390,12 @@ class attention_layer {
     const index_t in_g = hc / shape::groups;
     const tensor_view<float, 2> u = buffer(s.u, n, shape::groups * shape::d_g);
     for (index_t j = 0; j < shape::groups; ++j)
-      project(w_.wo_a.slice(j * shape::d_g, (j + 1) * shape::d_g),
+      project(w_.wo_a.slice_rows(j * shape::d_g, (j + 1) * shape::d_g),
               tensor_view<const float, 2>(o.data() + j * in_g, {n, in_g}, {hc, 1}),
               tensor_view<float, 2>(u.data() + j * shape::d_g, {n, shape::d_g}, {u.extent(1), 1}));
-    project(w_.wo_b, u, y);
+    to_activation_rows(u);
+    project(w_.wo_b, linear_input<linear_matrix>(s.u_fp8, u), y);
+    to_activation_rows(y);
   }
 
   // Token t (row i of the chunk's projections): cache writes, candidate selection, attention.
@@ -330,18 +406,20 @@ class attention_layer {
     const index_t ring = v.ring, c = shape::c;
     // KV path: one shared key = value latent into the window ring.
     rms_norm(kv_t, view_span(w_.kv_norm), eps_, kv_t);
+    to_activation(Num, kv_t);
     rope_.apply(kv_t, t);
+    to_activation(Num, kv_t);
     v.rows.write(t % ring, kv_t.data());
 
     // Long-range branch: both compressors close their blocks on the same token.
     std::span<float> entry = row(buffer(s.entry, 1, std::max<index_t>(c, C.index_head_dim)), 0);
     if constexpr (shape::ratio > 0) {
       const index_t e = t / shape::ratio;  // the entry this token's block makes
-      if (v.state.main.step(w_.compressor, rope_, eps_, t, row(ckv, i), row(cgate, i), entry.first(c)))
+      if (v.state.main.step(w_.compressor, rope_, eps_, t, row(ckv, i), row(cgate, i), entry.first(c), Num))
         v.rows.write(ring + e, entry.data());
       if constexpr (shape::top_k > 0) {
         if (v.state.keys.step(w_.indexer.compressor, rope_, eps_, t, row(kkv, i), row(kgate, i),
-                              entry.first(C.index_head_dim)))
+                              entry.first(C.index_head_dim), Num))
           v.keys.write(e, entry.data());
       }
     }
@@ -360,7 +438,7 @@ class attention_layer {
     to_activation(Num, std::span<float>(o.data(), static_cast<std::size_t>(o.size())));
   }
 
-  attention_weights w_;
+  weights w_;
   rope_table rope_;
   float eps_;
 };

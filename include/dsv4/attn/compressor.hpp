@@ -24,8 +24,11 @@
 #include <string>
 #include <vector>
 
+#include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
+#include "dsv4/core/gemv.hpp"
 #include "dsv4/core/math.hpp"
+#include "dsv4/core/numerics.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 
@@ -41,24 +44,25 @@ struct compressor_shape {
   constexpr int channels() const { return coff() * dim; }  // projected channels per token
 };
 
-// Views of one compressor's parameters (checkpoint names compressor.{wkv,wgate,ape,norm}).
+// Views of one compressor's parameters (checkpoint names compressor.{wkv,wgate,ape,norm}); the two
+// projections in the format W of core/gemv.hpp (BF16 in the released checkpoints).
+template <weight_matrix W = f32_matrix>
 struct compressor_weights {
-  tensor_view<const float, 2> wkv;    // (coff*dim, d)
-  tensor_view<const float, 2> wgate;  // (coff*dim, d)
-  tensor_view<const float, 2> ape;    // (ratio, coff*dim) learned position bias B
-  tensor_view<const float, 1> norm;   // (dim)
+  W wkv;                             // (coff*dim, d)
+  W wgate;                           // (coff*dim, d)
+  tensor_view<const float, 2> ape;   // (ratio, coff*dim) learned position bias B
+  tensor_view<const float, 1> norm;  // (dim)
 };
 
-inline status check_compressor(const compressor_shape& s, const compressor_weights& w, index_t d_model,
-                               const std::string& name) {
+template <weight_matrix W>
+status check_compressor(const compressor_shape& s, const compressor_weights<W>& w, index_t d_model,
+                        const std::string& name) {
   if (s.ratio <= 0 || s.dim <= 0) return {errc::invalid_argument, name + ": ratio and dim must be positive"};
   const index_t ch = s.channels();
-  DSV4_TRY(check_shape(w.wkv, {ch, d_model}, name + ".wkv.weight"));
-  DSV4_TRY(check_shape(w.wgate, {ch, d_model}, name + ".wgate.weight"));
+  DSV4_TRY(check_matrix(w.wkv, ch, d_model, name + ".wkv"));
+  DSV4_TRY(check_matrix(w.wgate, ch, d_model, name + ".wgate"));
   DSV4_TRY(check_shape(w.ape, {s.ratio, ch}, name + ".ape"));
   DSV4_TRY(check_shape(w.norm, {s.dim}, name + ".norm.weight"));
-  DSV4_TRY(check_contiguous(w.wkv, name + ".wkv.weight"));
-  DSV4_TRY(check_contiguous(w.wgate, name + ".wgate.weight"));
   DSV4_TRY(check_contiguous(w.norm, name + ".norm.weight"));
   return {};
 }
@@ -81,9 +85,13 @@ class compressor_state {
 
   // Feeds the token at position t (tokens are fed in order from 0, or from a reset), given its
   // projections kv = wkv x and gate = wgate x (coff*dim each). When the token closes a block,
-  // writes the block's entry (dim), entry number t / ratio, and returns true.
-  bool step(const compressor_weights& w, const rope_table& rope, float eps, index_t t,
-            std::span<const float> kv, std::span<const float> gate, std::span<float> entry) {
+  // writes the block's entry (dim), entry number t / ratio, and returns true. Under
+  // numerics::released the pooled fp32 entry is cast to BF16 before its norm, and the norm's and
+  // RoPE's results are BF16 (spec §6.2 step 4, §18.3); the pooling itself runs in fp32 either way.
+  template <weight_matrix W>
+  bool step(const compressor_weights<W>& w, const rope_table& rope, float eps, index_t t,
+            std::span<const float> kv, std::span<const float> gate, std::span<float> entry,
+            numerics num = numerics::exact) {
     const int m = shape_.ratio, ch = shape_.channels();
     const index_t r = t % m;
     const index_t row = (shape_.overlap ? m : 0) + r;
@@ -91,8 +99,11 @@ class compressor_state {
     for (int c = 0; c < ch; ++c) score_[static_cast<std::size_t>(row * ch + c)] = gate[c] + w.ape(r, c);
     if (r != m - 1) return false;
     pool(entry);
+    to_activation(num, entry);
     rms_norm(entry, {w.norm.data(), static_cast<std::size_t>(shape_.dim)}, eps, entry);
+    to_activation(num, entry);
     rope.apply(entry, t - r);
+    to_activation(num, entry);
     // The closed window becomes the previous one of the next entry.
     if (shape_.overlap) {
       std::copy(kv_.begin() + m * ch, kv_.end(), kv_.begin());

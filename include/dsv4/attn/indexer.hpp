@@ -9,8 +9,8 @@
 // windows as the main CSA compressor; compressor.hpp) and are stored by the cache's key codec:
 // fp32/bf16 on the exact paths, Hadamard-rotated FP4 in the released layout (kv_codec.hpp). The
 // rotation is orthonormal and changes no score in exact arithmetic (§7.2); the query is rotated
-// to match. The released model also rounds the query to FP4 and scores in BF16 (§18.3); this
-// indexer scores in fp32.
+// to match. Under numerics::released the query is FP4-simulated too and the scores are BF16, as
+// the released model computes them (§18.3; indexer_query, indexer_scores).
 //
 // Top-k is deterministic: blocks are ordered by score, ties by lower index, and the selected
 // indices are returned in ascending order, so the attention that consumes them sums in a fixed
@@ -48,21 +48,22 @@ struct indexer_shape {
   constexpr index_t q_width() const { return index_t{n_heads} * head_dim; }
 };
 
-// Views of one indexer's parameters (checkpoint names indexer.{wq_b,weights_proj,compressor.*}).
+// Views of one indexer's parameters (checkpoint names indexer.{wq_b,weights_proj,compressor.*}):
+// wq_b in the format Linear (FP8 in the released checkpoints), the others in Other (BF16).
+template <weight_matrix Linear = f32_matrix, weight_matrix Other = f32_matrix>
 struct indexer_weights {
-  tensor_view<const float, 2> wq_b;          // (n_I * c_I, d_c)
-  tensor_view<const float, 2> weights_proj;  // (n_I, d)
-  compressor_weights compressor;             // overlapping, at c_I
+  Linear wq_b;                           // (n_I * c_I, d_c)
+  Other weights_proj;                    // (n_I, d)
+  compressor_weights<Other> compressor;  // overlapping, at c_I
 };
 
-inline status check_indexer(const indexer_shape& s, const indexer_weights& w, index_t d_model,
-                            index_t q_lora_rank) {
+template <weight_matrix Linear, weight_matrix Other>
+status check_indexer(const indexer_shape& s, const indexer_weights<Linear, Other>& w, index_t d_model,
+                     index_t q_lora_rank) {
   if (s.n_heads <= 0 || s.head_dim <= 0 || s.top_k <= 0)
     return {errc::invalid_argument, "indexer: n_heads, head_dim and top_k must be positive"};
-  DSV4_TRY(check_shape(w.wq_b, {s.q_width(), q_lora_rank}, "indexer.wq_b.weight"));
-  DSV4_TRY(check_shape(w.weights_proj, {s.n_heads, d_model}, "indexer.weights_proj.weight"));
-  DSV4_TRY(check_contiguous(w.wq_b, "indexer.wq_b.weight"));
-  DSV4_TRY(check_contiguous(w.weights_proj, "indexer.weights_proj.weight"));
+  DSV4_TRY(check_matrix(w.wq_b, s.q_width(), q_lora_rank, "indexer.wq_b"));
+  DSV4_TRY(check_matrix(w.weights_proj, s.n_heads, d_model, "indexer.weights_proj"));
   return check_compressor(s.keys, w.compressor, d_model, "indexer.compressor");
 }
 

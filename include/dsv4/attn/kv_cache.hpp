@@ -93,6 +93,7 @@ struct sequence_tokens {
 // once they have seen their largest shapes. Contents never outlive a call.
 struct attention_scratch {
   std::vector<float> qr, q, kv, compressor, indexer, o, u;  // per token of a chunk
+  std::vector<float> x_act, x_fp8, qr_fp8, u_fp8;           // released numerics: linears' inputs
   std::vector<float> entry, scores, index_work, core;       // per token
   std::vector<std::int32_t> selected, candidates;
 };

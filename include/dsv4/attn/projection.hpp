@@ -1,11 +1,13 @@
-// The projections of the attention layer (fp32 weights times a block of token rows) and the rule
-// for when a loop is worth spreading over threads. parallel_for only distributes whole outputs,
-// so no result depends on the thread count or on how many tokens a call carries.
+// The projections of the attention layer (weights in any format of core/gemv.hpp times a block of
+// token rows), their shape checks, and the rule for when a loop is worth spreading over threads. parallel_for
+// only distributes whole outputs, so no result depends on the thread count or on how many tokens a call
+// carries.
 #pragma once
 
 #include <algorithm>
 #include <cstring>
 #include <span>
+#include <string>
 
 #include "dsv4/core/gemv.hpp"
 #include "dsv4/core/macros.hpp"
@@ -27,12 +29,24 @@ void parallel_for_work(index_t work, index_t begin, index_t end, F&& f) {
   }
 }
 
-// y (n, out) = x (n, in) . w^T for fp32 weights (out, in): core/gemv.hpp's GEMM, whose rows are
-// bit-identical to one-token calls, so a prefill chunk and a decode step compute every projection
-// identically. Rows of x and y may be strided (a column block of a wider matrix).
-inline void project(tensor_view<const float, 2> w, tensor_view<const float, 2> x, tensor_view<float, 2> y) {
-  [[maybe_unused]] const status s = gemm(f32_matrix{w}, x, y);
+// y (n, out) = x (n, in) . w^T for weights (out, in) in any format: core/gemv.hpp's GEMM, whose
+// rows are bit-identical to one-token calls, so a prefill chunk and a decode step compute every
+// projection identically. Rows of x and y may be strided (a column block of a wider matrix).
+template <weight_matrix W>
+void project(const W& w, tensor_view<const float, 2> x, tensor_view<float, 2> y) {
+  [[maybe_unused]] const status s = gemm(w, x, y);
   DSV4_ASSERT(s.ok(), "project: shapes differ");
+}
+
+// w is a valid matrix of its format with (rows, cols); name is its checkpoint name without ".weight".
+template <weight_matrix W>
+status check_matrix(const W& w, index_t rows, index_t cols, const std::string& name) {
+  DSV4_TRY(w.check(name));
+  if (w.rows() != rows || w.cols() != cols)
+    return {errc::shape_mismatch, name + ".weight: expected (" + std::to_string(rows) + ", " +
+                                      std::to_string(cols) + "), got (" + std::to_string(w.rows()) + ", " +
+                                      std::to_string(w.cols()) + ")"};
+  return {};
 }
 
 }  // namespace dsv4::attn

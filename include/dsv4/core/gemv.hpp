@@ -41,8 +41,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
+#include "dsv4/config/model_config.hpp"
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/dtype.hpp"
 #include "dsv4/core/macros.hpp"
@@ -282,6 +284,8 @@ struct dense_matrix {
   status check(std::string_view name) const {
     return detail::check_unit_inner_stride(weight, std::string(name) + ".weight");
   }
+  // Rows [begin, end) as a matrix of their own.
+  dense_matrix slice_rows(index_t begin, index_t end) const { return {weight.slice(begin, end)}; }
   void decode(index_t row, index_t k0, index_t n, float* out) const {
     const T* w = weight.data() + row * weight.stride(0) + k0;
     if constexpr (std::same_as<T, float>) {
@@ -317,6 +321,13 @@ struct fp8_matrix {
                          n + ".scale"));
     return detail::check_unit_inner_stride(scale, n + ".scale");
   }
+  // Rows [begin, end) as a matrix of their own; begin is a multiple of 128 (the slice starts a
+  // scale block), end one too or the last row.
+  fp8_matrix slice_rows(index_t begin, index_t end) const {
+    DSV4_ASSERT(begin % fp8_block == 0 && (end % fp8_block == 0 || end == rows()),
+                "fp8_matrix::slice_rows: the rows must start and end on 128-row scale blocks");
+    return {weight.slice(begin, end), scale.slice(begin / fp8_block, detail::blocks_of(end, fp8_block))};
+  }
   // The scale of the 128 x 128 block that holds (row, col); unsigned offsets, so that the block
   // divisions are shifts.
   ue8m0 block_scale(index_t row, index_t col) const {
@@ -350,6 +361,10 @@ struct fp4_matrix {
     DSV4_TRY(check_shape(scale, {rows(), cols() / fp4_block}, n + ".scale"));
     return detail::check_unit_inner_stride(scale, n + ".scale");
   }
+  // Rows [begin, end) as a matrix of their own.
+  fp4_matrix slice_rows(index_t begin, index_t end) const {
+    return {weight.slice(begin, end), scale.slice(begin, end)};
+  }
   void decode(index_t row, index_t k0, index_t n, float* out) const {
     const fp4x2* w = weight.data() + row * weight.stride(0);
     const ue8m0* s = scale.data() + row * scale.stride(0);
@@ -363,6 +378,20 @@ struct fp4_matrix {
 
 static_assert(weight_matrix<f32_matrix> && weight_matrix<bf16_matrix> && weight_matrix<fp8_matrix> &&
               weight_matrix<fp4_matrix>);
+
+// The matrix type of a checkpoint weight_format: how a model described at compile time names the
+// types of its weights (config::model_config's linear_format, expert_format, other_format).
+template <config::weight_format F>
+using weight_matrix_for =
+    std::conditional_t<F == config::weight_format::f32, f32_matrix,
+                       std::conditional_t<F == config::weight_format::bf16, bf16_matrix,
+                                          std::conditional_t<F == config::weight_format::fp8_e4m3_block128,
+                                                             fp8_matrix, fp4_matrix>>>;
+
+// Whether the released model quantizes the input of a linear with weights W to FP8 (1x128 tiles):
+// its `linear()` does so for FP8 and FP4 weights, whose GEMM kernels take FP8 activations.
+template <weight_matrix W>
+inline constexpr bool takes_fp8_input = std::same_as<W, fp8_matrix> || std::same_as<W, fp4_matrix>;
 
 namespace detail {
 

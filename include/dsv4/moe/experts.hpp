@@ -76,11 +76,6 @@ struct swiglu_weights {
   }
 };
 
-// Whether the released model quantizes the input of a linear with weights W to FP8 (1x128 tiles):
-// its `linear()` does so for FP8 and FP4 weights, whose GEMM kernels take FP8 activations.
-template <weight_matrix W>
-inline constexpr bool takes_fp8_input = std::same_as<W, fp8_matrix> || std::same_as<W, fp4_matrix>;
-
 // Floats of scratch swiglu_forward needs for n tokens (the released path keeps a rounded copy of x).
 template <weight_matrix W>
 index_t swiglu_scratch_floats(const swiglu_weights<W>& e, index_t n, numerics num = numerics::exact) {
