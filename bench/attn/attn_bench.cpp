@@ -9,8 +9,9 @@
 //       model's roundings (numerics::released: BF16 index scores, BF16 probabilities and output).
 //   flash_cache_1m                the whole V4-Flash cache (43 layers + MTP) for one sequence of
 //       1M tokens in the released layout; one decode step of the core in every layer.
-//   prefill / decode              one attention layer with projections (fp32 weights): 64 tokens
-//       in one call (projections as GEMMs) or in 64 one-token calls.
+//   layer_64_tokens/<weights>/per_call/<n>   one HCA layer with its projections, 64 tokens in calls
+//       of n: 64 (a prefill, projections as GEMMs) or 1 (decoding); f32 weights with exact numerics,
+//       or the released formats (FP8 linears, BF16 compressor, FP8/FP4 cache) and numerics.
 //
 // Counters: `bytes` what the step must read (candidate rows, index keys), `flops` 2 per
 // multiply-add of scores and weighted sums (and index scores), their ratios to the roofline
@@ -28,6 +29,7 @@
 #include "attn/attn_test_support.hpp"
 #include "dsv4/attn/attention.hpp"
 #include "dsv4/config/presets.hpp"
+#include "moe/random_weights.hpp"
 #include "roofline.hpp"
 
 namespace {
@@ -172,33 +174,86 @@ void bm_flash_cache_1m(benchmark::State& state) {
   set_counters(state, bytes, flops);
 }
 
-// One HCA layer of V4-Flash shapes with fp32 weights (about 0.5 GB), made once.
-struct flash_layer {
+// Multiply-adds of an HCA layer's projections per token at V4-Flash shapes.
+double projection_macs_per_token() {
+  const index_t d = flash.d_model;
+  return double(flash.q_lora_rank) * d + double(heads) * c * flash.q_lora_rank + double(c) * d + 2.0 * c * d +
+         double(flash.o_groups) * flash.o_lora_rank * (heads * c / flash.o_groups) +
+         double(d) * flash.o_groups * flash.o_lora_rank;
+}
+
+// One HCA layer of V4-Flash shapes with fp32 weights (about 0.5 GB), exact numerics, made once.
+struct flash_layer_f32 {
+  using layer_type = attn::attention_layer<flash_exact, attn::hca>;
   test::tensor_store store = test::random_attention_store<flash_exact>(1);
-  attn::attention_layer<flash_exact, attn::hca> layer =
-      *attn::attention_layer<flash_exact, attn::hca>::create(
-          test::attention_views(store, flash_exact.hca_ratio), config::v4_flash_params);
-  // Multiply-adds of the projections per token.
-  double macs_per_token() const {
-    const index_t d = flash.d_model;
-    return double(flash.q_lora_rank) * d + double(heads) * c * flash.q_lora_rank + double(c) * d +
-           2.0 * c * d + double(flash.o_groups) * flash.o_lora_rank * (heads * c / flash.o_groups) +
-           double(d) * flash.o_groups * flash.o_lora_rank;
-  }
+  layer_type layer =
+      *layer_type::create(test::attention_views(store, flash_exact.hca_ratio), config::v4_flash_params);
+  double weight_bytes = 4.0 * projection_macs_per_token();
 };
-const flash_layer& shared_layer() {
-  static const flash_layer l;
+
+// The same layer as released: FP8 linears with 128x128 block scales, BF16 compressor, the FP8/FP4
+// cache layout and the released numerics (about 0.13 GB of weights).
+struct flash_layer_released {
+  using layer_type = attn::attention_layer<flash, attn::hca, numerics::released>;
+  std::vector<test::random_matrix<test::format::fp8>> fp8;
+  std::vector<test::random_matrix<test::format::bf16>> b16;
+  std::vector<std::vector<float>> vectors;
+  double weight_bytes = 0;
+
+  fp8_matrix linear(index_t out, index_t in) {
+    fp8.emplace_back(out, in, unsigned(fp8.size() + 1), 1.0f / std::sqrt(float(in)));
+    weight_bytes += double(out) * double(in);
+    return fp8.back().view();
+  }
+  bf16_matrix other(index_t out, index_t in) {
+    b16.emplace_back(out, in, unsigned(b16.size() + 100), 1.0f / std::sqrt(float(in)));
+    weight_bytes += 2.0 * double(out) * double(in);
+    return b16.back().view();
+  }
+  tensor_view<const float, 2> values(index_t rows, index_t cols, float mean) {
+    std::mt19937 rng(unsigned(vectors.size() + 200));
+    vectors.push_back(test::normal(std::size_t(rows * cols), mean, 0.2f, rng));
+    return {vectors.back().data(), {rows, cols}};
+  }
+  tensor_view<const float, 1> vector(index_t n, float mean) {
+    const auto v = values(1, n, mean);
+    return {v.data(), {n}};
+  }
+  attn::attention_weights_for<flash> weights() {
+    fp8.reserve(8), b16.reserve(4), vectors.reserve(8);  // views stay valid
+    const index_t d = flash.d_model, go = index_t{flash.o_groups} * flash.o_lora_rank;
+    attn::attention_weights_for<flash> w{linear(flash.q_lora_rank, d),
+                                         vector(flash.q_lora_rank, 1.0f),
+                                         linear(heads * c, flash.q_lora_rank),
+                                         linear(c, d),
+                                         vector(c, 1.0f),
+                                         linear(go, heads * c / flash.o_groups),
+                                         linear(d, go),
+                                         vector(heads, 0.0f),
+                                         {},
+                                         {}};
+    w.compressor = {other(c, d), other(c, d), values(flash.hca_ratio, c, 0.0f), vector(c, 1.0f)};
+    return w;
+  }
+  layer_type layer = *layer_type::create(weights(), config::v4_flash_params);
+};
+
+template <class Layer>
+const Layer& shared_layer() {
+  static const Layer l;
   return l;
 }
 
-// 64 tokens from position 0, in calls of `per_call` tokens.
+// 64 tokens from position 0, in calls of `per_call` tokens. `of_read_bw`: the weights' bytes
+// read once per call over the time (what bounds one-token calls).
+template <class Layer>
 void bm_layer_tokens(benchmark::State& state) {
   const index_t per_call = state.range(0), S = 64, d = flash.d_model;
-  const auto& l = shared_layer();
+  const auto& l = shared_layer<Layer>();
   const auto x = random_floats(std::size_t(S * d), 9);
   std::vector<float> y(x.size());
   for (auto _ : state) {
-    auto cache = attn::attention_layer<flash_exact, attn::hca>::make_cache(1, S);
+    auto cache = Layer::layer_type::make_cache(1, S);
     const auto seq = *cache->open();
     for (index_t i = 0; i < S; i += per_call)
       if (!l.layer
@@ -208,7 +263,9 @@ void bm_layer_tokens(benchmark::State& state) {
   }
   state.counters["tokens_per_s"] =
       benchmark::Counter(double(S), benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["of_fma_peak"] = bench::fma_fraction(2.0 * l.macs_per_token() * double(S));
+  state.counters["weight_MB"] = l.weight_bytes / 1e6;
+  state.counters["of_fma_peak"] = bench::fma_fraction(2.0 * projection_macs_per_token() * double(S));
+  state.counters["of_read_bw"] = bench::bandwidth_fraction(l.weight_bytes * double(S / per_call));
 }
 
 void contexts(benchmark::internal::Benchmark* b) {
@@ -245,8 +302,15 @@ BENCHMARK(bm_flash_cache_1m)
     ->Iterations(2)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-BENCHMARK(bm_layer_tokens)
-    ->Name("layer_64_tokens/per_call")
+BENCHMARK(bm_layer_tokens<flash_layer_f32>)
+    ->Name("layer_64_tokens/f32/per_call")
+    ->Arg(64)
+    ->Arg(1)
+    ->Iterations(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(bm_layer_tokens<flash_layer_released>)
+    ->Name("layer_64_tokens/released/per_call")
     ->Arg(64)
     ->Arg(1)
     ->Iterations(2)
