@@ -12,7 +12,8 @@
 //                       FP8 (the roundings each module applies are listed in its header and doc).
 //
 // The mechanism, the same as mhc::residual_map: a policy type takes the numerics as a template
-// argument (moe::moe_ffn<..., numerics::released>, mhc::hyper_connection<4, map, numerics::released>),
+// argument (moe::moe_ffn<..., numerics::released>, mhc::hyper_connection<4, map, numerics::released>,
+// attn::attention_layer<C, P, numerics::released>),
 // so a model's numerics are part of its type and the exact path pays nothing for the other; the
 // operations underneath take the value as a params field or argument, defaulted to exact.
 //
