@@ -154,11 +154,16 @@ inline float released_head_sum(const float* qk, std::span<const float> w) {
 inline void released_head_sums8(const float* qk, index_t ld, std::span<const float> w, float* out) {
   using detail::v8f;
   const auto heads = static_cast<index_t>(w.size());
+  using v8u = unsigned __attribute__((vector_size(32)));
   const v8f zero = {};
   v8f sum = {};
+  // ReLU first, then the rounding: the same bits as ReLU of the rounded product (rounding keeps
+  // the sign and zero; a NaN gives 0 either way), and a value that is +0 to +inf rounds to BF16
+  // without round_to_bf16_8's NaN case: half its operations.
   auto add = [&](const v8f& x, float wh) {
-    const v8f r = detail::round_to_bf16_8(x);
-    sum += detail::round_to_bf16_8(wh * (r > zero ? r : zero));
+    const v8u u = reinterpret_cast<v8u>(x > zero ? x : zero);
+    const v8f r = reinterpret_cast<v8f>((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
+    sum += detail::round_to_bf16_8(wh * r);
   };
   index_t h = 0;
 #if defined(__AVX__)
