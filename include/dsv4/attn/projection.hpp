@@ -1,7 +1,7 @@
-// The projections of the attention layer (weights in any format of core/gemv.hpp times a block of
-// token rows), their shape checks, and the rule for when a loop is worth spreading over threads. parallel_for
-// only distributes whole outputs, so no result depends on the thread count or on how many tokens a call
-// carries.
+// The projections of the attention layer (weights in any format of core/gemv.hpp times a block
+// of token rows), their shape checks, and the rule for when a loop is worth spreading over
+// threads. parallel_for only distributes whole outputs, so no result depends on the thread count
+// or on how many tokens a call carries.
 #pragma once
 
 #include <algorithm>
