@@ -119,12 +119,28 @@ TEST_CASE("eight released head sums at once equal the row-by-row sum", "[attn][r
     auto w = test::random_normal(static_cast<std::size_t>(heads), 43, 0.5f);
     for (std::size_t i = 0; i < qk.size(); i += 5) qk[i] = special[(i / 5) % special.size()];
     w[0] = 0x1.8p100f;  // products that overflow to infinity after the ReLU
+    const auto check = [&](const float* got) {
+      for (index_t r = 0; r < 8; ++r) {
+        CAPTURE(r);
+        const float want = attn::released_head_sum(qk.data() + r * ld, w);
+        if (std::isnan(want)) {
+          CHECK(std::isnan(got[r]));  // which of two NaNs a sum keeps is the compiler's operand order
+        } else {
+          CHECK(std::memcmp(&got[r], &want, sizeof(float)) == 0);
+        }
+      }
+    };
     float got[8];
-    attn::released_head_sums8(qk.data(), ld, w, got);
-    for (index_t r = 0; r < 8; ++r) {
-      CAPTURE(r);
-      const float want = attn::released_head_sum(qk.data() + r * ld, w);
-      CHECK(std::memcmp(&got[r], &want, sizeof(float)) == 0);
+    attn::released_head_sums8<true>(qk.data(), ld, w, got);  // finite nonzero weights: short form
+    check(got);
+    attn::released_head_sums8<false>(qk.data(), ld, w, got);
+    check(got);
+    // One weight the short form must not see: zero (times an infinite ReLU: NaN), infinite, NaN
+    // (one with every payload bit set, which the short rounding would carry into the sign: -0).
+    for (const float odd : {0.0f, -0.0f, INFINITY, -INFINITY, NAN, std::bit_cast<float>(0x7fffffffu)}) {
+      w[static_cast<std::size_t>(heads / 2)] = odd;
+      attn::released_head_sums8<false>(qk.data(), ld, w, got);
+      check(got);
     }
   }
 }

@@ -150,20 +150,19 @@ inline float released_head_sum(const float* qk, std::span<const float> w) {
 // out[0 .. 8) = released_head_sum of the 8 rows at qk (heads wide, `ld` floats apart), computed
 // together: lane i is row i, the heads are taken in order with the same operations, so the bits
 // are those of released_head_sum row by row (8 x 8 register transposes turn 8 heads of 8 rows
-// into one vector per head).
-inline void released_head_sums8(const float* qk, index_t ld, std::span<const float> w, float* out) {
+// into one vector per head). The ReLU comes before the first rounding (the same bits: rounding
+// keeps the sign and zero, and a NaN gives 0 either way), so that rounding sees no NaN; with
+// PlainWeights (every weight finite and nonzero, which the caller checks once) no product
+// w * ReLU is NaN either, and both roundings take the short form.
+template <bool PlainWeights = false>
+void released_head_sums8(const float* qk, index_t ld, std::span<const float> w, float* out) {
   using detail::v8f;
   const auto heads = static_cast<index_t>(w.size());
-  using v8u = unsigned __attribute__((vector_size(32)));
   const v8f zero = {};
   v8f sum = {};
-  // ReLU first, then the rounding: the same bits as ReLU of the rounded product (rounding keeps
-  // the sign and zero; a NaN gives 0 either way), and a value that is +0 to +inf rounds to BF16
-  // without round_to_bf16_8's NaN case: half its operations.
   auto add = [&](const v8f& x, float wh) {
-    const v8u u = reinterpret_cast<v8u>(x > zero ? x : zero);
-    const v8f r = reinterpret_cast<v8f>((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
-    sum += detail::round_to_bf16_8(wh * r);
+    const v8f term = wh * detail::round_to_bf16_8_not_nan(x > zero ? x : zero);
+    sum += PlainWeights ? detail::round_to_bf16_8_not_nan(term) : detail::round_to_bf16_8(term);
   };
   index_t h = 0;
 #if defined(__AVX__)
@@ -195,6 +194,8 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
                   static_cast<index_t>(workspace.size()) >= indexer_workspace_floats(heads, c, n),
               "indexer_scores: shapes");
   const index_t lanes = score_lanes(n), blocks = (n + key_block - 1) / key_block;
+  const bool plain_weights = std::all_of(head_weights.begin(), head_weights.end(),
+                                         [](float v) { return std::isfinite(v) && v != 0.0f; });
   float* const q_packed = sgemm_op::first_line(workspace);
   pack_slivers(tensor_view<const float, 2>(q.data(), {c, heads}, {1, c}), q_packed);  // q^T (c, heads)
   float* const lane0 = q_packed + sliver_floats(c, heads);
@@ -218,8 +219,13 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
       sgemm_direct(product);
       if (num == numerics::released) {
         index_t r = 0;
-        for (; r + 8 <= rows; r += 8)
-          released_head_sums8(qk + r * heads, heads, head_weights, &scores[k0 + r]);
+        for (; r + 8 <= rows; r += 8) {
+          if (plain_weights) {
+            released_head_sums8<true>(qk + r * heads, heads, head_weights, &scores[k0 + r]);
+          } else {
+            released_head_sums8<false>(qk + r * heads, heads, head_weights, &scores[k0 + r]);
+          }
+        }
         for (; r < rows; ++r) scores[k0 + r] = released_head_sum(qk + r * heads, head_weights);
       } else {
         for (index_t r = 0; r < rows; ++r) scores[k0 + r] = relu_weighted_sum(qk + r * heads, head_weights);

@@ -41,6 +41,13 @@ DSV4_FORCEINLINE v8f round_to_bf16_8(const v8f& x) {
   return reinterpret_cast<v8f>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
 }
 
+// round_to_bf16_8 for x without NaN (infinities allowed): the same bits in half the operations.
+DSV4_FORCEINLINE v8f round_to_bf16_8_not_nan(const v8f& x) {
+  using v8u = unsigned __attribute__((vector_size(32)));
+  const v8u u = reinterpret_cast<v8u>(x);
+  return reinterpret_cast<v8f>((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
+}
+
 // Makes v opaque to the optimizer, so that a loaded vector is kept in a register: with every
 // register taken by accumulators GCC would otherwise fold the load into each of the
 // multiply-adds that use it, and a micro-kernel would issue more loads than multiply-adds.
