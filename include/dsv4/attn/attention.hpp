@@ -367,7 +367,12 @@ class attention_layer {
       project(w_.indexer.compressor.wkv, x, kkv);
       project(w_.indexer.compressor.wgate, x, kgate);
       project(w_.indexer.wq_b, qr_lin, iq);  // indexer_query rounds both to BF16
-      project(w_.indexer.weights_proj, linear_input<other_matrix>(s.x_fp8, x), iw);
+      // x as weights_proj reads it: x_lin again when both formats take the same input.
+      project(w_.indexer.weights_proj,
+              takes_fp8_input<other_matrix> == takes_fp8_input<linear_matrix>
+                  ? x_lin
+                  : linear_input<other_matrix>(s.x_fp8, x),
+              iw);
     }
 
     const tensor_view<float, 2> o = buffer(s.o, n, hc);

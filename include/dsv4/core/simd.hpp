@@ -31,21 +31,22 @@ DSV4_FORCEINLINE void fma8(v8f& c, const v8f& a, const v8f& b) {
 #endif
 }
 
+// Each lane of x, which holds no NaN (infinities allowed), rounded to bfloat16 (nearest, ties to
+// even; overflow to +-inf), returned as floats: round_to_bf16_8 without its NaN case.
+DSV4_FORCEINLINE v8f round_to_bf16_8_not_nan(const v8f& x) {
+  using v8u = unsigned __attribute__((vector_size(32)));
+  const v8u u = reinterpret_cast<v8u>(x);
+  return reinterpret_cast<v8f>((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
+}
+
 // Each lane rounded to bfloat16 as dsv4::round_to_bf16 does (nearest, ties to even; overflow to
 // +-inf; NaN kept with its sign and payload, made quiet), returned as floats.
 DSV4_FORCEINLINE v8f round_to_bf16_8(const v8f& x) {
   using v8u = unsigned __attribute__((vector_size(32)));
   const v8u u = reinterpret_cast<v8u>(x);
-  const v8u rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  const v8u rounded = reinterpret_cast<v8u>(round_to_bf16_8_not_nan(x));
   const v8u quiet = (u | 0x00400000u) & 0xffff0000u;
   return reinterpret_cast<v8f>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
-}
-
-// round_to_bf16_8 for x without NaN (infinities allowed): the same bits in half the operations.
-DSV4_FORCEINLINE v8f round_to_bf16_8_not_nan(const v8f& x) {
-  using v8u = unsigned __attribute__((vector_size(32)));
-  const v8u u = reinterpret_cast<v8u>(x);
-  return reinterpret_cast<v8f>((u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u);
 }
 
 // Makes v opaque to the optimizer, so that a loaded vector is kept in a register: with every
