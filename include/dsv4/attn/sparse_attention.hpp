@@ -24,6 +24,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -78,11 +79,15 @@ struct sparse_attention_op {
     return {};
   }
 
-  // Chunks of at least min_chunk candidates, at most max_chunks of them; within a chunk, rows are
+  // Chunks of at least min_chunk candidates, at most max_chunks of them, their number a power of
+  // two so that 2, 4, 8 or 16 threads share them evenly (a CSA step's 640 candidates made five
+  // chunks, three of which one of two threads ran after one another); within a chunk, rows are
   // gathered in blocks of equal length, at most `block`, for a pair of products.
   static constexpr index_t min_chunk = 128, max_chunks = 16, block = 128;
   static constexpr index_t chunks(index_t n_candidates) {
-    return std::min(max_chunks, (n_candidates + min_chunk - 1) / min_chunk);
+    const auto k =
+        static_cast<std::uint64_t>(std::min(max_chunks, (n_candidates + min_chunk - 1) / min_chunk));
+    return static_cast<index_t>(std::bit_floor(k));
   }
   // Floats of the query heads packed for the score products (shared by the chunks).
   static constexpr index_t packed_q_floats(index_t heads, index_t c) {
