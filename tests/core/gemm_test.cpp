@@ -1,8 +1,9 @@
 // sgemm_op against a plain triple loop in double precision: every transposition, alpha and beta,
 // edge tiles smaller than the register tile, K spanning several cache blocks, strided views;
-// views with no unit stride; a symmetric C computed as its upper tiles and mirrored;
-// bit-identical results for 1 and 2 threads; shape and workspace errors. sgemm_direct (the
-// unpacked products) against the same loop: row-major and packed B, strided C, accumulation.
+// views with no unit stride; a symmetric C computed as its upper tiles and mirrored; an addend
+// read in C's place by the beta term; bit-identical results for 1 and 2 threads; shape and
+// workspace errors. sgemm_direct (the unpacked products) against the same loop: row-major and
+// packed B, strided C, accumulation.
 // pack_a against its definition, with guards around the block.
 #include <catch2/catch.hpp>
 
@@ -192,6 +193,33 @@ TEST_CASE("sgemm with a symmetric C computes the upper tiles and mirrors them", 
   }
 }
 
+// With an addend D the beta term reads D instead of C: the same bits as copying D into C first,
+// with C's old contents (NaN here) never read; plain and symmetric, edge tiles and several KC
+// blocks, D an operand of the product itself (Newton-Schulz's b A + c A A) or a matrix of its own.
+TEST_CASE("sgemm with an addend equals copying it into C first", "[core][sgemm]") {
+  for (const index_t s : {7, 100, 401}) {
+    INFO("s " << s);
+    auto sym = random_matrix(s, s, 40);
+    for (index_t i = 0; i < s; ++i)
+      for (index_t j = 0; j < i; ++j) sym[i * s + j] = sym[j * s + i];
+    const auto other = random_matrix(s, s, 41);
+    std::vector<float> ws(static_cast<std::size_t>(dsv4::sgemm_op::workspace_size(s, s, s)));
+    const dsv4::tensor_view<const float, 2> sv(sym.data(), {s, s}), ov(other.data(), {s, s});
+    for (const bool symmetric : {false, true})
+      for (const auto& d : {sv, ov}) {
+        if (symmetric && d.data() != sym.data()) continue;  // a symmetric C needs a symmetric D
+        std::vector<float> copied(d.data(), d.data() + s * s), direct(static_cast<std::size_t>(s * s), NAN);
+        dsv4::sgemm_op::params p{
+            sv, d, {copied.data(), {s, s}}, ws, 2.0315f, -4.775f, transpose::no, transpose::no, symmetric};
+        REQUIRE(dsv4::run<dsv4::cpu>(p).ok());
+        p.c = {direct.data(), {s, s}};
+        p.addend = d;
+        REQUIRE(dsv4::run<dsv4::cpu>(p).ok());
+        CHECK(direct == copied);
+      }
+  }
+}
+
 // Packing stores whole vectors whose two extra floats land where later writes go: it must still
 // write exactly its block (rows padded to whole slivers with zeros) and nothing around it, for
 // both layouts of op(A), partial slivers and depths on either side of a multiple of 8.
@@ -251,6 +279,20 @@ TEST_CASE("sgemm rejects mismatched shapes and a short workspace and aliasing", 
   CHECK(dsv4::run<dsv4::cpu>(rect).ok());
   rect.symmetric = true;
   CHECK(dsv4::run<dsv4::cpu>(rect).message().find("symmetric") != std::string::npos);
+
+  // The addend: C's shape and strides, and no part of C (C itself is the plain beta term).
+  std::vector<float> d(80);
+  bad = p;
+  bad.addend = {d.data(), {8, 8}};
+  CHECK(dsv4::run<dsv4::cpu>(bad).ok());
+  bad.addend = {c.data(), {8, 8}};
+  CHECK(dsv4::run<dsv4::cpu>(bad).ok());
+  bad.addend = {d.data(), {8, 7}};
+  CHECK(dsv4::run<dsv4::cpu>(bad).message().find("addend") != std::string::npos);
+  bad.addend = {d.data(), {8, 8}, {9, 1}};
+  CHECK(dsv4::run<dsv4::cpu>(bad).message().find("addend") != std::string::npos);
+  bad.addend = {c.data() + 1, {8, 8}, {8, 1}};
+  CHECK(dsv4::run<dsv4::cpu>(bad).message().find("addend: overlaps") != std::string::npos);
 }
 
 TEST_CASE("sgemm_direct matches the triple loop with row-major or packed B", "[core][sgemm]") {

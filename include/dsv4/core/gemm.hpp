@@ -72,6 +72,10 @@ struct sgemm_op {
     // symmetric C when beta != 0): only the tiles that reach the diagonal or above are computed,
     // and the elements below the diagonal are then copied from above it. Needs m == n.
     bool symmetric = false;
+    // When given, the beta term reads it in C's place: C = alpha op(A) op(B) + beta D, D of C's
+    // shape and strides (an operand, say, as Newton-Schulz's b A + c A A; anything but a part of
+    // C). Saves copying D into C first.
+    tensor_view<const float, 2> addend = {};
   };
 
   // Floats of workspace a product of op(A) (m, k) by op(B) (k, n) needs: all of op(A) packed,
@@ -105,6 +109,12 @@ struct sgemm_op {
     if (p.symmetric && m != n)
       return {errc::shape_mismatch,
               "sgemm symmetric: c is (" + std::to_string(m) + ", " + std::to_string(n) + "), must be square"};
+    if (p.addend.data() != nullptr) {
+      if (p.addend.extents() != p.c.extents() || p.addend.strides() != p.c.strides())
+        return {errc::shape_mismatch, "sgemm addend: must have c's shape and strides"};
+      if (p.addend.data() != p.c.data() && overlaps(p.c, p.addend))
+        return {errc::invalid_argument, "sgemm addend: overlaps c"};
+    }
     return {};
   }
 
@@ -289,20 +299,25 @@ struct rows_sliver {
 
 // One MR x NR tile of C from A's MR rows (either sliver above) and NR columns of B (NR floats
 // per product step, `ldb` floats apart: a packed sliver has ldb = NR) over `depth` products.
-// `first` marks the first KC block: C = beta * C + AB there (beta == 0: C = AB, C unread),
-// C += AB afterwards. Rows past h and columns past w of the tile are computed on padding and
-// not stored. A non-null `next_b` (the B sliver the next tile reads, out in L2 or L3) is fetched
-// into L1 meanwhile, one line per product step.
+// `first` marks the first KC block: C = beta * D + AB there, D the addend's tile (C's strides; C
+// itself without one; beta == 0: C = AB, neither read), C += AB afterwards. Rows past h and columns past w of
+// the tile are computed on padding and not stored. A non-null `next_b` (the B sliver the next tile reads, out
+// in L2 or L3) is fetched into L1 meanwhile, one line per product step.
 template <class ASliver>
 DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float* pb, index_t ldb, float* c,
-                                   index_t rs, index_t cs, index_t h, index_t w, bool first, float beta,
-                                   const float* next_b) {
+                                   const float* d, index_t rs, index_t cs, index_t h, index_t w, bool first,
+                                   float beta, const float* next_b) {
   constexpr int mr = static_cast<int>(sgemm_op::mr);
   // The tile of C was last touched a whole KC pass ago and is usually out of cache: ask for it
   // now so that the misses overlap the products instead of stalling the stores at the end.
+  const bool reads_d = first && beta != 0.0f && d != c;
   for (index_t r = 0; r < h; ++r) {
     __builtin_prefetch(c + r * rs, 1);
     __builtin_prefetch(c + r * rs + (w - 1) * cs, 1);
+    if (reads_d) {
+      __builtin_prefetch(d + r * rs);
+      __builtin_prefetch(d + r * rs + (w - 1) * cs);
+    }
   }
   v8f acc[mr][2] = {};
   // The product steps, B's step a compile-time constant for a packed sliver and the fetch of the
@@ -347,8 +362,8 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float*
         *c0 = acc[r][0];
         *c1 = acc[r][1];
       } else {
-        *c0 = beta * *c0 + acc[r][0];
-        *c1 = beta * *c1 + acc[r][1];
+        *c0 = beta * *reinterpret_cast<const v8f_unaligned*>(d + r * rs) + acc[r][0];
+        *c1 = beta * *reinterpret_cast<const v8f_unaligned*>(d + r * rs + 8) + acc[r][1];
       }
     }
     return;
@@ -364,7 +379,7 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float*
     for (index_t j = 0; j < w; ++j) {
       float& x = c[r * rs + j * cs];
       const float v = tile[r][j];
-      x = !first ? x + v : (beta == 0.0f ? v : beta * x + v);
+      x = !first ? x + v : (beta == 0.0f ? v : beta * d[r * rs + j * cs] + v);
     }
 }
 
@@ -425,11 +440,12 @@ struct kernel<sgemm_op, cpu> {
                           ? strided{p.b.data(), p.b.stride(0), p.b.stride(1)}
                           : strided{p.b.data(), p.b.stride(1), p.b.stride(0)};
     float* c = p.c.data();
+    const float* d = p.addend.data() != nullptr ? p.addend.data() : c;  // what beta multiplies
     const index_t rs = p.c.stride(0), cs = p.c.stride(1);
     if (k == 0) {  // an empty sum: C = beta * C
       parallel_for(0, m, [&](index_t i) {
         for (index_t j = 0; j < n; ++j)
-          c[i * rs + j * cs] = p.beta == 0.0f ? 0.0f : p.beta * c[i * rs + j * cs];
+          c[i * rs + j * cs] = p.beta == 0.0f ? 0.0f : p.beta * d[i * rs + j * cs];
       });
       return {};
     }
@@ -483,9 +499,10 @@ struct kernel<sgemm_op, cpu> {
             for (index_t ir = 0; ir < rows; ir += mr) {
               // The last tile of a column fetches the next column's B sliver.
               const bool prefetch = ir + mr >= rows && jr + nr < jt_end;
-              micro_kernel(kb, packed_sliver{packed_a + m_pad * p0 + (i0 + ir) * kb}, pb, nr,
-                           c + (i0 + ir) * rs + (j0 + jr) * cs, rs, cs, std::min(mr, mb - ir),
-                           std::min(nr, jt_end - jr), p0 == 0, p.beta, prefetch ? pb + nr * kb : nullptr);
+              const index_t at = (i0 + ir) * rs + (j0 + jr) * cs;
+              micro_kernel(kb, packed_sliver{packed_a + m_pad * p0 + (i0 + ir) * kb}, pb, nr, c + at, d + at,
+                           rs, cs, std::min(mr, mb - ir), std::min(nr, jt_end - jr), p0 == 0, p.beta,
+                           prefetch ? pb + nr * kb : nullptr);
             }
           }
         }
@@ -526,9 +543,9 @@ inline void sgemm_direct(const sgemm_direct_params& p) {
       const float* pb = p.b + (j / nr) * p.sliver_stride + p0 * p.ldb;
       for (index_t i = 0; i < p.m; i += mr) {
         const index_t h = std::min(mr, p.m - i);
-        micro_kernel(kb, rows_sliver(p.a + i * p.lda + p0, p.lda, h), pb, p.ldb,
-                     p.c + i * p.ldc + j * p.c_col_stride, p.ldc, p.c_col_stride, h, std::min(nr, p.n - j),
-                     p0 == 0 && !p.accumulate, 0.0f, nullptr);
+        float* const c = p.c + i * p.ldc + j * p.c_col_stride;
+        micro_kernel(kb, rows_sliver(p.a + i * p.lda + p0, p.lda, h), pb, p.ldb, c, c, p.ldc, p.c_col_stride,
+                     h, std::min(nr, p.n - j), p0 == 0 && !p.accumulate, 0.0f, nullptr);
       }
     }
   }

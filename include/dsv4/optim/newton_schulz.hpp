@@ -182,18 +182,17 @@ struct kernel<optim::newton_schulz<Schedule>, cpu> {
       DSV4_TRY(dsv4::run<cpu>(sgemm_op::params{
           xv, xv, a_v, gemm_ws, 1.0f, 0.0f, wide ? sgemm_op::transpose::no : sgemm_op::transpose::yes,
           wide ? sgemm_op::transpose::yes : sgemm_op::transpose::no, true}));
-      if (bf16) copy_rows(gram, gram, s, s, true);
-      // B = c A A + b A, symmetric as A is (exactly: A's mirrored halves are equal bits).
-      copy_rows(gram, poly, s, s, false);
-      DSV4_TRY(dsv4::run<cpu>(sgemm_op::params{a_v, a_v, b_v, gemm_ws, st.c, st.b, sgemm_op::transpose::no,
-                                               sgemm_op::transpose::no, true}));
-      if (bf16) copy_rows(poly, poly, s, s, true);
-      // Y = a X + B X (wide) or a X + X B (tall).
-      copy_rows(x, y, n, m, false);
+      if (bf16) round_rows(gram, s, s);
+      // B = c A A + b A, symmetric as A is (exactly: A's mirrored halves are equal bits); A is
+      // the product's addend, read where the beta term needs it (no copy into B first).
+      constexpr auto no = sgemm_op::transpose::no;
+      DSV4_TRY(dsv4::run<cpu>(sgemm_op::params{a_v, a_v, b_v, gemm_ws, st.c, st.b, no, no, true, a_v}));
+      if (bf16) round_rows(poly, s, s);
+      // Y = a X + B X (wide) or a X + X B (tall), X the addend.
       const tensor_view<float, 2> yv(y, {n, m});
-      DSV4_TRY(wide ? dsv4::run<cpu>(sgemm_op::params{b_v, xv, yv, gemm_ws, 1.0f, st.a})
-                    : dsv4::run<cpu>(sgemm_op::params{xv, b_v, yv, gemm_ws, 1.0f, st.a}));
-      if (bf16) copy_rows(y, y, n, m, true);
+      DSV4_TRY(wide ? dsv4::run<cpu>(sgemm_op::params{b_v, xv, yv, gemm_ws, 1.0f, st.a, no, no, false, xv})
+                    : dsv4::run<cpu>(sgemm_op::params{xv, b_v, yv, gemm_ws, 1.0f, st.a, no, no, false, xv}));
+      if (bf16) round_rows(y, n, m);
       std::swap(x, y);
     }
     return {};
@@ -202,10 +201,10 @@ struct kernel<optim::newton_schulz<Schedule>, cpu> {
  private:
   static float round_if(bool bf16, float v) { return bf16 ? round_to_bf16(v) : v; }
 
-  // dst = src (rows, cols) contiguous, rounded to bf16 when asked; dst may be src.
-  static void copy_rows(const float* src, float* dst, index_t rows, index_t cols, bool bf16) {
+  // x (rows, cols) contiguous rounded to bf16 in place.
+  static void round_rows(float* x, index_t rows, index_t cols) {
     optim::for_each_row({1, rows, cols}, [&](index_t, index_t i) {
-      for (index_t j = i * cols; j < (i + 1) * cols; ++j) dst[j] = round_if(bf16, src[j]);
+      for (index_t j = i * cols; j < (i + 1) * cols; ++j) x[j] = round_to_bf16(x[j]);
     });
   }
 
