@@ -300,9 +300,10 @@ struct rows_sliver {
 // One MR x NR tile of C from A's MR rows (either sliver above) and NR columns of B (NR floats
 // per product step, `ldb` floats apart: a packed sliver has ldb = NR) over `depth` products.
 // `first` marks the first KC block: C = beta * D + AB there, D the addend's tile (C's strides; C
-// itself without one; beta == 0: C = AB, neither read), C += AB afterwards. Rows past h and columns past w of
-// the tile are computed on padding and not stored. A non-null `next_b` (the B sliver the next tile reads, out
-// in L2 or L3) is fetched into L1 meanwhile, one line per product step.
+// itself without one; beta == 0: C = AB, neither read), C += AB afterwards. Rows past h and
+// columns past w of the tile are computed on padding and not stored. A non-null `next_b` (the B
+// sliver the next tile reads, out in L2 or L3; packed slivers only) is fetched into L1
+// meanwhile, one line per product step.
 template <class ASliver>
 DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float* pb, index_t ldb, float* c,
                                    const float* d, index_t rs, index_t cs, index_t h, index_t w, bool first,
