@@ -245,12 +245,17 @@ inline void pack_b(const strided& b, index_t p0, index_t depth, index_t j0, inde
   const float* base = b.data + p0 * b.s0 + j0 * b.s1;
   index_t done = 0;  // rows of the full slivers packed by a fast path
   if (b.s1 == 1) {
-    // Rows contiguous: one pass along each row across all the slivers (vector copies of NR floats).
-    for (index_t p = 0; p < depth; ++p)
-      for (index_t s = 0; s < full; ++s)
-        for (index_t v = 0; v < nr; v += 8)
-          *reinterpret_cast<v8f_unaligned*>(out + s * nr * depth + p * nr + v) =
-              *reinterpret_cast<const v8f_unaligned*>(base + p * b.s0 + s * nr + v);
+    // Rows contiguous: vector copies of NR floats, four slivers at a time, row after row: four
+    // lines read per row and four streams written. Across all 16 slivers of a 256-column group (16
+    // streams) a 1024^2 B packed at 0.36-0.38 ns per float, one sliver at a time at 0.29-0.32,
+    // four at 0.24-0.25 (one thread; a plain copy: 0.13-0.14).
+    constexpr index_t group = 4;
+    for (index_t s0 = 0; s0 < full; s0 += group)
+      for (index_t p = 0; p < depth; ++p)
+        for (index_t s = s0; s < std::min(full, s0 + group); ++s)
+          for (index_t v = 0; v < nr; v += 8)
+            *reinterpret_cast<v8f_unaligned*>(out + s * nr * depth + p * nr + v) =
+                *reinterpret_cast<const v8f_unaligned*>(base + p * b.s0 + s * nr + v);
     done = depth;
   }
 #if defined(__AVX__)
