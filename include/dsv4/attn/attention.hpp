@@ -303,20 +303,22 @@ class attention_layer {
     if constexpr (released)
       for (index_t i = 0; i < y.extent(0); ++i) to_activation(Num, row(y, i));
   }
+  // A copy of x in `copy` with f applied to each of its rows.
+  template <class F>
+  static tensor_view<const float, 2> rows_copy(std::vector<float>& copy, tensor_view<const float, 2> x, F f) {
+    const tensor_view<float, 2> r = buffer(copy, x.extent(0), x.extent(1));
+    for (index_t i = 0; i < x.extent(0); ++i) {
+      std::copy_n(&x(i, 0), x.extent(1), &r(i, 0));
+      f(row(r, i));
+    }
+    return r;
+  }
   // x as a linear with weights W reads it: under released numerics and for FP8/FP4 weights, a
   // copy FP8-simulated in 1 x 128 tiles (to_linear_input); x itself otherwise.
   template <weight_matrix W>
   static tensor_view<const float, 2> linear_input(std::vector<float>& copy, tensor_view<const float, 2> x) {
-    if constexpr (!released || !takes_fp8_input<W>) {
-      return x;
-    } else {
-      const tensor_view<float, 2> r = buffer(copy, x.extent(0), x.extent(1));
-      for (index_t i = 0; i < x.extent(0); ++i) {
-        std::copy_n(&x(i, 0), x.extent(1), &r(i, 0));
-        to_linear_input(Num, true, row(r, i));
-      }
-      return r;
-    }
+    if constexpr (!released || !takes_fp8_input<W>) return x;
+    return rows_copy(copy, x, [](std::span<float> r) { to_linear_input(Num, true, r); });
   }
 
   // n consecutive tokens of one sequence: projections as GEMMs, then the tokens in order, then
@@ -328,12 +330,7 @@ class attention_layer {
     constexpr indexer_shape is = shape::indexer;
     // Released numerics: x is the BF16 output of attn_norm.
     tensor_view<const float, 2> x = x_in;
-    if constexpr (released) {
-      const tensor_view<float, 2> xa = buffer(s.x_act, n, shape::d);
-      for (index_t i = 0; i < n; ++i) std::copy_n(&x_in(i, 0), shape::d, &xa(i, 0));
-      to_activation_rows(xa);
-      x = xa;
-    }
+    if constexpr (released) x = rows_copy(s.x_act, x_in, [](std::span<float> r) { to_activation(Num, r); });
     const tensor_view<const float, 2> x_lin = linear_input<linear_matrix>(s.x_fp8, x);
 
     // Query path: the latent qr is shared with the indexer.

@@ -43,9 +43,8 @@ template <weight_matrix W>
 status check_matrix(const W& w, index_t rows, index_t cols, const std::string& name) {
   DSV4_TRY(w.check(name));
   if (w.rows() != rows || w.cols() != cols)
-    return {errc::shape_mismatch, name + ".weight: expected (" + std::to_string(rows) + ", " +
-                                      std::to_string(cols) + "), got (" + std::to_string(w.rows()) + ", " +
-                                      std::to_string(w.cols()) + ")"};
+    return {errc::shape_mismatch, name + ".weight: expected " + shape_string<2>({rows, cols}) + ", got " +
+                                      shape_string<2>({w.rows(), w.cols()})};
   return {};
 }
 

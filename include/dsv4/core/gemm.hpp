@@ -327,10 +327,9 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float*
   }
   v8f acc[mr][2] = {};
   // The product steps, B's step a compile-time constant for a packed sliver and the fetch of the
-  // next sliver only in the loop that makes it: with both decided in every step, the loop ran at
-  // 0.72-0.86 of the FMA peak on one core (operands in L1; medians), now 0.90-0.94, with the same
-  // operations in the same order (docs/gemm.md). Unrolled by 4: one step per iteration ran at
-  // about 0.82.
+  // next sliver only in the loop that makes it: with both decided in every step, a 1024^3
+  // product ran at 0.59-0.63 of the FMA peak on one core, now 0.69-0.74, with the same operations
+  // in the same order (docs/gemm.md). Unrolled by 4: one step per iteration ran at about 0.82.
   const auto products = [&](auto b_step, auto fetch) {
 #pragma GCC unroll 4
     for (index_t p = 0; p < depth; ++p) {
