@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "dsv4/core/gemv.hpp"
@@ -289,21 +290,24 @@ TEST_CASE("gemv: FP8 GEMV follows the contract on every code, across each path's
 }
 
 TEST_CASE("gemv: an FP8 NaN code sends its row group to the exact fallback, other rows unchanged") {
-  // The NaN probe covers the 4 rows of a GEMV pass at once; a NaN code in one of them must make
-  // that row NaN and leave the other three bit-identical to the contract.
+  // The NaN probe covers the 4 rows of a GEMV pass and the 4 chunks of a 128-column scale block
+  // at once; a NaN code in one of them must make that row NaN and leave the other three
+  // bit-identical to the contract. The code sits in the first block's second chunk or the second
+  // block's last chunk, so the chunks around it take the single-chunk way and the block after it
+  // the whole-block way again.
   const index_t out = 8, in = 256;
   random_matrix<format::fp8> w(out, in, 81);
   const auto x = dsv4::test::random_normal(static_cast<std::size_t>(in), 82);
-  for (std::uint8_t nan : {std::uint8_t{0x7f}, std::uint8_t{0xff}}) {
+  for (const auto& [nan, col] : {std::pair<std::uint8_t, index_t>{0x7f, 37}, {0xff, 37}, {0x7f, 229}}) {
     auto codes = w.e4m3;
-    codes[static_cast<std::size_t>(2 * in + 37)] = dsv4::fp8_e4m3::from_bits(nan);
+    codes[static_cast<std::size_t>(2 * in + col)] = dsv4::fp8_e4m3::from_bits(nan);
     std::vector<float> y(static_cast<std::size_t>(out)), d(static_cast<std::size_t>(in));
     const dsv4::fp8_matrix m{{codes.data(), {out, in}}, {w.scale.data(), {1, 2}}};
     REQUIRE(dsv4::gemv(m, x, y).ok());
     for (index_t o = 0; o < out; ++o) {
       for (index_t k = 0; k < in; ++k)
         d[static_cast<std::size_t>(k)] = dsv4::dequantize_fp8_at(codes.data() + o * in, w.scale.data(), k);
-      INFO("NaN code " << int(nan) << " row " << o);
+      INFO("NaN code " << int(nan) << " at column " << col << ", row " << o);
       if (o == 2) {
         REQUIRE(std::isnan(y[static_cast<std::size_t>(o)]));
       } else {

@@ -30,7 +30,7 @@
 // decoder as well, so decoding stays exact everywhere. The one-token FP8 GEMV multiplies x, not
 // the weights, by the block scale where that leaves every product unchanged: it reads the codes
 // as fp32 patterns worth code * 2^-120 (three integer operations per 8 weights, no conversion)
-// against x times scale * 2^120 (gemv_fp8_pow2_chunk), and takes the half decoder
+// against x times scale * 2^120 (gemv_fp8_pow2_chunks), and takes the half decoder
 // (gemv_fp8_chunk) or the decoded weights where the scale, x's range or a NaN code rules that out.
 #pragma once
 
@@ -614,7 +614,33 @@ struct exponent_range {
   bool scales_exactly(int e) const { return lo > hi || (lo + e >= 1 && hi + e <= 254); }
 };
 
-// Whether the one-token FP8 GEMV moves the scale to x (gemv_fp8_pow2_chunk, gemv_fp8_chunk), and
+// The bytes of a chunk of a row (an FP4 byte holds two columns), and where they start.
+template <weight_matrix W>
+inline constexpr index_t chunk_bytes = static_cast<index_t>(sizeof(*std::declval<const W&>().weight.data())) *
+                                       weight_chunk / (std::same_as<W, fp4_matrix> ? 2 : 1);
+template <weight_matrix W>
+DSV4_FORCEINLINE const char* chunk_address(const W& m, index_t row, index_t k0) {
+  return reinterpret_cast<const char*>(m.weight.data() + row * m.weight.stride(0)) +
+         k0 / weight_chunk * chunk_bytes<W>;
+}
+
+// Asks for the chunk at k0 of the R rows after [row0, row0 + R) (those inside the matrix), one
+// prefetch per 64-byte cache line: a chunk smaller than a line (FP8 32 bytes, FP4 16) asks for the
+// line at its offset only where the offset is a multiple of 64, so each line is asked for once
+// (asking at every chunk cost the cache-resident GEMV about 10%).
+template <int R, weight_matrix W>
+DSV4_FORCEINLINE void prefetch_next_rows(const W& m, index_t row0, index_t k0) {
+  constexpr index_t line_bytes = 64;
+  if constexpr (chunk_bytes<W> < line_bytes)
+    if (k0 / weight_chunk % (line_bytes / chunk_bytes<W>) != 0) return;
+  const index_t next = row0 + R, last = std::min<index_t>(next + R, m.rows());
+  for (index_t r = next; r < last; ++r) {
+    const char* a = chunk_address(m, r, k0);
+    for (index_t b = 0; b < chunk_bytes<W>; b += line_bytes) __builtin_prefetch(a + b);
+  }
+}
+
+// Whether the one-token FP8 GEMV moves the scale to x (gemv_fp8_pow2_chunks, gemv_fp8_chunk), and
 // so needs x's range.
 #if defined(__F16C__) && defined(__AVX2__)
 inline constexpr bool fp8_gemv_scales_x = true;
@@ -627,38 +653,45 @@ DSV4_FORCEINLINE void load_scaled_x(const float* x0, float f, chunk_regs& xs) {
   }
 }
 
-// One chunk of R FP8 rows (in one 128-row scale block) against x for the GEMV, the common way: the
-// codes are read as code * 2^-120 (widen_fp8_pow2) and the chunk of x is multiplied by scale *
-// 2^120 once for the R rows. Where x * scale * 2^120 is exact for every x, the product the fused
-// multiply-add sees is the real number code * scale * x, as with the decoded weight (code * scale
-// is exact for every finite scale: an e4m3 code is a multiple of 2^-9 and the scale at least
-// 2^-127), so it rounds to the same float; e4m3 subnormals become fp32 subnormals, which the
-// multiply-add takes at full speed. false (nothing done) when the scale is above 2^7, x's range
-// does not allow it or one of the R rows holds a NaN code in the chunk (one unsigned maximum over
-// the rows and one compare find it).
-template <int R>
-DSV4_FORCEINLINE bool gemv_fp8_pow2_chunk(const fp8_matrix& m, index_t row0, index_t k0, const float* x,
-                                          const exponent_range& xr, v8f (&acc)[R]) {
+// C consecutive chunks of R FP8 rows (in one 128 x 128 scale block) against x for the GEMV, the
+// common way: the codes are read as code * 2^-120 (widen_fp8_pow2) and each chunk of x is
+// multiplied by scale * 2^120 once for the R rows. Where x * scale * 2^120 is exact for every x,
+// the product the fused multiply-add sees is the real number code * scale * x, as with the decoded
+// weight (code * scale is exact for every finite scale: an e4m3 code is a multiple of 2^-9 and the
+// scale at least 2^-127), so it rounds to the same float; e4m3 subnormals become fp32 subnormals,
+// which the multiply-add takes at full speed. false (nothing done) when the scale is above 2^7,
+// x's range does not allow it or one of the R rows holds a NaN code in the C chunks (one unsigned
+// maximum over them and one compare find it). A whole block at once (C = 4) reads its scale and
+// checks it once; the chunks are consumed in order, so the bits do not depend on C.
+template <int R, int C>
+DSV4_FORCEINLINE bool gemv_fp8_pow2_chunks(const fp8_matrix& m, index_t row0, index_t k0, const float* x,
+                                           const exponent_range& xr, v8f (&acc)[R]) {
   const ue8m0 s = m.block_scale(row0, k0);
   if (s.bits > fp8_pow2_scale_max_bits || !xr.scales_exactly(s.bits - 127 + 120)) return false;
-  const fp8_e4m3* w0 = m.weight.data() + row0 * m.weight.stride(0) + k0;
+  const index_t ld = m.weight.stride(0);
+  const fp8_e4m3* w0 = m.weight.data() + row0 * ld + k0;
   __m256i probe = fp8_nan_probe(w0);
-  for (int r = 1; r < R; ++r) probe = _mm256_max_epu8(probe, fp8_nan_probe(w0 + r * m.weight.stride(0)));
+  for (int r = 0; r < R; ++r)
+    for (int c = r == 0 ? 1 : 0; c < C; ++c)
+      probe = _mm256_max_epu8(probe, fp8_nan_probe(w0 + r * ld + c * weight_chunk));
   if (fp8_probe_has_nan(probe)) return false;
   const float f = scale_times_pow2(s, 120);
-  chunk_regs xs;
-  load_scaled_x(x + k0, f, xs);
+  for (int c = 0; c < C; ++c) {
+    prefetch_next_rows<R>(m, row0, k0 + c * weight_chunk);
+    chunk_regs xs;
+    load_scaled_x(x + k0 + c * weight_chunk, f, xs);
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    for (int i = 0; i < 4; ++i) {
-      v8f w;
-      widen_fp8_pow2(w0 + r * m.weight.stride(0) + 8 * i, w);
-      fma8(acc[r], w, xs[i]);
-    }
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < 4; ++i) {
+        v8f w;
+        widen_fp8_pow2(w0 + r * ld + c * weight_chunk + 8 * i, w);
+        fma8(acc[r], w, xs[i]);
+      }
+  }
   return true;
 }
 
-// The way for a chunk gemv_fp8_pow2_chunk cannot take (a scale up to 2^119, or x too close to
+// The way for a chunk gemv_fp8_pow2_chunks cannot take (a scale up to 2^119, or x too close to
 // the ends of the float range), with the half decoder and the scale moved from the weights to x
 // as well: the block's 128 x 128 weights share scale * 2^8, so x is multiplied by it
 // once for the R rows instead of every weight. When x * scale * 2^8 is exact the product of a
@@ -694,28 +727,6 @@ DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t 
 inline constexpr bool fp8_gemv_scales_x = false;
 #endif
 
-// The bytes of a chunk of a row (an FP4 byte holds two columns), and where they start.
-template <weight_matrix W>
-inline constexpr index_t chunk_bytes = static_cast<index_t>(sizeof(*std::declval<const W&>().weight.data())) *
-                                       weight_chunk / (std::same_as<W, fp4_matrix> ? 2 : 1);
-template <weight_matrix W>
-DSV4_FORCEINLINE const char* chunk_address(const W& m, index_t row, index_t k0) {
-  return reinterpret_cast<const char*>(m.weight.data() + row * m.weight.stride(0)) +
-         k0 / weight_chunk * chunk_bytes<W>;
-}
-
-// Asks for the chunk at k0 of the R rows after [row0, row0 + R) (those inside the matrix), one
-// prefetch per 64-byte cache line.
-template <int R, weight_matrix W>
-DSV4_FORCEINLINE void prefetch_next_rows(const W& m, index_t row0, index_t k0) {
-  constexpr index_t line_bytes = 64;
-  const index_t next = row0 + R, last = std::min<index_t>(next + R, m.rows());
-  for (index_t r = next; r < last; ++r) {
-    const char* a = chunk_address(m, r, k0);
-    for (index_t b = 0; b < chunk_bytes<W>; b += line_bytes) __builtin_prefetch(a + b);
-  }
-}
-
 // The one-token case of gemm_row_block, with the same per-lane operations in the same order (so
 // bit-identical to it): each 32-column chunk of the R rows is decoded straight into registers
 // and consumed at once, the chunk of x loaded once for all R rows. FP8 rows lie in one 128-row
@@ -729,18 +740,21 @@ void gemv_row_block(const typename gemm_op<W>::params& p, index_t row0,
   for (index_t k0 = 0; k0 < full; k0 += weight_chunk) {
 #if defined(__F16C__) && defined(__AVX2__)
     if constexpr (std::same_as<W, fp8_matrix>) {
-      // The common chunks in a loop of their own, left only at the end or at a chunk they cannot
-      // take: with the slower ways merging into the same back edge GCC kept the accumulators in
-      // memory, a store and a reload on every chunk's dependency chain.
+      // The common chunks in a loop of their own, a whole scale block per step, left only at
+      // the end or at a block it cannot take (whose chunks then go one by one): with the slower
+      // ways merging into the same back edge GCC kept the accumulators in memory, a store and a
+      // reload on every chunk's dependency chain.
       v8f a[R];
       for (int r = 0; r < R; ++r) a[r] = acc[r];
-      while (k0 < full && __builtin_expect(gemv_fp8_pow2_chunk<R>(p.weight, row0, k0, x, xr, a), true)) {
-        prefetch_next_rows<R>(p.weight, row0, k0);
-        k0 += weight_chunk;
-      }
+      while (k0 % fp8_block == 0 && k0 + fp8_block <= full &&
+             __builtin_expect(gemv_fp8_pow2_chunks<R, fp8_block / weight_chunk>(p.weight, row0, k0, x, xr, a),
+                              true))
+        k0 += fp8_block;
       for (int r = 0; r < R; ++r) acc[r] = a[r];
       if (k0 == full) break;
-      if (gemv_fp8_chunk<R>(p.weight, row0, k0, x, xr, acc)) continue;
+      if (gemv_fp8_pow2_chunks<R, 1>(p.weight, row0, k0, x, xr, acc) ||
+          gemv_fp8_chunk<R>(p.weight, row0, k0, x, xr, acc))
+        continue;
     }
 #endif
     prefetch_next_rows<R>(p.weight, row0, k0);
