@@ -1,4 +1,4 @@
-// dot, rms_norm, softmax and the activations against double-precision formulas.
+// dot, sum_of, max_of, rms_norm, softmax and the activations against double-precision formulas.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -18,6 +18,21 @@ TEST_CASE("dot matches a double-precision sum for every tail length", "[core][ma
     for (std::size_t i = 0; i < n; ++i) ref += double(a[i]) * double(b[i]);
     CHECK(dsv4::dot(a.data(), b.data(), static_cast<dsv4::index_t>(n)) ==
           Approx(ref).margin(1e-5 * std::sqrt(double(n))).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("sum_of adds in dot's order; max_of finds the maximum wherever it lies", "[core][math]") {
+  for (std::size_t n : {1u, 7u, 8u, 9u, 63u, 128u, 131u}) {
+    const auto x = random_normal(n, 5);
+    const std::vector<float> ones(n, 1.0f);
+    const auto len = static_cast<dsv4::index_t>(n);
+    INFO("n = " << n);
+    CHECK(dsv4::sum_of(x.data(), len) == dsv4::dot(x.data(), ones.data(), len));  // the same bits
+    for (std::size_t at = 0; at < n; at += 3) {  // the maximum in every lane and in the tail
+      auto y = x;
+      y[at] = 10.0f + float(at);
+      CHECK(dsv4::max_of(y.data(), len) == y[at]);
+    }
   }
 }
 

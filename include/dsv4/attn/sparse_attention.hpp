@@ -227,7 +227,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
     for (index_t h = 0; h < heads; ++h) {
       float* sh = s + h * block;
       // scale > 0: the maximum of the scaled scores is the scaled maximum.
-      const float top = std::max(mx[h], *std::max_element(sh, sh + rows) * scale);
+      const float top = std::max(mx[h], max_of(sh, rows) * scale);
       const float r = std::exp(mx[h] - top);  // 0 on the first block (mx = -inf)
       if (r != 1.0f) {
         sum[h] *= r;
@@ -235,9 +235,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
       }
       for (index_t j = 0; j < rows; ++j) sh[j] = sh[j] * scale - top;
       exp_inplace(sh, rows);
-      float add = 0.0f;
-      for (index_t j = 0; j < rows; ++j) add += sh[j];
-      sum[h] += add;
+      sum[h] += sum_of(sh, rows);
       mx[h] = top;
       to_activation(num, std::span<float>(sh, static_cast<std::size_t>(rows)));
     }

@@ -1,5 +1,5 @@
-// Small numeric building blocks shared by every module: dot products, RMS normalization, softmax
-// and the scalar activations of DeepSeek-V4 (sigmoid, SiLU, softplus).
+// Small numeric building blocks shared by every module: dot products, sums, maxima, RMS
+// normalization, softmax and the scalar activations of DeepSeek-V4 (sigmoid, SiLU, softplus).
 //
 // These are the readable specification: fp32 in, fp32 out, fp32 accumulation in a fixed order.
 // Dot products keep eight partial sums (lane l takes elements l, l+8, ...) and add them in a fixed
@@ -56,6 +56,44 @@ inline float dot(const float* a, const float* b, index_t n) {
   float r;
   dot_rows<1>(a, b, n, &r);
   return r;
+}
+
+// sum_i x[i] over n elements, in dot's order: lane l adds x[l], x[l + 8], ... in turn, and the
+// eight lanes are added as dot adds them. Eight independent chains instead of one: a 128-element
+// sum takes 16 vector additions, not 128 dependent scalar ones.
+inline float sum_of(const float* x, index_t n) {
+  using lanes8 = float __attribute__((vector_size(32)));
+  lanes8 acc = {};
+  index_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    lanes8 v;
+    std::memcpy(&v, x + i, sizeof v);
+    acc += v;
+  }
+  float a[8];
+  std::memcpy(a, &acc, sizeof a);
+  for (index_t l = 0; i + l < n; ++l) a[l] += x[i + l];
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
+// max_i x[i] over n >= 1 elements, eight lanes at a time (the maximum is exact, so the order does
+// not change it; a NaN element may or may not be the result).
+inline float max_of(const float* x, index_t n) {
+  using lanes8 = float __attribute__((vector_size(32)));
+  float m = x[0];
+  index_t i = 0;
+  if (n >= 8) {
+    lanes8 acc;
+    std::memcpy(&acc, x, sizeof acc);
+    for (i = 8; i + 8 <= n; i += 8) {
+      lanes8 v;
+      std::memcpy(&v, x + i, sizeof v);
+      acc = v > acc ? v : acc;
+    }
+    for (int l = 0; l < 8; ++l) m = std::max(m, acc[l]);
+  }
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
 }
 
 // sum_i x[i]^2 over n elements, in the same order as dot(x, x, n).
