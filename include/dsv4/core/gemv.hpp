@@ -629,7 +629,8 @@ DSV4_FORCEINLINE const char* chunk_address(const W& m, index_t row, index_t k0) 
 // Asks for the chunk at k0 of the R rows after [row0, row0 + R) (those inside the matrix), one
 // prefetch per 64-byte cache line: a chunk smaller than a line (FP8 32 bytes, FP4 16) asks for the
 // line at its offset only where the offset is a multiple of 64, so each line is asked for once
-// (asking at every chunk cost the cache-resident GEMV about 10%).
+// (with a prefetch at every chunk the cache-resident GEMV ran about a tenth slower than with none
+// at all, in two rounds).
 template <int R, weight_matrix W>
 DSV4_FORCEINLINE void prefetch_next_rows(const W& m, index_t row0, index_t k0) {
   constexpr index_t line_bytes = 64;
