@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -288,6 +289,95 @@ TEST_CASE("gemv: FP8 GEMV follows the contract on every code, across each path's
   std::vector<float> x(base);
   for (std::size_t k = 0; k < x.size(); k += 5) x[k] = std::ldexp(base[k], -140);
   for (int e_scale : {-127, -7, 0, 7, 8}) check_fp8_gemv_contract(codes, out, in, e_scale, x);
+}
+
+namespace {
+
+// The contract for FP4 written out: the same eight lanes, but within each 32-column block lane l
+// takes the columns l/4 + 4 (l mod 4) + 0, 2, 16, 18, in that order, before the next block.
+float contract_dot_fp4(const float* w, const float* x, index_t n) {
+  float lanes[8] = {};
+  for (index_t b = 0; b < n; b += 32)
+    for (const index_t off : {0, 2, 16, 18})
+      for (int l = 0; l < 8; ++l) {
+        const index_t c = b + l / 4 + 4 * (l % 4) + off;
+#if defined(__FMA__)
+        lanes[l] = std::fma(w[c], x[c], lanes[l]);
+#else
+        lanes[l] = lanes[l] + w[c] * x[c];
+#endif
+      }
+  return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+}
+
+// gemv of an FP4 matrix against the contract on the scalar-dequantized weights and against the
+// gemm row of the same token, bit for bit.
+void check_fp4_gemv_contract(const std::vector<dsv4::fp4x2>& codes, const std::vector<dsv4::ue8m0>& s,
+                             index_t out, index_t in, const std::vector<float>& x, const std::string& what) {
+  const dsv4::fp4_matrix m{{codes.data(), {out, in / 2}}, {s.data(), {out, in / 32}}};
+  std::vector<float> y(static_cast<std::size_t>(out)), yb(static_cast<std::size_t>(2 * out)),
+      xb(static_cast<std::size_t>(2 * in)), w(static_cast<std::size_t>(in));
+  std::copy(x.begin(), x.end(), xb.begin());
+  std::copy(x.begin(), x.end(), xb.begin() + in);
+  REQUIRE(dsv4::gemv(m, x, y).ok());
+  REQUIRE(dsv4::gemm(m, {xb.data(), {2, in}}, {yb.data(), {2, out}}).ok());
+  for (index_t o = 0; o < out; ++o) {
+    for (index_t k = 0; k < in; ++k)
+      w[static_cast<std::size_t>(k)] =
+          dsv4::dequantize_fp4_at(codes.data() + o * in / 2, s.data() + o * in / 32, k);
+    const float ref = contract_dot_fp4(w.data(), x.data(), in);
+    const float got = y[static_cast<std::size_t>(o)];
+    INFO(what << ", row " << o << ": gemv " << got << ", contract " << ref);
+    REQUIRE(same_float(got, ref));
+    REQUIRE(same_float(got, yb[static_cast<std::size_t>(out + o)]));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gemv: FP4 GEMV and GEMM follow the contract on every code, across the decoder's scale limits") {
+  // The FP4 kernels scale by adding the exponent to the looked-up patterns for scales 2^-125 ..
+  // 2^125 and multiply outside that range; a 4-row GEMV pass takes the first way only when all its
+  // rows can. Scales vary by row and block here so that passes meet both; every row holds every
+  // code (both zeros included); x is random, then pushed towards the ends of the float range so
+  // that products of the smallest and largest weights reach the outputs.
+  const index_t out = 9, in = 320;  // a partial 4-row group
+  std::vector<dsv4::fp4x2> codes(static_cast<std::size_t>(out * in / 2));
+  for (index_t o = 0; o < out; ++o)  // byte b of row o is 7b + o: each nibble takes every code
+    for (index_t b = 0; b < in / 2; ++b)
+      codes[static_cast<std::size_t>(o * in / 2 + b)] =
+          dsv4::fp4x2::from_bits(static_cast<std::uint8_t>(b * 7 + o));
+  const int bits[] = {0, 1, 2, 3, 60, 100, 124, 127, 130, 200, 251, 252, 253, 254, 255, 127};
+  std::vector<dsv4::ue8m0> s(static_cast<std::size_t>(out * in / 32));
+  for (index_t o = 0; o < out; ++o)
+    for (index_t b = 0; b < in / 32; ++b)
+      s[static_cast<std::size_t>(o * in / 32 + b)] =
+          dsv4::ue8m0::from_bits(static_cast<std::uint8_t>(bits[(o * 7 + b * 3) % 16]));
+  const int row_bits[] = {127, 253, 130, 255, 2, 252, 1, 127, 253};
+  std::vector<dsv4::ue8m0> row_scales(s.size());
+  for (index_t o = 0; o < out; ++o)
+    std::fill_n(row_scales.begin() + o * in / 32, in / 32,
+                dsv4::ue8m0::from_bits(static_cast<std::uint8_t>(row_bits[o])));
+  auto small_codes = codes;  // codes 0 to 1.5 and one 6 per row: at scale bits 253 only the 6 overflows
+  for (std::size_t i = 0; i < small_codes.size(); ++i)
+    small_codes[i] =
+        dsv4::fp4x2::from_bits(static_cast<std::uint8_t>(i % 160 == 17 ? 0x37 : codes[i].bits & 0x33));
+  const auto base = dsv4::test::random_normal(static_cast<std::size_t>(in), 92);
+  for (int e_x : {0, -20, 20, 100, 124, -100}) {
+    std::vector<float> x(base.size());
+    for (std::size_t k = 0; k < x.size(); ++k) x[k] = std::ldexp(base[k], e_x);
+    check_fp4_gemv_contract(codes, s, out, in, x, "mixed scales, x ~ 2^" + std::to_string(e_x));
+    // One scale per row: passes whose first row is within the limits and a later row is not (a
+    // pass must not take the exponent way unless every row can), and row 8 (a pass of its own) at
+    // 2^126; one infinite weight per row gives an infinite output rather than inf - inf.
+    check_fp4_gemv_contract(small_codes, row_scales, out, in, x, "row scales, x ~ 2^" + std::to_string(e_x));
+    // One scale for the whole matrix: every row group the same way.
+    for (int b : {1, 2, 127, 252, 253}) {
+      std::vector<dsv4::ue8m0> u(s.size(), dsv4::ue8m0::from_bits(static_cast<std::uint8_t>(b)));
+      check_fp4_gemv_contract(codes, u, out, in, x,
+                              "scale bits " + std::to_string(b) + ", x ~ 2^" + std::to_string(e_x));
+    }
+  }
 }
 
 TEST_CASE("gemv: an FP8 NaN code sends its row group to the exact fallback, other rows unchanged") {

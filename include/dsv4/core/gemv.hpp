@@ -17,15 +17,19 @@
 // eight fp32 lane accumulators; lane l sums w[o][k] * x[t][k] over k = l (mod 8) in increasing k,
 // where w is the decoded weight (code times scale, the scale applied per weight, not folded after
 // the sum), then the lanes are added as ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)), the
-// tree of dsv4::dot. Every output is computed by one thread and does not depend on the other rows
-// or tokens, so results are bit-identical for any thread count, and gemv(x) equals the row of
-// gemm(X) that holds x (a batch equals its tokens one by one). Products use fused multiply-add
-// where the target has it.
+// tree of dsv4::dot. FP4 assigns the columns to the lanes in another order, the one its fastest
+// decoder produces: within each 32-column block, lane l sums columns l/4 + 4 (l mod 4) + 0, 2, 16,
+// 18, in that order, before the next block (fp4_lane_column); the kernels read x in that order
+// (fp4_lane_order, one pass over x per call). Every output is computed by one thread and does not
+// depend on the other rows or tokens, so results are bit-identical for any thread count, and
+// gemv(x) equals the row of gemm(X) that holds x (a batch equals its tokens one by one). Products
+// use fused multiply-add where the target has it.
 //
 // Vectorization: GCC vector extensions for the products; with AVX2 and F16C the FP8 codes are
 // rewritten as IEEE half bits (three integer operations) and widened by the hardware, the FP4
 // nibbles looked up in two 16-entry byte tables that give the float bits directly; without them
-// the scalar decoders of quant.hpp are used. An FP8 chunk whose scale is above 2^119 (too large
+// the scalar decoders of quant.hpp are used. The FP4 kernels scale by adding the exponent to the
+// looked-up patterns (decode_fp4_lanes). An FP8 chunk whose scale is above 2^119 (too large
 // for the half trick; no real checkpoint comes near) or that holds a NaN code takes the scalar
 // decoder as well, so decoding stays exact everywhere. The one-token FP8 GEMV multiplies x, not
 // the weights, by the block scale where that leaves every product unchanged: it reads the codes
@@ -38,6 +42,7 @@
 #include <concepts>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -226,6 +231,87 @@ DSV4_FORCEINLINE void decode_fp4_chunk(const fp4x2* w, float scale, chunk_regs& 
   out[1] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(first, odd)), s));
   out[2] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(second, 16)), s));
   out[3] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(second, odd)), s));
+}
+
+// ---- FP4 in lane order (the GEMV's and GEMM's decoder) ----
+//
+// decode_fp4_chunk's column order costs three operations (a byte shuffle, a shift and a blend) to
+// put the nibbles of 8 consecutive columns side by side. The order the tables give without them,
+// with the low nibbles of the 16 bytes in the lower 128-bit half and the high nibbles in the upper
+// one, is lane order (fp4_lane_column): the 32-bit lanes of the first interleave hold the patterns
+// of columns (4d, 4d + 2) below and (4d + 1, 4d + 3) above, d = 0 .. 3. The scale is applied to
+// the 16-bit patterns before they are split, by subtracting from the exponent field: the table
+// entries carry the exponent plus 126 (0x3f00 added to every nonzero pattern) and one saturating
+// subtraction of (126 - e) << 7 per 16 weights leaves each nonzero code's pattern with its
+// exponent plus e, which is code * 2^e exactly while that is a normal float (e in [-125, 125]:
+// codes are 0.5 to 6), and takes the zero codes to 0. That is two operations per 32 weights
+// against four multiplies. Both zeros decode to +0, which no output can tell from -0: every lane
+// sum starts at +0 and, rounding to nearest, a sum or multiply-add can only give -0 from two -0
+// operands, so the lanes never hold -0 and adding a +0 or a -0 product to them gives the same.
+inline constexpr std::uint8_t fp4_exponent_scale_min_bits = 2, fp4_exponent_scale_max_bits = 252;
+DSV4_FORCEINLINE bool fp4_exponent_scalable(ue8m0 s) {
+  return s.bits >= fp4_exponent_scale_min_bits && s.bits <= fp4_exponent_scale_max_bits;
+}
+
+// (126 - e) << 7 in both 16-bit halves, for the scale 2^e with bits = e + 127 in the range above.
+struct fp4_exponent_table {
+  alignas(64) std::uint32_t v[256];
+  constexpr fp4_exponent_table() : v{} {
+    for (int b = fp4_exponent_scale_min_bits; b <= fp4_exponent_scale_max_bits; ++b) {
+      const auto sub = static_cast<std::uint32_t>(253 - b) << 7;
+      v[b] = sub | sub << 16;
+    }
+  }
+};
+inline constexpr fp4_exponent_table fp4_exponent_subtrahends{};
+
+// The nibbles of the 16 bytes at w, low ones in the lower half and high ones in the upper half,
+// each in the low 4 bits of its byte (a table shuffle zeroes its entry when bit 7 is set).
+DSV4_FORCEINLINE __m256i fp4_lane_nibbles(const fp4x2* w) {
+  const __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+  return _mm256_and_si256(_mm256_srlv_epi32(bytes, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                          _mm256_set1_epi8(0x0f));
+}
+
+// The four chunk vectors of the 16-bit patterns in first (columns 0 .. 15 of the block) and
+// second (16 .. 31): the even word of each 32-bit lane shifted up, the odd one masked.
+DSV4_FORCEINLINE void fp4_lane_split(__m256i first, __m256i second, chunk_regs& out) {
+  const __m256i odd = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  out[0] = reinterpret_cast<v8f>(_mm256_slli_epi32(first, 16));
+  out[1] = reinterpret_cast<v8f>(_mm256_and_si256(first, odd));
+  out[2] = reinterpret_cast<v8f>(_mm256_slli_epi32(second, 16));
+  out[3] = reinterpret_cast<v8f>(_mm256_and_si256(second, odd));
+}
+
+// out = the 32 FP4 weights at w times 2^(scale.bits - 127), in lane order, for scale bits in
+// [fp4_exponent_scale_min_bits, fp4_exponent_scale_max_bits]; both zeros give +0 (see above).
+DSV4_FORCEINLINE void decode_fp4_lanes(const fp4x2* w, ue8m0 scale, chunk_regs& out) {
+  const __m256i biased_high = _mm256_setr_epi8(
+      0x00, 0x7e, 0x7e, 0x7e, 0x7f, 0x7f, 0x7f, 0x7f, 0x00, -0x02, -0x02, -0x02, -0x01, -0x01, -0x01, -0x01,
+      0x00, 0x7e, 0x7e, 0x7e, 0x7f, 0x7f, 0x7f, 0x7f, 0x00, -0x02, -0x02, -0x02, -0x01, -0x01, -0x01, -0x01);
+  const __m256i low_bytes = _mm256_setr_epi8(
+      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40,
+      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40);
+  const __m256i nibbles = fp4_lane_nibbles(w);
+  const __m256i hi = _mm256_shuffle_epi8(biased_high, nibbles), lo = _mm256_shuffle_epi8(low_bytes, nibbles);
+  const __m256i sub = _mm256_castps_si256(
+      _mm256_broadcast_ss(reinterpret_cast<const float*>(&fp4_exponent_subtrahends.v[scale.bits])));
+  fp4_lane_split(_mm256_subs_epu16(_mm256_unpacklo_epi8(lo, hi), sub),
+                 _mm256_subs_epu16(_mm256_unpackhi_epi8(lo, hi), sub), out);
+}
+
+// The same for any scale, in the way of decode_fp4_chunk: the code values, multiplied by the scale.
+DSV4_FORCEINLINE void decode_fp4_lanes_multiplied(const fp4x2* w, float scale, chunk_regs& out) {
+  const __m256i high_bytes = _mm256_setr_epi8(
+      0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, -0x80, -0x41, -0x41, -0x41, -0x40, -0x40, -0x40, -0x40,
+      0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, -0x80, -0x41, -0x41, -0x41, -0x40, -0x40, -0x40, -0x40);
+  const __m256i low_bytes = _mm256_setr_epi8(
+      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40,
+      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40);
+  const __m256i nibbles = fp4_lane_nibbles(w);
+  const __m256i hi = _mm256_shuffle_epi8(high_bytes, nibbles), lo = _mm256_shuffle_epi8(low_bytes, nibbles);
+  fp4_lane_split(_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi), out);
+  for (int i = 0; i < 4; ++i) out[i] = out[i] * scale;
 }
 #endif
 
@@ -424,13 +510,45 @@ DSV4_FORCEINLINE void load_chunk(const fp8_matrix& m, index_t row, index_t k0, c
   if (__builtin_expect(decode_fp8_chunk(w, m.block_scale(row, k0), out), true)) return;
   load_chunk_buffered(m, row, k0, out);
 }
+#endif
+
+// The column of a 32-column FP4 block that lane l of the block's chunk vector i (0 .. 3) holds:
+// lane l takes the columns l/4 + 4 (l mod 4) + 0, 2, 16, 18 (decode_fp4_lanes' order).
+constexpr index_t fp4_lane_column(int i, int l) { return 16 * (i / 2) + 2 * (i % 2) + 4 * (l % 4) + l / 4; }
+
+// out[32b + 8i + l] = x[32b + fp4_lane_column(i, l)]: n columns of x (a multiple of 32) in lane
+// order.
+inline void fp4_lane_order(const float* x, index_t n, float* out) {
+  for (index_t b = 0; b < n; b += weight_chunk) {
+    chunk_regs v;
+    for (int i = 0; i < 4; ++i) load8(v[i], x + b + 8 * i);
+    const v8f o[4] = {__builtin_shufflevector(v[0], v[1], 0, 4, 8, 12, 1, 5, 9, 13),
+                      __builtin_shufflevector(v[0], v[1], 2, 6, 10, 14, 3, 7, 11, 15),
+                      __builtin_shufflevector(v[2], v[3], 0, 4, 8, 12, 1, 5, 9, 13),
+                      __builtin_shufflevector(v[2], v[3], 2, 6, 10, 14, 3, 7, 11, 15)};
+    for (int i = 0; i < 4; ++i) store8(out + b + 8 * i, o[i]);
+  }
+}
+
+// FP4: columns [k0, k0 + weight_chunk) of a row in lane order (the GEMV's and GEMM's, whose x is in
+// lane order too).
 DSV4_FORCEINLINE void load_chunk(const fp4_matrix& m, index_t row, index_t k0, chunk_regs& out) {
+#if defined(__F16C__) && defined(__AVX2__)
   const auto k = static_cast<std::size_t>(k0);
   const fp4x2* w = m.weight.data() + row * m.weight.stride(0) + k / 2;
-  decode_fp4_chunk(
-      w, scale_float(m.scale.data()[row * m.scale.stride(0) + static_cast<index_t>(k / fp4_block)]), out);
-}
+  const ue8m0 s = m.scale.data()[row * m.scale.stride(0) + static_cast<index_t>(k / fp4_block)];
+  if (__builtin_expect(fp4_exponent_scalable(s), true)) {
+    decode_fp4_lanes(w, s, out);
+  } else {
+    decode_fp4_lanes_multiplied(w, scale_float(s), out);
+  }
+#else
+  alignas(32) float buf[weight_chunk];
+  m.decode(row, k0, weight_chunk, buf);
+  for (int i = 0; i < 4; ++i)
+    for (int l = 0; l < 8; ++l) out[i][l] = buf[fp4_lane_column(i, l)];
 #endif
+}
 
 }  // namespace detail
 
@@ -730,6 +848,53 @@ DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t 
 inline constexpr bool fp8_gemv_scales_x = false;
 #endif
 
+#if defined(__F16C__) && defined(__AVX2__)
+// Chunks of an FP4 one-token GEMV step: 8 chunks (256 columns, 128 bytes of each row, whose 8 scale
+// bytes lie side by side).
+inline constexpr index_t fp4_gemv_step_chunks = 8;
+
+// C = fp4_gemv_step_chunks consecutive chunks of R FP4 rows from column k0 against x (lane order),
+// the common way: every scale of the R x C blocks within decode_fp4_lanes' range, which one
+// unsigned minimum and maximum over the R rows' scale bytes show (false, nothing done, otherwise:
+// checking each chunk's R scales one by one cost about a quarter of the time). It asks for the next
+// R rows' lines at the same columns.
+template <int R>
+DSV4_FORCEINLINE bool gemv_fp4_chunks(const fp4_matrix& m, index_t row0, index_t k0, const float* x,
+                                      v8f (&acc)[R]) {
+  constexpr index_t C = fp4_gemv_step_chunks;
+  const auto k = static_cast<std::size_t>(k0);
+  const index_t ss = m.scale.stride(0), ws = m.weight.stride(0);
+  const ue8m0* s = m.scale.data() + row0 * ss + static_cast<index_t>(k / fp4_block);
+  __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s)), hi = lo;
+  for (int r = 1; r < R; ++r) {
+    const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + r * ss));
+    lo = _mm_min_epu8(lo, v);
+    hi = _mm_max_epu8(hi, v);
+  }
+  const __m128i ok = _mm_and_si128(
+      _mm_cmpeq_epi8(_mm_max_epu8(lo, _mm_set1_epi8(fp4_exponent_scale_min_bits)), lo),
+      _mm_cmpeq_epi8(_mm_min_epu8(hi, _mm_set1_epi8(static_cast<char>(fp4_exponent_scale_max_bits))), hi));
+  if ((_mm_movemask_epi8(ok) & 0xff) != 0xff) return false;
+  const fp4x2* w = m.weight.data() + row0 * ws + k / 2;
+  for (index_t r = row0 + R; r < std::min<index_t>(row0 + 2 * R, m.rows()); ++r)
+    for (index_t b = 0; b < C * weight_chunk / 2; b += 64)
+      __builtin_prefetch(reinterpret_cast<const char*>(w + (r - row0) * ws) + b);
+  for (index_t c = 0; c < C; ++c) {
+#pragma GCC unroll 8  // every accumulator in its own register
+    for (int r = 0; r < R; ++r) {
+      chunk_regs d;
+      decode_fp4_lanes(w + r * ws + c * weight_chunk / 2, s[r * ss + c], d);
+      for (int i = 0; i < 4; ++i) {
+        v8f xv;
+        load8(xv, x + k0 + c * weight_chunk + 8 * i);
+        fma8(acc[r], d[i], xv);
+      }
+    }
+  }
+  return true;
+}
+#endif
+
 // The one-token case of gemm_row_block, with the same per-lane operations in the same order (so
 // bit-identical to it): each 32-column chunk of the R rows is decoded straight into registers
 // and consumed at once, the chunk of x loaded once for all R rows. FP8 rows lie in one 128-row
@@ -758,6 +923,15 @@ void gemv_row_block(const typename gemm_op<W>::params& p, index_t row0,
       if (gemv_fp8_pow2_chunks<R, 1>(p.weight, row0, k0, x, xr, acc) ||
           gemv_fp8_chunk<R>(p.weight, row0, k0, x, xr, acc))
         continue;
+    }
+    if constexpr (std::same_as<W, fp4_matrix>) {  // the same structure, for the same reason
+      constexpr index_t step = fp4_gemv_step_chunks * weight_chunk;
+      v8f a[R];
+      for (int r = 0; r < R; ++r) a[r] = acc[r];
+      while (k0 + step <= full && __builtin_expect(gemv_fp4_chunks<R>(p.weight, row0, k0, x, a), true))
+        k0 += step;
+      for (int r = 0; r < R; ++r) acc[r] = a[r];
+      if (k0 == full) break;
     }
 #endif
     prefetch_next_rows<R>(p.weight, row0, k0);
@@ -801,12 +975,21 @@ struct kernel<gemm_op<W>, cpu> {
   static status run(const typename gemm_op<W>::params& p) {
     DSV4_TRY(gemm_op<W>::check(p));
     const index_t out = p.weight.rows();
+    typename gemm_op<W>::params q = p;
+    std::unique_ptr<float[]> lanes;
+    if constexpr (std::same_as<W, fp4_matrix>) {  // the kernels read x in FP4 lane order
+      const index_t n = p.x.extent(0), in = p.x.extent(1);
+      lanes = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(n * in));
+      for (index_t t = 0; t < n; ++t)
+        detail::fp4_lane_order(p.x.data() + t * p.x.stride(0), in, lanes.get() + t * in);
+      q.x = tensor_view<const float, 2>(lanes.get(), {n, in});
+    }
     // Only the one-token FP8 path reads it: a pass over x, against one over the whole matrix.
     const bool scan = detail::fp8_gemv_scales_x && std::same_as<W, fp8_matrix> && p.x.extent(0) == 1;
     const detail::exponent_range xr(std::span<const float>(p.x.data(), scan ? p.x.extent(1) : 0));
     parallel_for(0, detail::blocks_of(out, detail::task_rows), [&](index_t b) {
       const index_t row0 = b * detail::task_rows;
-      detail::row_block<W>(p, row0, std::min(detail::task_rows, out - row0), xr);
+      detail::row_block<W>(q, row0, std::min(detail::task_rows, out - row0), xr);
     });
     return {};
   }
