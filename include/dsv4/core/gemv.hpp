@@ -969,28 +969,53 @@ void row_block(const typename gemm_op<W>::params& p, index_t row0, index_t rows,
 
 }  // namespace detail
 
+// The input x of gemm_op<W> prepared once for any number of row tasks: FP4 reads x in its lane
+// order (a permuted copy), the one-token FP8 GEMV needs x's exponent range. The kernel below runs
+// every task of one matrix on it; a caller can also run the tasks of several matrices that share
+// x in one parallel region (an expert's gate and up projections: moe/experts.hpp), which saves a
+// region start per matrix. The caller checks the shapes (gemm_op<W>::check) first.
+template <weight_matrix W>
+class gemm_input {
+ public:
+  explicit gemm_input(tensor_view<const float, 2> x)
+      : x_(x), range_(std::span<const float>(x.data(), scans_range(x) ? x.extent(1) : 0)) {
+    if constexpr (std::same_as<W, fp4_matrix>) {
+      const index_t n = x.extent(0), in = x.extent(1);
+      lanes_ = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(n * in));
+      for (index_t t = 0; t < n; ++t)
+        detail::fp4_lane_order(x.data() + t * x.stride(0), in, lanes_.get() + t * in);
+      x_ = tensor_view<const float, 2>(lanes_.get(), {n, in});
+    }
+  }
+
+  // Output rows per task, and the tasks of a matrix with `out` rows.
+  static constexpr index_t task_rows = detail::task_rows;
+  static index_t tasks(index_t out) { return detail::blocks_of(out, task_rows); }
+  // Task b of y = x . w^T: rows [b * task_rows, (b + 1) * task_rows) of y (fewer in the last) for
+  // every token.
+  void run_task(const W& w, tensor_view<float, 2> y, index_t b) const {
+    const index_t row0 = b * detail::task_rows;
+    detail::row_block<W>(typename gemm_op<W>::params{w, x_, y}, row0,
+                         std::min(detail::task_rows, w.rows() - row0), range_);
+  }
+
+ private:
+  // Only the one-token FP8 path reads the range: a pass over x, against one over the whole matrix.
+  static bool scans_range(const tensor_view<const float, 2>& x) {
+    return detail::fp8_gemv_scales_x && std::same_as<W, fp8_matrix> && x.extent(0) == 1;
+  }
+  tensor_view<const float, 2> x_;
+  detail::exponent_range range_;
+  std::unique_ptr<float[]> lanes_;
+};
+
 // Parallel over blocks of task_rows output rows.
 template <weight_matrix W>
 struct kernel<gemm_op<W>, cpu> {
   static status run(const typename gemm_op<W>::params& p) {
     DSV4_TRY(gemm_op<W>::check(p));
-    const index_t out = p.weight.rows();
-    typename gemm_op<W>::params q = p;
-    std::unique_ptr<float[]> lanes;
-    if constexpr (std::same_as<W, fp4_matrix>) {  // the kernels read x in FP4 lane order
-      const index_t n = p.x.extent(0), in = p.x.extent(1);
-      lanes = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(n * in));
-      for (index_t t = 0; t < n; ++t)
-        detail::fp4_lane_order(p.x.data() + t * p.x.stride(0), in, lanes.get() + t * in);
-      q.x = tensor_view<const float, 2>(lanes.get(), {n, in});
-    }
-    // Only the one-token FP8 path reads it: a pass over x, against one over the whole matrix.
-    const bool scan = detail::fp8_gemv_scales_x && std::same_as<W, fp8_matrix> && p.x.extent(0) == 1;
-    const detail::exponent_range xr(std::span<const float>(p.x.data(), scan ? p.x.extent(1) : 0));
-    parallel_for(0, detail::blocks_of(out, detail::task_rows), [&](index_t b) {
-      const index_t row0 = b * detail::task_rows;
-      detail::row_block<W>(q, row0, std::min(detail::task_rows, out - row0), xr);
-    });
+    const gemm_input<W> in(p.x);
+    parallel_for(0, gemm_input<W>::tasks(p.weight.rows()), [&](index_t b) { in.run_task(p.weight, p.y, b); });
     return {};
   }
 };

@@ -115,16 +115,25 @@ status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
     });
     in = xq;
   }
-  DSV4_TRY(gemm(e.w1, in, g));
-  DSV4_TRY(gemm(e.w3, in, u));
-  parallel_for(0, n, [&](index_t t) {
-    const float w = row_weight.empty() ? 1.0f : row_weight[static_cast<std::size_t>(t)];
-    for (index_t i = 0; i < inter; ++i) {
-      const float a = clamped_swiglu(to_activation(num, g(t, i)), to_activation(num, u(t, i)), limit);
-      g(t, i) = row_weight.empty() ? a : a * w;
+  // The gate and up projections and the activation in one parallel region: each task computes
+  // its rows of g and u for every token, then the activation of those columns.
+  DSV4_TRY(gemm_op<W>::check({e.w1, in, g}));
+  DSV4_TRY(gemm_op<W>::check({e.w3, in, u}));
+  const gemm_input<W> xin(in);
+  parallel_for(0, gemm_input<W>::tasks(inter), [&](index_t b) {
+    xin.run_task(e.w1, g, b);
+    xin.run_task(e.w3, u, b);
+    const index_t i0 = b * gemm_input<W>::task_rows, i1 = std::min(inter, i0 + gemm_input<W>::task_rows);
+    for (index_t t = 0; t < n; ++t) {
+      const float w = row_weight.empty() ? 1.0f : row_weight[static_cast<std::size_t>(t)];
+      for (index_t i = i0; i < i1; ++i) {
+        const float a = clamped_swiglu(to_activation(num, g(t, i)), to_activation(num, u(t, i)), limit);
+        g(t, i) = row_weight.empty() ? a : a * w;
+      }
     }
-    to_linear_input(num, takes_fp8_input<W>, row(g, t));
   });
+  if (num == numerics::released)
+    parallel_for(0, n, [&](index_t t) { to_linear_input(num, takes_fp8_input<W>, row(g, t)); });
   DSV4_TRY(gemm(e.w2, tensor_view<const float, 2>(g), y));
   if (num == numerics::released) parallel_for(0, n, [&](index_t t) { to_activation(num, row(y, t)); });
   return {};
