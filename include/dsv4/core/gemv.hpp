@@ -178,6 +178,22 @@ DSV4_FORCEINLINE bool decode_fp8_chunk(const fp8_e4m3* w, ue8m0 scale, chunk_reg
   return true;
 }
 
+// The FP4 byte tables, indexed by the nibble (bit 3 the sign, both 128-bit halves the same): bits
+// 24..31 and 16..23 of the code's float, and the former with the exponent biased by 126 for
+// decode_fp4_lanes (0 for both zeros).
+DSV4_FORCEINLINE __m256i fp4_high_bytes() {
+  return _mm256_broadcastsi128_si256(_mm_setr_epi8(0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40,  //
+                                                   -0x80, -0x41, -0x41, -0x41, -0x40, -0x40, -0x40, -0x40));
+}
+DSV4_FORCEINLINE __m256i fp4_low_bytes() {
+  return _mm256_broadcastsi128_si256(_mm_setr_epi8(0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40,  //
+                                                   0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40));
+}
+DSV4_FORCEINLINE __m256i fp4_biased_high_bytes() {
+  return _mm256_broadcastsi128_si256(_mm_setr_epi8(0x00, 0x7e, 0x7e, 0x7e, 0x7f, 0x7f, 0x7f, 0x7f,  //
+                                                   0x00, -0x02, -0x02, -0x02, -0x01, -0x01, -0x01, -0x01));
+}
+
 // Constant vectors of decode_fp4_chunk. select: source byte j holds columns 2j (low nibble) and
 // 2j + 1 (high nibble); this order puts columns c and c + 8 side by side (see below).
 struct alignas(32) fp4_decode_constants {
@@ -202,12 +218,8 @@ inline constexpr fp4_decode_constants fp4_constants = {
 // a shift (even) or a mask (odd) yields 8 consecutive columns:
 //   nibble bytes, lane 0: c0 c8 c1 c9 c2 c10 c3 c11 | c16 c24 c17 c25 ..   lane 1: c4 c12 c5 c13 ..
 DSV4_FORCEINLINE void decode_fp4_chunk(const fp4x2* w, float scale, chunk_regs& out) {
-  const __m256i high_bytes = _mm256_setr_epi8(
-      0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, -0x80, -0x41, -0x41, -0x41, -0x40, -0x40, -0x40, -0x40,
-      0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, -0x80, -0x41, -0x41, -0x41, -0x40, -0x40, -0x40, -0x40);
-  const __m256i low_bytes = _mm256_setr_epi8(
-      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40,
-      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40);
+  const __m256i high_bytes = fp4_high_bytes();
+  const __m256i low_bytes = fp4_low_bytes();
   // The other three constants are read from memory as operands (through a pointer the compiler
   // cannot see through, so that it does not hoist them into registers): in the GEMV the two tables,
   // four accumulators and the temporaries already take most of the 16 registers, and holding these
@@ -286,12 +298,8 @@ DSV4_FORCEINLINE void fp4_lane_split(__m256i first, __m256i second, chunk_regs& 
 // out = the 32 FP4 weights at w times 2^(scale.bits - 127), in lane order, for scale bits in
 // [fp4_exponent_scale_min_bits, fp4_exponent_scale_max_bits]; both zeros give +0 (see above).
 DSV4_FORCEINLINE void decode_fp4_lanes(const fp4x2* w, ue8m0 scale, chunk_regs& out) {
-  const __m256i biased_high = _mm256_setr_epi8(
-      0x00, 0x7e, 0x7e, 0x7e, 0x7f, 0x7f, 0x7f, 0x7f, 0x00, -0x02, -0x02, -0x02, -0x01, -0x01, -0x01, -0x01,
-      0x00, 0x7e, 0x7e, 0x7e, 0x7f, 0x7f, 0x7f, 0x7f, 0x00, -0x02, -0x02, -0x02, -0x01, -0x01, -0x01, -0x01);
-  const __m256i low_bytes = _mm256_setr_epi8(
-      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40,
-      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40);
+  const __m256i biased_high = fp4_biased_high_bytes();
+  const __m256i low_bytes = fp4_low_bytes();
   const __m256i nibbles = fp4_lane_nibbles(w);
   const __m256i hi = _mm256_shuffle_epi8(biased_high, nibbles), lo = _mm256_shuffle_epi8(low_bytes, nibbles);
   const __m256i sub = _mm256_castps_si256(
@@ -302,12 +310,8 @@ DSV4_FORCEINLINE void decode_fp4_lanes(const fp4x2* w, ue8m0 scale, chunk_regs& 
 
 // The same for any scale, in the way of decode_fp4_chunk: the code values, multiplied by the scale.
 DSV4_FORCEINLINE void decode_fp4_lanes_multiplied(const fp4x2* w, float scale, chunk_regs& out) {
-  const __m256i high_bytes = _mm256_setr_epi8(
-      0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, -0x80, -0x41, -0x41, -0x41, -0x40, -0x40, -0x40, -0x40,
-      0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40, -0x80, -0x41, -0x41, -0x41, -0x40, -0x40, -0x40, -0x40);
-  const __m256i low_bytes = _mm256_setr_epi8(
-      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40,
-      0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40, 0x00, 0x00, -0x80, -0x40, 0x00, 0x40, -0x80, -0x40);
+  const __m256i high_bytes = fp4_high_bytes();
+  const __m256i low_bytes = fp4_low_bytes();
   const __m256i nibbles = fp4_lane_nibbles(w);
   const __m256i hi = _mm256_shuffle_epi8(high_bytes, nibbles), lo = _mm256_shuffle_epi8(low_bytes, nibbles);
   fp4_lane_split(_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi), out);
