@@ -232,14 +232,12 @@ bool same_float(float a, float b) {
          std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b);
 }
 
-// gemv of one FP8 matrix whose 128-row blocks all carry scale 2^e_scale, against the contract on
-// the scalar-dequantized weights and against the gemm row of the same token, bit for bit.
-void check_fp8_gemv_contract(const std::vector<dsv4::fp8_e4m3>& codes, index_t out, index_t in, int e_scale,
-                             const std::vector<float>& x) {
-  const index_t sr = dsv4::detail::blocks_of(out, dsv4::fp8_block),
-                sc = dsv4::detail::blocks_of(in, dsv4::fp8_block);
-  std::vector<dsv4::ue8m0> s(static_cast<std::size_t>(sr * sc), dsv4::ue8m0::from_exponent(e_scale));
-  const dsv4::fp8_matrix m{{codes.data(), {out, in}}, {s.data(), {sr, sc}}};
+// gemv of m against a contract evaluated on the scalar-dequantized weights (weight(o, k)) and
+// against the gemm row of the same token, bit for bit.
+template <class W, class Weight, class Contract>
+void check_gemv_contract(const W& m, const std::vector<float>& x, Weight weight, Contract contract,
+                         const std::string& what) {
+  const index_t out = m.rows(), in = m.cols();
   std::vector<float> y(static_cast<std::size_t>(out)), yb(static_cast<std::size_t>(2 * out)),
       xb(static_cast<std::size_t>(2 * in)), w(static_cast<std::size_t>(in));
   std::copy(x.begin(), x.end(), xb.begin());
@@ -247,15 +245,28 @@ void check_fp8_gemv_contract(const std::vector<dsv4::fp8_e4m3>& codes, index_t o
   REQUIRE(dsv4::gemv(m, x, y).ok());
   REQUIRE(dsv4::gemm(m, {xb.data(), {2, in}}, {yb.data(), {2, out}}).ok());
   for (index_t o = 0; o < out; ++o) {
-    for (index_t k = 0; k < in; ++k)
-      w[static_cast<std::size_t>(k)] =
-          dsv4::dequantize_fp8_at(codes.data() + o * in, s.data() + (o / 128) * sc, k);
-    const float ref = contract_dot(w.data(), x.data(), in);
+    for (index_t k = 0; k < in; ++k) w[static_cast<std::size_t>(k)] = weight(o, k);
+    const float ref = contract(w.data(), x.data(), in);
     const float got = y[static_cast<std::size_t>(o)];
-    INFO("scale 2^" << e_scale << " row " << o << ": gemv " << got << ", contract " << ref);
+    INFO(what << ", row " << o << ": gemv " << got << ", contract " << ref);
     REQUIRE(same_float(got, ref));
     REQUIRE(same_float(got, yb[static_cast<std::size_t>(out + o)]));
   }
+}
+
+// gemv of one FP8 matrix whose 128-row blocks all carry scale 2^e_scale against the contract.
+void check_fp8_gemv_contract(const std::vector<dsv4::fp8_e4m3>& codes, index_t out, index_t in, int e_scale,
+                             const std::vector<float>& x) {
+  const index_t sr = dsv4::detail::blocks_of(out, dsv4::fp8_block),
+                sc = dsv4::detail::blocks_of(in, dsv4::fp8_block);
+  std::vector<dsv4::ue8m0> s(static_cast<std::size_t>(sr * sc), dsv4::ue8m0::from_exponent(e_scale));
+  const dsv4::fp8_matrix m{{codes.data(), {out, in}}, {s.data(), {sr, sc}}};
+  check_gemv_contract(
+      m, x,
+      [&](index_t o, index_t k) {
+        return dsv4::dequantize_fp8_at(codes.data() + o * in, s.data() + (o / 128) * sc, k);
+      },
+      contract_dot, "scale 2^" + std::to_string(e_scale));
 }
 
 }  // namespace
@@ -310,27 +321,16 @@ float contract_dot_fp4(const float* w, const float* x, index_t n) {
   return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
 }
 
-// gemv of an FP4 matrix against the contract on the scalar-dequantized weights and against the
-// gemm row of the same token, bit for bit.
+// gemv of an FP4 matrix against its contract.
 void check_fp4_gemv_contract(const std::vector<dsv4::fp4x2>& codes, const std::vector<dsv4::ue8m0>& s,
                              index_t out, index_t in, const std::vector<float>& x, const std::string& what) {
   const dsv4::fp4_matrix m{{codes.data(), {out, in / 2}}, {s.data(), {out, in / 32}}};
-  std::vector<float> y(static_cast<std::size_t>(out)), yb(static_cast<std::size_t>(2 * out)),
-      xb(static_cast<std::size_t>(2 * in)), w(static_cast<std::size_t>(in));
-  std::copy(x.begin(), x.end(), xb.begin());
-  std::copy(x.begin(), x.end(), xb.begin() + in);
-  REQUIRE(dsv4::gemv(m, x, y).ok());
-  REQUIRE(dsv4::gemm(m, {xb.data(), {2, in}}, {yb.data(), {2, out}}).ok());
-  for (index_t o = 0; o < out; ++o) {
-    for (index_t k = 0; k < in; ++k)
-      w[static_cast<std::size_t>(k)] =
-          dsv4::dequantize_fp4_at(codes.data() + o * in / 2, s.data() + o * in / 32, k);
-    const float ref = contract_dot_fp4(w.data(), x.data(), in);
-    const float got = y[static_cast<std::size_t>(o)];
-    INFO(what << ", row " << o << ": gemv " << got << ", contract " << ref);
-    REQUIRE(same_float(got, ref));
-    REQUIRE(same_float(got, yb[static_cast<std::size_t>(out + o)]));
-  }
+  check_gemv_contract(
+      m, x,
+      [&](index_t o, index_t k) {
+        return dsv4::dequantize_fp4_at(codes.data() + o * in / 2, s.data() + o * in / 32, k);
+      },
+      contract_dot_fp4, what);
 }
 
 }  // namespace
