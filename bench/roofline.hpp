@@ -64,9 +64,10 @@ inline double measure_read_bandwidth(int repeats) {
   const auto n = static_cast<std::int64_t>(buf.size());
   const int parts = std::max(1, dsv4::max_threads());
   std::vector<float> sums(static_cast<size_t>(parts));
+  // Floats per stream: each part rounded down to whole 64-byte lines per stream.
+  const std::int64_t len = (n / parts) / bandwidth_streams / 16 * 16;
   const double s = best_seconds(repeats, [&] {
     dsv4::parallel_for(0, parts, [&](std::int64_t p) {
-      const std::int64_t len = (n / parts) / bandwidth_streams / 16 * 16;  // floats per stream
       const float* x = buf.data() + p * (n / parts);
       float acc[bandwidth_streams][16] = {};
       for (std::int64_t i = 0; i < len; i += 16)
@@ -79,10 +80,7 @@ inline double measure_read_bandwidth(int repeats) {
     });
     benchmark::DoNotOptimize(sums.data());
   });
-  // The bytes read (each part rounded down to whole 64-byte lines per stream).
-  const double bytes =
-      static_cast<double>((n / parts) / bandwidth_streams / 16 * 16) * bandwidth_streams * parts;
-  return bytes * sizeof(float) / s;
+  return static_cast<double>(len) * bandwidth_streams * parts * sizeof(float) / s;
 }
 
 inline double measure_fma_peak(int repeats) {

@@ -194,55 +194,46 @@ DSV4_FORCEINLINE __m256i fp4_biased_high_bytes() {
                                                    0x00, -0x02, -0x02, -0x02, -0x01, -0x01, -0x01, -0x01));
 }
 
-// Constant vectors of decode_fp4_chunk. select: source byte j holds columns 2j (low nibble) and
-// 2j + 1 (high nibble); this order puts columns c and c + 8 side by side (see below).
-struct alignas(32) fp4_decode_constants {
-  std::int8_t select[32];
-  std::int8_t clear7[32];  // 0x7f in every byte
-  std::uint32_t odd[8];    // the upper 16 bits of every 32-bit lane
-};
-inline constexpr fp4_decode_constants fp4_constants = {
-    {0, 4, 0, 4, 1, 5, 1, 5, 8,  12, 8,  12, 9,  13, 9,  13,
-     2, 6, 2, 6, 3, 7, 3, 7, 10, 14, 10, 14, 11, 15, 11, 15},
-    {0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f,
-     0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f},
-    {0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u, 0xffff0000u}};
+// The table lookup of 32 nibble indices (bits 0..3 of each byte; a table shuffle zeroes its entry
+// when bit 7 is set) into 16-bit patterns, high byte from `high`: first holds the patterns of bytes
+// 0..7 of each 128-bit half, second those of bytes 8..15, two to a 32-bit lane.
+DSV4_FORCEINLINE void fp4_lookup(__m256i nibbles, __m256i high, __m256i& first, __m256i& second) {
+  const __m256i hi = _mm256_shuffle_epi8(high, nibbles), lo = _mm256_shuffle_epi8(fp4_low_bytes(), nibbles);
+  first = _mm256_unpacklo_epi8(lo, hi);
+  second = _mm256_unpackhi_epi8(lo, hi);
+}
 
-// out = the 32 FP4 e2m1 nibbles of w[0 .. 16) (low nibble first) times scale. An e2m1 value is a
-// float whose low 16 bits are zero, so two 16-entry byte tables indexed by the nibble (bits 24..31
-// and 16..23 of the float, the sign in the table) give it without any conversion, and the product
-// with the scale is the very float multiplication dequantize_fp4_at does: exact for every scale,
-// subnormal, overflowing or NaN. The layout costs five shuffles for 32 weights: one in-lane byte
-// shuffle of the broadcast bytes puts the nibbles of columns (c, c + 8) next to each other, so
-// that after the tables and one byte interleave each 32-bit lane holds two bfloat16 patterns and
-// a shift (even) or a mask (odd) yields 8 consecutive columns:
+// The four chunk vectors of the 16-bit patterns in first and second: the even word of each
+// 32-bit lane shifted up, the odd one masked.
+DSV4_FORCEINLINE void fp4_split(__m256i first, __m256i second, chunk_regs& out) {
+  const __m256i odd = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  out[0] = reinterpret_cast<v8f>(_mm256_slli_epi32(first, 16));
+  out[1] = reinterpret_cast<v8f>(_mm256_and_si256(first, odd));
+  out[2] = reinterpret_cast<v8f>(_mm256_slli_epi32(second, 16));
+  out[3] = reinterpret_cast<v8f>(_mm256_and_si256(second, odd));
+}
+
+// out = the 32 FP4 e2m1 nibbles of w[0 .. 16) (low nibble first) times scale, 8 consecutive
+// columns per vector (the KV cache's rows, decode_fp4_32). An e2m1 value is a float whose low 16
+// bits are zero, so two 16-entry byte tables indexed by the nibble give it without any
+// conversion, and the product with the scale is the very float multiplication dequantize_fp4_at
+// does: exact for every scale, subnormal, overflowing or NaN. One in-lane byte shuffle of the
+// broadcast bytes puts the nibbles of columns (c, c + 8) next to each other, so that after the
+// lookup each 32-bit lane holds the patterns of columns c and c + 8:
 //   nibble bytes, lane 0: c0 c8 c1 c9 c2 c10 c3 c11 | c16 c24 c17 c25 ..   lane 1: c4 c12 c5 c13 ..
 DSV4_FORCEINLINE void decode_fp4_chunk(const fp4x2* w, float scale, chunk_regs& out) {
-  const __m256i high_bytes = fp4_high_bytes();
-  const __m256i low_bytes = fp4_low_bytes();
-  // The other three constants are read from memory as operands (through a pointer the compiler
-  // cannot see through, so that it does not hoist them into registers): in the GEMV the two tables,
-  // four accumulators and the temporaries already take most of the 16 registers, and holding these
-  // too made GCC keep accumulators on the stack instead.
-  const fp4_decode_constants* c = &fp4_constants;
-  asm("" : "+r"(c));
-  const __m256i bytes =
-      _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
-                          _mm256_load_si256(reinterpret_cast<const __m256i*>(c->select)));
+  const __m256i select = _mm256_setr_epi8(0, 4, 0, 4, 1, 5, 1, 5, 8, 12, 8, 12, 9, 13, 9, 13,  //
+                                          2, 6, 2, 6, 3, 7, 3, 7, 10, 14, 10, 14, 11, 15, 11, 15);
+  const __m256i bytes = _mm256_shuffle_epi8(
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))), select);
   // Positions 0, 1 of every 4 take the low nibble, positions 2, 3 the high one (the odd 16-bit
-  // word shifted right by 4). The table shuffles read bits 0..3 of an index and zero the entry when
-  // bit 7 is set, so one mask clearing bit 7 is all the cleaning the nibbles need.
-  const __m256i nibbles = _mm256_and_si256(_mm256_blend_epi16(bytes, _mm256_srli_epi16(bytes, 4), 0xaa),
-                                           _mm256_load_si256(reinterpret_cast<const __m256i*>(c->clear7)));
-  const __m256i hi = _mm256_shuffle_epi8(high_bytes, nibbles), lo = _mm256_shuffle_epi8(low_bytes, nibbles);
-  // first: 32-bit lanes (c0 | c8 << 16) .. (c7 | c15 << 16); second: the same for c16 .. c31.
-  const __m256i first = _mm256_unpacklo_epi8(lo, hi), second = _mm256_unpackhi_epi8(lo, hi);
-  const __m256i odd = _mm256_load_si256(reinterpret_cast<const __m256i*>(c->odd));
-  const __m256 s = _mm256_set1_ps(scale);
-  out[0] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(first, 16)), s));
-  out[1] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(first, odd)), s));
-  out[2] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(second, 16)), s));
-  out[3] = reinterpret_cast<v8f>(_mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(second, odd)), s));
+  // word shifted right by 4); clearing bit 7 is all the cleaning the table shuffles need.
+  const __m256i nibbles =
+      _mm256_and_si256(_mm256_blend_epi16(bytes, _mm256_srli_epi16(bytes, 4), 0xaa), _mm256_set1_epi8(0x7f));
+  __m256i first, second;
+  fp4_lookup(nibbles, fp4_high_bytes(), first, second);
+  fp4_split(first, second, out);
+  for (int i = 0; i < 4; ++i) out[i] = out[i] * scale;
 }
 
 // ---- FP4 in lane order (the GEMV's and GEMM's decoder) ----
@@ -278,43 +269,28 @@ struct fp4_exponent_table {
 inline constexpr fp4_exponent_table fp4_exponent_subtrahends{};
 
 // The nibbles of the 16 bytes at w, low ones in the lower half and high ones in the upper half,
-// each in the low 4 bits of its byte (a table shuffle zeroes its entry when bit 7 is set).
+// each in the low 4 bits of its byte.
 DSV4_FORCEINLINE __m256i fp4_lane_nibbles(const fp4x2* w) {
   const __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
   return _mm256_and_si256(_mm256_srlv_epi32(bytes, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
                           _mm256_set1_epi8(0x0f));
 }
 
-// The four chunk vectors of the 16-bit patterns in first (columns 0 .. 15 of the block) and
-// second (16 .. 31): the even word of each 32-bit lane shifted up, the odd one masked.
-DSV4_FORCEINLINE void fp4_lane_split(__m256i first, __m256i second, chunk_regs& out) {
-  const __m256i odd = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
-  out[0] = reinterpret_cast<v8f>(_mm256_slli_epi32(first, 16));
-  out[1] = reinterpret_cast<v8f>(_mm256_and_si256(first, odd));
-  out[2] = reinterpret_cast<v8f>(_mm256_slli_epi32(second, 16));
-  out[3] = reinterpret_cast<v8f>(_mm256_and_si256(second, odd));
-}
-
 // out = the 32 FP4 weights at w times 2^(scale.bits - 127), in lane order, for scale bits in
 // [fp4_exponent_scale_min_bits, fp4_exponent_scale_max_bits]; both zeros give +0 (see above).
 DSV4_FORCEINLINE void decode_fp4_lanes(const fp4x2* w, ue8m0 scale, chunk_regs& out) {
-  const __m256i biased_high = fp4_biased_high_bytes();
-  const __m256i low_bytes = fp4_low_bytes();
-  const __m256i nibbles = fp4_lane_nibbles(w);
-  const __m256i hi = _mm256_shuffle_epi8(biased_high, nibbles), lo = _mm256_shuffle_epi8(low_bytes, nibbles);
+  __m256i first, second;
+  fp4_lookup(fp4_lane_nibbles(w), fp4_biased_high_bytes(), first, second);
   const __m256i sub = _mm256_castps_si256(
       _mm256_broadcast_ss(reinterpret_cast<const float*>(&fp4_exponent_subtrahends.v[scale.bits])));
-  fp4_lane_split(_mm256_subs_epu16(_mm256_unpacklo_epi8(lo, hi), sub),
-                 _mm256_subs_epu16(_mm256_unpackhi_epi8(lo, hi), sub), out);
+  fp4_split(_mm256_subs_epu16(first, sub), _mm256_subs_epu16(second, sub), out);
 }
 
 // The same for any scale, in the way of decode_fp4_chunk: the code values, multiplied by the scale.
 DSV4_FORCEINLINE void decode_fp4_lanes_multiplied(const fp4x2* w, float scale, chunk_regs& out) {
-  const __m256i high_bytes = fp4_high_bytes();
-  const __m256i low_bytes = fp4_low_bytes();
-  const __m256i nibbles = fp4_lane_nibbles(w);
-  const __m256i hi = _mm256_shuffle_epi8(high_bytes, nibbles), lo = _mm256_shuffle_epi8(low_bytes, nibbles);
-  fp4_lane_split(_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi), out);
+  __m256i first, second;
+  fp4_lookup(fp4_lane_nibbles(w), fp4_high_bytes(), first, second);
+  fp4_split(first, second, out);
   for (int i = 0; i < 4; ++i) out[i] = out[i] * scale;
 }
 #endif
@@ -859,9 +835,8 @@ inline constexpr index_t fp4_gemv_step_chunks = 8;
 
 // C = fp4_gemv_step_chunks consecutive chunks of R FP4 rows from column k0 against x (lane order),
 // the common way: every scale of the R x C blocks within decode_fp4_lanes' range, which one
-// unsigned minimum and maximum over the R rows' scale bytes show (false, nothing done, otherwise:
-// checking each chunk's R scales one by one cost about a quarter of the time). It asks for the next
-// R rows' lines at the same columns.
+// unsigned minimum and maximum over the R rows' scale bytes show (false, nothing done, otherwise;
+// checking each chunk's R scales one by one was measurably slower: docs/gemv.md).
 template <int R>
 DSV4_FORCEINLINE bool gemv_fp4_chunks(const fp4_matrix& m, index_t row0, index_t k0, const float* x,
                                       v8f (&acc)[R]) {
@@ -880,9 +855,8 @@ DSV4_FORCEINLINE bool gemv_fp4_chunks(const fp4_matrix& m, index_t row0, index_t
       _mm_cmpeq_epi8(_mm_min_epu8(hi, _mm_set1_epi8(static_cast<char>(fp4_exponent_scale_max_bits))), hi));
   if ((_mm_movemask_epi8(ok) & 0xff) != 0xff) return false;
   const fp4x2* w = m.weight.data() + row0 * ws + k / 2;
-  for (index_t r = row0 + R; r < std::min<index_t>(row0 + 2 * R, m.rows()); ++r)
-    for (index_t b = 0; b < C * weight_chunk / 2; b += 64)
-      __builtin_prefetch(reinterpret_cast<const char*>(w + (r - row0) * ws) + b);
+  for (index_t c = 0; c < C; c += 64 / chunk_bytes<fp4_matrix>)  // the chunks that start a line
+    prefetch_next_rows<R>(m, row0, k0 + c * weight_chunk);
   for (index_t c = 0; c < C; ++c) {
 #pragma GCC unroll 8  // every accumulator in its own register
     for (int r = 0; r < R; ++r) {
@@ -998,9 +972,9 @@ class gemm_input {
   // Task b of y = x . w^T: rows [b * task_rows, (b + 1) * task_rows) of y (fewer in the last) for
   // every token.
   void run_task(const W& w, tensor_view<float, 2> y, index_t b) const {
-    const index_t row0 = b * detail::task_rows;
-    detail::row_block<W>(typename gemm_op<W>::params{w, x_, y}, row0,
-                         std::min(detail::task_rows, w.rows() - row0), range_);
+    const index_t row0 = b * task_rows;
+    detail::row_block<W>(typename gemm_op<W>::params{w, x_, y}, row0, std::min(task_rows, w.rows() - row0),
+                         range_);
   }
 
  private:
