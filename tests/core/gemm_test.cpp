@@ -3,10 +3,11 @@
 // views with no unit stride; a symmetric C computed as its upper tiles and mirrored; an addend
 // read in C's place by the beta term; bit-identical results for 1 and 2 threads; shape and
 // workspace errors. sgemm_direct (the unpacked products) against the same loop: row-major and
-// packed B, strided C, accumulation.
+// packed B, strided C, accumulation; a row's bits whatever tile height computes it.
 // pack_a against its definition, with guards around the block.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -302,7 +303,7 @@ TEST_CASE("sgemm_direct matches the triple loop with row-major or packed B", "[c
     index_t m, n, k;
   };
   // Edge tiles in m and n, K across two KC blocks, a single row and column.
-  const shape cases[] = {{1, 1, 1}, {5, 17, 3}, {13, 64, 300}, {64, 40, 128}, {7, 33, 513}};
+  const shape cases[] = {{1, 1, 1}, {5, 17, 3}, {13, 64, 300}, {64, 40, 128}, {7, 33, 513}, {14, 20, 50}};
   unsigned seed = 70;
   for (const auto& [m, n, k] : cases) {
     INFO("m " << m << " n " << n << " k " << k);
@@ -358,4 +359,41 @@ TEST_CASE("sgemm_direct matches the triple loop with row-major or packed B", "[c
     dsv4::sgemm_direct(accumulate);
     CHECK(rel_error({ct.data(), {m, n}, {1, m}}, acc_ref) < 2e-6);
   }
+}
+
+TEST_CASE("a row of C has the same bits whatever tile height computes it", "[core][sgemm]") {
+  // 12 rows run as two 6-row tiles; 8 as two of 4 (sgemm_direct); 10 as 6 + 4 (both products).
+  constexpr index_t nr = dsv4::sgemm_op::nr;
+  const index_t n = 2 * nr, k = 450;  // K over two KC blocks
+  const auto a = random_matrix(12, k, 90), b = random_matrix(k, n, 91);
+  const auto direct = [&](index_t m) {
+    std::vector<float> c(static_cast<std::size_t>(m * n));
+    dsv4::sgemm_direct({.a = a.data(),
+                        .lda = k,
+                        .b = b.data(),
+                        .ldb = n,
+                        .sliver_stride = nr,
+                        .c = c.data(),
+                        .ldc = n,
+                        .m = m,
+                        .n = n,
+                        .k = k});
+    return c;
+  };
+  const auto packed = [&](index_t m) {
+    std::vector<float> c(static_cast<std::size_t>(m * n));
+    std::vector<float> ws(static_cast<std::size_t>(dsv4::sgemm_op::workspace_size(m, n, k)));
+    const dsv4::sgemm_op::params p{
+        {a.data(), {m, k}}, {b.data(), {k, n}}, {c.data(), {m, n}}, ws, 1.0f, 0.0f};
+    REQUIRE(dsv4::run<dsv4::cpu>(p).ok());
+    return c;
+  };
+  const auto prefix_equal = [&](const std::vector<float>& whole, const std::vector<float>& part) {
+    return std::equal(part.begin(), part.end(), whole.begin());
+  };
+  const auto d12 = direct(12), p12 = packed(12);
+  CHECK(prefix_equal(d12, direct(8)));
+  CHECK(prefix_equal(d12, direct(10)));
+  CHECK(prefix_equal(p12, packed(10)));
+  CHECK(prefix_equal(p12, packed(8)));
 }

@@ -302,18 +302,17 @@ struct rows_sliver {
   DSV4_FORCEINLINE float at(index_t p, int r) const { return row[r][p]; }
 };
 
-// One MR x NR tile of C from A's MR rows (either sliver above) and NR columns of B (NR floats
-// per product step, `ldb` floats apart: a packed sliver has ldb = NR) over `depth` products.
-// `first` marks the first KC block: C = beta * D + AB there, D the addend's tile (C's strides; C
-// itself without one; beta == 0: C = AB, neither read), C += AB afterwards. Rows past h and
-// columns past w of the tile are computed on padding and not stored. A non-null `next_b` (the B
-// sliver the next tile reads, out in L2 or L3; packed slivers only) is fetched into L1
-// meanwhile, one line per product step.
-template <class ASliver>
-DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float* pb, index_t ldb, float* c,
-                                   const float* d, index_t rs, index_t cs, index_t h, index_t w, bool first,
-                                   float beta, const float* next_b) {
-  constexpr int mr = static_cast<int>(sgemm_op::mr);
+// One Rows x NR tile of C (Rows <= MR) from the first Rows of A's MR rows (either sliver above)
+// and NR columns of B (NR floats per product step, `ldb` floats apart: a packed sliver has ldb =
+// NR) over `depth` products. `first` marks the first KC block: C = beta * D + AB there, D the
+// addend's tile (C's strides; C itself without one; beta == 0: C = AB, neither read), C += AB
+// afterwards. Rows past h and columns past w of the tile are computed on padding and not stored.
+// A non-null `next_b` (the B sliver the next tile reads, out in L2 or L3; packed slivers only) is
+// fetched into L1 meanwhile, one line per product step.
+template <int Rows, class ASliver>
+DSV4_FORCEINLINE void micro_tile(index_t depth, const ASliver& a, const float* pb, index_t ldb, float* c,
+                                 const float* d, index_t rs, index_t cs, index_t h, index_t w, bool first,
+                                 float beta, const float* next_b) {
   // The tile of C was last touched a whole KC pass ago and is usually out of cache: ask for it
   // now so that the misses overlap the products instead of stalling the stores at the end.
   const bool reads_d = first && beta != 0.0f && d != c;
@@ -325,7 +324,7 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float*
       __builtin_prefetch(d + r * rs + (w - 1) * cs);
     }
   }
-  v8f acc[mr][2] = {};
+  v8f acc[Rows][2] = {};
   // The product steps, B's step a compile-time constant for a packed sliver and the fetch of the
   // next sliver only in the loop that makes it: with both decided in every step, a 1024^3
   // product ran at 0.59-0.63 of the FMA peak on one core, now 0.69-0.74, with the same operations
@@ -339,7 +338,7 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float*
       load8(b1, pb + p * b_step + 8);
       pin_register(b0);
       pin_register(b1);
-      for (int r = 0; r < mr; ++r) {
+      for (int r = 0; r < Rows; ++r) {
         const float x = a.at(p, r);
         const v8f ar = {x, x, x, x, x, x, x, x};  // a broadcast load (adding to a zero vector is not)
         fma8(acc[r][0], ar, b0);
@@ -356,8 +355,8 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float*
   } else {
     products(ldb, std::false_type{});
   }
-  if (h == mr && w == sgemm_op::nr && cs == 1) {
-    for (int r = 0; r < mr; ++r) {
+  if (h == Rows && w == sgemm_op::nr && cs == 1) {
+    for (int r = 0; r < Rows; ++r) {
       auto* c0 = reinterpret_cast<v8f_unaligned*>(c + r * rs);
       auto* c1 = reinterpret_cast<v8f_unaligned*>(c + r * rs + 8);
       if (!first) {
@@ -375,8 +374,8 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float*
   }
   // Partial or strided tile: through a buffer, so that no element of acc is indexed at run time
   // (that would keep acc in memory for the whole product loop above).
-  float tile[mr][sgemm_op::nr];
-  for (int r = 0; r < mr; ++r) {
+  float tile[Rows][sgemm_op::nr];
+  for (int r = 0; r < Rows; ++r) {
     *reinterpret_cast<v8f_unaligned*>(&tile[r][0]) = acc[r][0];
     *reinterpret_cast<v8f_unaligned*>(&tile[r][8]) = acc[r][1];
   }
@@ -386,6 +385,23 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float*
       const float v = tile[r][j];
       x = !first ? x + v : (beta == 0.0f ? v : beta * d[r * rs + j * cs] + v);
     }
+}
+
+// One tile of h <= MR rows of C: MR rows computed for a tile of 5 or 6, 4 for a shorter one.
+// The cost of a product step is the longer of its FMAs (2 a cycle) and the latency of one
+// accumulator's chain (4 cycles): 6 cycles for 6 rows, 4 for 4 rows and for 2 (whose 4
+// accumulators wait on their latency), so a 2-row tail computed as 6 rows cost 6 cycles a step,
+// as 4 rows 4. Each row of C is the same sum in the same order whichever tile computes it.
+template <class ASliver>
+DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float* pb, index_t ldb, float* c,
+                                   const float* d, index_t rs, index_t cs, index_t h, index_t w, bool first,
+                                   float beta, const float* next_b) {
+  static_assert(sgemm_op::mr == 6, "micro_kernel: a short tile computes 4 rows of MR = 6");
+  if (h > 4) {
+    micro_tile<6>(depth, a, pb, ldb, c, d, rs, cs, h, w, first, beta, next_b);
+  } else {
+    micro_tile<4>(depth, a, pb, ldb, c, d, rs, cs, h, w, first, beta, next_b);
+  }
 }
 
 constexpr index_t ceil_div(index_t x, index_t q) { return (x + q - 1) / q; }
@@ -546,8 +562,9 @@ inline void sgemm_direct(const sgemm_direct_params& p) {
     const index_t kb = std::min(kc, p.k - p0);
     for (index_t j = 0; j < p.n; j += nr) {
       const float* pb = p.b + (j / nr) * p.sliver_stride + p0 * p.ldb;
-      for (index_t i = 0; i < p.m; i += mr) {
-        const index_t h = std::min(mr, p.m - i);
+      for (index_t i = 0, h = 0; i < p.m; i += h) {
+        // The last 7 or 8 rows as two tiles of 4 (8 cycles a step) instead of 6 + 1 or 2 (10).
+        h = p.m - i == mr + 1 || p.m - i == mr + 2 ? 4 : std::min(mr, p.m - i);
         float* const c = p.c + i * p.ldc + j * p.c_col_stride;
         micro_kernel(kb, rows_sliver(p.a + i * p.lda + p0, p.lda, h), pb, p.ldb, c, c, p.ldc, p.c_col_stride,
                      h, std::min(nr, p.n - j), p0 == 0 && !p.accumulate, 0.0f, nullptr);
