@@ -144,9 +144,10 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
       return q_packed + op::packed_q_floats(heads, c) + k * state_floats;
     };
     float* const tasks = partial(n_chunks);
-    // Merge the chunks in order; the sink joins the denominator as a zero-valued logit.
-    const auto merge = [&] {
-      for (index_t h = 0; h < heads; ++h) {
+    // Merge the chunks in order for heads [h_begin, h_end); the sink joins the denominator as a
+    // zero-valued logit.
+    const auto merge = [&](index_t h_begin, index_t h_end) {
+      for (index_t h = h_begin; h < h_end; ++h) {
         float top = p.sink(h);
         for (index_t k = 0; k < n_chunks; ++k) top = std::max(top, partial(k)[heads * c + h]);
         float* out = &p.out(h, 0);
@@ -162,10 +163,11 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         for (index_t e = 0; e < c; ++e) out[e] = to_activation(p.num, out[e] * inv);
       }
     };
-    // The merge runs in the task that finishes last (the counter's acquire-release order
-    // makes every task's partial state visible to it): a fork and join fewer per step, which costs
-    // 12-16 us with passively waiting threads here, against a merge of a few us for the short
-    // candidate lists where that matters.
+    // With one chunk every task merges its own heads (a window step's two head groups finish
+    // their halves side by side). Otherwise the merge runs in the task that finishes last (the
+    // counter's acquire-release order makes every task's partial state visible to it): a fork and
+    // join fewer per step, which costs 12-16 us with passively waiting threads here, against a
+    // merge of a few us for the short candidate lists where that matters.
     const index_t n_tasks = n_chunks * groups;
     std::atomic<index_t> finished{0};
     attn::parallel_for_work(n * heads * c, 0, n_tasks, [&](index_t task) {
@@ -222,9 +224,13 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
                                          .accumulate = true};
         sgemm_direct(values);
       }
-      if (finished.fetch_add(1, std::memory_order_acq_rel) + 1 == n_tasks) merge();
+      if (n_chunks == 1) {
+        merge(h0, h0 + gh);
+      } else if (finished.fetch_add(1, std::memory_order_acq_rel) + 1 == n_tasks) {
+        merge(0, heads);
+      }
     });
-    if (n_tasks == 0) merge();
+    if (n_tasks == 0) merge(0, heads);
     return {};
   }
 
