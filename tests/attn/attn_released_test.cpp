@@ -252,6 +252,9 @@ TEST_CASE("FP8 and BF16 projection weights compute what their values do as fp32"
   REQUIRE(w.wo_a.block_scale(0, 0).bits != w.wo_a.block_scale(c.o_lora_rank, 0).bits);
   const auto y8 = run.template operator()<grouped_fp8>(w);
   const auto y32 = run.template operator()<grouped_f32>(w32);
-  CHECK(y8 == y32);
+  // FP8 and fp32 weights sum their products in different lane orders (core/gemv.hpp), so the two
+  // agree to rounding; a misread scale or a group sliced at the wrong block would be off by far
+  // more.
+  CHECK(test::rel_l2(y8, y32) < 1e-6);
   CHECK(std::any_of(y8.begin(), y8.end(), [](float v) { return v != 0.0f; }));
 }

@@ -213,18 +213,35 @@ TEST_CASE("gemv: FP8 with x at the edge of the float range still equals the gemm
 
 namespace {
 
-// The accumulation-order contract written out: eight lanes, lane l sums w[k] * x[k] over k = l
-// (mod 8) in increasing k with a fused multiply-add, then the lane tree of dsv4::dot.
-float contract_dot(const float* w, const float* x, index_t n) {
+// The accumulation-order contract written out for FP8 and FP4: eight lanes; within each whole
+// 32-column chunk lane l takes the columns column(i, l) for i = 0 .. 3 (in that order, with a fused
+// multiply-add) before the next chunk, a column tail lane = k mod 8; then the lane tree of
+// dsv4::dot. The column maps are written here from the contract's text, not taken from the library.
+template <class Column>
+float contract_dot_chunks(const float* w, const float* x, index_t n, Column column) {
   float lanes[8] = {};
-  for (index_t k = 0; k < n; ++k) {
+  const auto add = [&](int l, index_t c) {
 #if defined(__FMA__)
-    lanes[k & 7] = std::fma(w[k], x[k], lanes[k & 7]);
+    lanes[l] = std::fma(w[c], x[c], lanes[l]);
 #else
-    lanes[k & 7] = lanes[k & 7] + w[k] * x[k];
+    lanes[l] = lanes[l] + w[c] * x[c];
 #endif
-  }
+  };
+  index_t b = 0;
+  for (; b + 32 <= n; b += 32)
+    for (int i = 0; i < 4; ++i)
+      for (int l = 0; l < 8; ++l) add(l, b + column(i, l));
+  for (int t = 0; b + t < n; ++t) add(t % 8, b + t);  // b is a multiple of 8: lane = k mod 8
   return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+}
+// FP8: lane l takes the chunk's columns 2l, 2l + 1, 16 + 2l, 17 + 2l.
+float contract_dot_fp8(const float* w, const float* x, index_t n) {
+  return contract_dot_chunks(w, x, n, [](int i, int l) { return index_t{16 * (i / 2) + 2 * l + i % 2}; });
+}
+// FP4: lane l takes the chunk's columns l/4 + 4 (l mod 4) + 0, 2, 16, 18.
+float contract_dot_fp4(const float* w, const float* x, index_t n) {
+  return contract_dot_chunks(
+      w, x, n, [](int i, int l) { return index_t{16 * (i / 2) + 2 * (i % 2) + 4 * (l % 4) + l / 4}; });
 }
 
 bool same_float(float a, float b) {
@@ -266,18 +283,18 @@ void check_fp8_gemv_contract(const std::vector<dsv4::fp8_e4m3>& codes, index_t o
       [&](index_t o, index_t k) {
         return dsv4::dequantize_fp8_at(codes.data() + o * in, s.data() + (o / 128) * sc, k);
       },
-      contract_dot, "scale 2^" + std::to_string(e_scale));
+      contract_dot_fp8, "scale 2^" + std::to_string(e_scale));
 }
 
 }  // namespace
 
-TEST_CASE("gemv: FP8 GEMV follows the contract on every code, across each path's scale limits") {
+TEST_CASE("gemv: FP8 GEMV and GEMM follow the contract on every code, across each path's scale limits") {
   // The one-token FP8 GEMV reads the codes as code * 2^-120 and multiplies x by scale * 2^120 for
   // scales up to 2^7, uses the half decoder with x times scale * 2^8 above that up to 2^119, and the
   // decoded weights beyond, or wherever x * (the factor) would leave the normal range. Each row here
   // holds every non-NaN code (subnormal codes included, so the fp32-subnormal operands are exercised)
   // in a different order; x is random, then pushed towards the subnormal and the overflowing ends.
-  const index_t out = 9, in = 288;  // a partial 4-row group and a column tail
+  const index_t out = 9, in = 300;  // a partial 4-row group, a partial scale block, a column tail
   std::vector<dsv4::fp8_e4m3> codes(static_cast<std::size_t>(out * in));
   std::mt19937 rng(71);
   for (auto& c : codes) {
@@ -303,23 +320,6 @@ TEST_CASE("gemv: FP8 GEMV follows the contract on every code, across each path's
 }
 
 namespace {
-
-// The contract for FP4 written out: the same eight lanes, but within each 32-column block lane l
-// takes the columns l/4 + 4 (l mod 4) + 0, 2, 16, 18, in that order, before the next block.
-float contract_dot_fp4(const float* w, const float* x, index_t n) {
-  float lanes[8] = {};
-  for (index_t b = 0; b < n; b += 32)
-    for (const index_t off : {0, 2, 16, 18})
-      for (int l = 0; l < 8; ++l) {
-        const index_t c = b + l / 4 + 4 * (l % 4) + off;
-#if defined(__FMA__)
-        lanes[l] = std::fma(w[c], x[c], lanes[l]);
-#else
-        lanes[l] = lanes[l] + w[c] * x[c];
-#endif
-      }
-  return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-}
 
 // gemv of an FP4 matrix against its contract.
 void check_fp4_gemv_contract(const std::vector<dsv4::fp4x2>& codes, const std::vector<dsv4::ue8m0>& s,
@@ -402,7 +402,7 @@ TEST_CASE("gemv: an FP8 NaN code sends its row group to the exact fallback, othe
       if (o == 2) {
         REQUIRE(std::isnan(y[static_cast<std::size_t>(o)]));
       } else {
-        REQUIRE(same_float(y[static_cast<std::size_t>(o)], contract_dot(d.data(), x.data(), in)));
+        REQUIRE(same_float(y[static_cast<std::size_t>(o)], contract_dot_fp8(d.data(), x.data(), in)));
       }
     }
   }

@@ -17,25 +17,27 @@
 // eight fp32 lane accumulators; lane l sums w[o][k] * x[t][k] over k = l (mod 8) in increasing k,
 // where w is the decoded weight (code times scale, the scale applied per weight, not folded after
 // the sum), then the lanes are added as ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)), the
-// tree of dsv4::dot. FP4 assigns the columns to the lanes in another order, the one its fastest
-// decoder produces: within each 32-column block, lane l sums columns l/4 + 4 (l mod 4) + 0, 2, 16,
-// 18, in that order, before the next block (fp4_lane_column); the kernels read x in that order
-// (fp4_lane_order, one pass over x per call). Every output is computed by one thread and does not
-// depend on the other rows or tokens, so results are bit-identical for any thread count, and
-// gemv(x) equals the row of gemm(X) that holds x (a batch equals its tokens one by one). Products
+// tree of dsv4::dot. FP8 and FP4 assign the columns of each whole 32-column chunk to the lanes in
+// the order their fastest decoders produce, before the next chunk: FP8 lane l sums columns 2l,
+// 2l + 1, 16 + 2l, 17 + 2l (fp8_lane_column), FP4 lane l columns l/4 + 4 (l mod 4) + 0, 2, 16, 18
+// (fp4_lane_column), in that order; a column tail (FP8 only) keeps lane = k mod 8. The kernels
+// read x in that order (fp8_lane_order, fp4_lane_order: one pass over x per call). Every output is computed
+// by one thread and does not depend on the other rows or tokens, so results are bit-identical for any thread
+// count, and gemv(x) equals the row of gemm(X) that holds x (a batch equals its tokens one by one). Products
 // use fused multiply-add where the target has it.
 //
 // Vectorization: GCC vector extensions for the products; with AVX2 and F16C the FP8 codes are
-// rewritten as IEEE half bits (three integer operations) and widened by the hardware, the FP4
-// nibbles looked up in two 16-entry byte tables that give the float bits directly; without them
-// the scalar decoders of quant.hpp are used. The FP4 kernels scale by adding the exponent to the
-// looked-up patterns (decode_fp4_lanes). An FP8 chunk whose scale is above 2^119 (too large
-// for the half trick; no real checkpoint comes near) or that holds a NaN code takes the scalar
-// decoder as well, so decoding stays exact everywhere. The one-token FP8 GEMV multiplies x, not
-// the weights, by the block scale where that leaves every product unchanged: it reads the codes
-// as fp32 patterns worth code * 2^-120 (three integer operations per 8 weights, no conversion)
-// against x times scale * 2^120 (gemv_fp8_pow2_chunks), and takes the half decoder
-// (gemv_fp8_chunk) or the decoded weights where the scale, x's range or a NaN code rules that out.
+// read as fp32 patterns worth code * 2^-120 (five integer operations per 16 codes, no conversion:
+// widen_fp8_pow2_lanes), the FP4 nibbles looked up in two 16-entry byte tables that give the float
+// bits directly; without them the scalar decoders of quant.hpp are used. The GEMM's FP8 tiles
+// multiply those patterns by scale * 2^120 for scales up to 2^7 (every real checkpoint), a
+// chunk with a larger scale takes the half decoder (codes rewritten as IEEE half bits, widened
+// by the hardware) up to 2^119 and the scalar decoder beyond or where it holds a NaN code, so
+// decoding stays exact everywhere. The FP4 kernels scale by adding the exponent to the looked-up
+// patterns (decode_fp4_lanes). The one-token FP8 GEMV multiplies x, not the weights, by the block
+// scale where that leaves every product unchanged: the code * 2^-120 patterns against x times
+// scale * 2^120 (gemv_fp8_pow2_chunks), the halves against x times scale * 2^8 (gemv_fp8_chunk),
+// and the decoded weights where the scale, x's range or a NaN code rules both out.
 #pragma once
 
 #include <algorithm>
@@ -148,16 +150,26 @@ DSV4_FORCEINLINE bool decode_fp8_unscaled(const fp8_e4m3* w, chunk_regs& out) {
 }
 
 // An FP8 e4m3 code read as an fp32 bit pattern worth the code times 2^-120 (normals as normal
-// floats, subnormals as fp32 subnormals, the same factor for both): the byte s eeee mmm
-// sign-extended to 32 bits and shifted left by 20 leaves s at bit 31, eeee at bits 26..23 and mmm
-// at 22..20, plus copies of s at bits 30..27, which the mask clears. NaN codes read as finite
-// numbers, so the caller must rule them out. The GEMV multiplies x by scale * 2^120 = 2^(bits - 7),
-// a normal float while bits <= 134 (scales up to 2^7).
+// floats, subnormals as fp32 subnormals, the same factor for both): the byte s eeee mmm,
+// sign-extended and shifted so that s lands at bit 31, eeee at bits 26..23 and mmm at 22..20,
+// carries copies of s at bits 30..27, which the mask 0x87f00000 clears. NaN codes read as finite
+// numbers, so the caller must rule them out. The GEMV multiplies x by scale * 2^120 =
+// 2^(bits - 7), a normal float while bits <= 134 (scales up to 2^7).
+//
+// widen_fp8_pow2_lanes reads 32 codes so, in FP8 lane order (fp8_lane_column): each half of 16
+// codes is sign-extended to 16-bit words once, and every 32-bit lane holds two codes, the even one
+// in its low word and the odd one in its high word. Shifting the lane left by 20 puts the even
+// code in place; shifting the words left by 4 puts the odd one in place (copies of its sign at
+// bits 28..31, above the sign itself at 27, so bit 31 is the sign); the mask clears the rest. Five
+// operations per 16 codes, against six with each code sign-extended to 32 bits.
 inline constexpr std::uint8_t fp8_pow2_scale_max_bits = 134;
-DSV4_FORCEINLINE void widen_fp8_pow2(const fp8_e4m3* w, v8f& out) {
-  const __m256i wide = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w)));
-  out = reinterpret_cast<v8f>(
-      _mm256_and_si256(_mm256_slli_epi32(wide, 20), _mm256_set1_epi32(static_cast<int>(0x87f00000u))));
+DSV4_FORCEINLINE void widen_fp8_pow2_lanes(const fp8_e4m3* w, chunk_regs& out) {
+  const __m256i mask = _mm256_set1_epi32(static_cast<int>(0x87f00000u));
+  for (int h = 0; h < 2; ++h) {
+    const __m256i words = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16 * h)));
+    out[2 * h] = reinterpret_cast<v8f>(_mm256_and_si256(_mm256_slli_epi32(words, 20), mask));
+    out[2 * h + 1] = reinterpret_cast<v8f>(_mm256_and_si256(_mm256_slli_epi16(words, 4), mask));
+  }
 }
 // Whether any of the 32 codes at w is a NaN (S.1111.111): or-ing in the sign bit makes it the only
 // code equal to 0xff, so an unsigned maximum over rows followed by one compare finds it.
@@ -484,14 +496,6 @@ DSV4_FORCEINLINE void load_chunk(const bf16_matrix& m, index_t row, index_t k0, 
   const bf16* w = m.weight.data() + row * m.weight.stride(0) + k0;
   for (int i = 0; i < 4; ++i) widen_bf16(w + 8 * i, out[i]);
 }
-#if defined(__F16C__) && defined(__AVX2__)
-DSV4_FORCEINLINE void load_chunk(const fp8_matrix& m, index_t row, index_t k0, chunk_regs& out) {
-  const fp8_e4m3* w = m.weight.data() + row * m.weight.stride(0) + k0;
-  if (__builtin_expect(decode_fp8_chunk(w, m.block_scale(row, k0), out), true)) return;
-  load_chunk_buffered(m, row, k0, out);
-}
-#endif
-
 // The column of a 32-column FP4 block that lane l of the block's chunk vector i (0 .. 3) holds:
 // lane l takes the columns l/4 + 4 (l mod 4) + 0, 2, 16, 18 (decode_fp4_lanes' order).
 constexpr index_t fp4_lane_column(int i, int l) { return 16 * (i / 2) + 2 * (i % 2) + 4 * (l % 4) + l / 4; }
@@ -528,6 +532,54 @@ DSV4_FORCEINLINE void load_chunk(const fp4_matrix& m, index_t row, index_t k0, c
   for (int i = 0; i < 4; ++i)
     for (int l = 0; l < 8; ++l) out[i][l] = buf[fp4_lane_column(i, l)];
 #endif
+}
+
+// The column of a 32-column chunk that lane l of the chunk's FP8 vector i (0 .. 3) holds: lane l
+// takes the columns 2l, 2l + 1, 16 + 2l, 17 + 2l (widen_fp8_pow2_lanes' order).
+constexpr index_t fp8_lane_column(int i, int l) { return 16 * (i / 2) + 2 * l + i % 2; }
+
+// The 32 values of a chunk, given in column order, rearranged into FP8 lane order.
+DSV4_FORCEINLINE void fp8_lanes_from_columns(chunk_regs& v) {
+  const chunk_regs c = {v[0], v[1], v[2], v[3]};
+  for (int h = 0; h < 2; ++h) {
+    v[2 * h] = __builtin_shufflevector(c[2 * h], c[2 * h + 1], 0, 2, 4, 6, 8, 10, 12, 14);
+    v[2 * h + 1] = __builtin_shufflevector(c[2 * h], c[2 * h + 1], 1, 3, 5, 7, 9, 11, 13, 15);
+  }
+}
+
+// out[32b + 8i + l] = x[32b + fp8_lane_column(i, l)] over the whole chunks of x's n columns; the
+// column tail (n mod 32), which every kernel takes in column order, is copied as it is.
+inline void fp8_lane_order(const float* x, index_t n, float* out) {
+  index_t b = 0;
+  for (; b + weight_chunk <= n; b += weight_chunk) {
+    chunk_regs v;
+    for (int i = 0; i < 4; ++i) load8(v[i], x + b + 8 * i);
+    fp8_lanes_from_columns(v);
+    for (int i = 0; i < 4; ++i) store8(out + b + 8 * i, v[i]);
+  }
+  std::copy(x + b, x + n, out + b);
+}
+
+// FP8: columns [k0, k0 + weight_chunk) of a row in lane order. The codes are read as code *
+// 2^-120 (widen_fp8_pow2_lanes) and multiplied by scale * 2^120 for scales up to 2^7: the product
+// is code * scale, which is a float for every such scale (down to 2^-136 for the smallest
+// subnormal code at scale 2^-127), so it is exact. A NaN code or a larger scale decodes in column
+// order (the half decoder up to 2^119, the scalar one beyond) and is rearranged.
+DSV4_FORCEINLINE void load_chunk(const fp8_matrix& m, index_t row, index_t k0, chunk_regs& out) {
+#if defined(__F16C__) && defined(__AVX2__)
+  const fp8_e4m3* w = m.weight.data() + row * m.weight.stride(0) + k0;
+  const ue8m0 s = m.block_scale(row, k0);
+  if (__builtin_expect(s.bits <= fp8_pow2_scale_max_bits && !fp8_probe_has_nan(fp8_nan_probe(w)), true)) {
+    widen_fp8_pow2_lanes(w, out);
+    const float f = scale_times_pow2(s, 120);
+    for (int i = 0; i < 4; ++i) out[i] = out[i] * f;
+    return;
+  }
+  if (!decode_fp8_chunk(w, s, out)) load_chunk_buffered(m, row, k0, out);
+#else
+  load_chunk_buffered(m, row, k0, out);
+#endif
+  fp8_lanes_from_columns(out);
 }
 
 }  // namespace detail
@@ -755,7 +807,7 @@ DSV4_FORCEINLINE void load_scaled_x(const float* x0, float f, chunk_regs& xs) {
 }
 
 // C consecutive chunks of R FP8 rows (in one 128 x 128 scale block) against x for the GEMV, the
-// common way: the codes are read as code * 2^-120 (widen_fp8_pow2) and each chunk of x is
+// common way: the codes are read as code * 2^-120 (widen_fp8_pow2_lanes) and each chunk of x is
 // multiplied by scale * 2^120 once for the R rows. Where x * scale * 2^120 is exact for every x,
 // the product the fused multiply-add sees is the real number code * scale * x, as with the decoded
 // weight (code * scale is exact for every finite scale: an e4m3 code is a multiple of 2^-9 and the
@@ -782,12 +834,11 @@ DSV4_FORCEINLINE bool gemv_fp8_pow2_chunks(const fp8_matrix& m, index_t row0, in
     chunk_regs xs;
     load_scaled_x(x + k0 + c * weight_chunk, f, xs);
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r)
-      for (int i = 0; i < 4; ++i) {
-        v8f w;
-        widen_fp8_pow2(w0 + r * ld + c * weight_chunk + 8 * i, w);
-        fma8(acc[r], w, xs[i]);
-      }
+    for (int r = 0; r < R; ++r) {
+      chunk_regs w;
+      widen_fp8_pow2_lanes(w0 + r * ld + c * weight_chunk, w);
+      for (int i = 0; i < 4; ++i) fma8(acc[r], w[i], xs[i]);
+    }
   }
   return true;
 }
@@ -812,9 +863,10 @@ DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t 
     chunk_regs w;
     if (__builtin_expect(decode_fp8_unscaled(m.weight.data() + (row0 + r) * m.weight.stride(0) + k0, w),
                          true)) {
+      fp8_lanes_from_columns(w);
       for (int i = 0; i < 4; ++i) fma8(acc[r], w[i], xs[i]);
     } else {  // a NaN code: the decoded weights against x itself
-      load_chunk_buffered(m, row0 + r, k0, w);
+      load_chunk(m, row0 + r, k0, w);
       for (int i = 0; i < 4; ++i) {
         v8f xv;
         load8(xv, x + k0 + 8 * i);
@@ -957,11 +1009,17 @@ class gemm_input {
  public:
   explicit gemm_input(tensor_view<const float, 2> x)
       : x_(x), range_(std::span<const float>(x.data(), scans_range(x) ? x.extent(1) : 0)) {
-    if constexpr (std::same_as<W, fp4_matrix>) {
+    if constexpr (std::same_as<W, fp4_matrix> || std::same_as<W, fp8_matrix>) {
       const index_t n = x.extent(0), in = x.extent(1);
       lanes_ = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(n * in));
-      for (index_t t = 0; t < n; ++t)
-        detail::fp4_lane_order(x.data() + t * x.stride(0), in, lanes_.get() + t * in);
+      for (index_t t = 0; t < n; ++t) {
+        const float* row = x.data() + t * x.stride(0);
+        if constexpr (std::same_as<W, fp4_matrix>) {
+          detail::fp4_lane_order(row, in, lanes_.get() + t * in);
+        } else {
+          detail::fp8_lane_order(row, in, lanes_.get() + t * in);
+        }
+      }
       x_ = tensor_view<const float, 2>(lanes_.get(), {n, in});
     }
   }
