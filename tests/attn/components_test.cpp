@@ -307,23 +307,26 @@ TEST_CASE(
                                                              .workspace = workspace};
   REQUIRE(attn::sparse_attention_op<attn::f32_codec>::check(p).ok());
   REQUIRE(run<cpu>(p).ok());
-  std::vector<double> reference(out.size());
-  for (index_t h = 0; h < heads; ++h) {
-    double den = std::exp(double(sink[std::size_t(h)]));
-    std::vector<double> num(std::size_t(c), 0.0);
-    for (std::int32_t j : candidates) {
-      if (j < 0) continue;
-      double z = 0;
-      for (index_t i = 0; i < c; ++i) z += double(q[std::size_t(h * c + i)]) * kv[std::size_t(j * c + i)];
-      const double e = std::exp(z * scale);
-      den += e;
-      for (index_t i = 0; i < c; ++i) num[std::size_t(i)] += e * kv[std::size_t(j * c + i)];
+  // The softmax in double over a candidate list, (heads, c).
+  const auto softmax_reference = [&](const std::vector<std::int32_t>& list) {
+    std::vector<double> ref(out.size());
+    for (index_t h = 0; h < heads; ++h) {
+      double den = std::exp(double(sink[std::size_t(h)]));
+      std::vector<double> num(std::size_t(c), 0.0);
+      for (std::int32_t j : list) {
+        if (j < 0) continue;
+        double z = 0;
+        for (index_t i = 0; i < c; ++i) z += double(q[std::size_t(h * c + i)]) * kv[std::size_t(j * c + i)];
+        const double e = std::exp(z * scale);
+        den += e;
+        for (index_t i = 0; i < c; ++i) num[std::size_t(i)] += e * kv[std::size_t(j * c + i)];
+      }
+      for (index_t i = 0; i < c; ++i) ref[std::size_t(h * c + i)] = num[std::size_t(i)] / den;
     }
-    for (index_t i = 0; i < c; ++i) {
-      CHECK(out[std::size_t(h * c + i)] == Approx(num[std::size_t(i)] / den).margin(1e-5));
-      reference[std::size_t(h * c + i)] = num[std::size_t(i)] / den;
-    }
-  }
+    return ref;
+  };
+  const auto reference = softmax_reference(candidates);
+  for (std::size_t i = 0; i < out.size(); ++i) CHECK(out[i] == Approx(reference[i]).margin(1e-5));
   // Released numerics: BF16 probabilities weight the rows and the output is BF16, so each value
   // is a BF16 and within a few BF16 ulps of the kv scale from the exact softmax.
   auto released = p;
@@ -338,6 +341,18 @@ TEST_CASE(
     CHECK(std::fabs(out_released[i] - reference[i]) <= 0x1p-8 * kv_max);
   }
   CHECK(out_released != out);
+  // The second of the four chunks (150 candidates each) all -1, in a workspace full of NaN: that
+  // chunk adds nothing, and nothing left in the workspace reaches the output.
+  std::vector<std::int32_t> gap(candidates);
+  std::fill(gap.begin() + 150, gap.begin() + 300, -1);
+  std::fill(workspace.begin(), workspace.end(), std::nanf(""));
+  auto gapped = p;
+  gapped.candidates = gap;
+  std::vector<float> out_gap(out.size());
+  gapped.out = {out_gap.data(), {heads, c}};
+  REQUIRE(run<cpu>(gapped).ok());
+  const auto gap_reference = softmax_reference(gap);
+  for (std::size_t i = 0; i < out.size(); ++i) CHECK(out_gap[i] == Approx(gap_reference[i]).margin(1e-5));
   // No candidate at all: the sink takes all the mass.
   auto empty = p;
   empty.candidates = {};

@@ -138,8 +138,13 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
     const index_t state_floats = op::state_floats(heads, c), ldt = op::tile_stride(c);
     // Everything on 64-byte lines: the tiles' rows are then read in whole lines.
     float* const q_packed = sgemm_op::first_line(p.workspace);
-    // q^T (c, heads) as NR-head slivers.
-    pack_slivers(tensor_view<const float, 2>(p.q.data(), {c, heads}, {1, c}), q_packed);
+    // q^T (c, heads) as NR-head slivers: packed here once for every chunk, or, when the heads are
+    // split into groups (one chunk), by each group's task for its own slivers, side by side.
+    const auto pack_q = [&](index_t h0, index_t gh) {
+      pack_slivers(tensor_view<const float, 2>(p.q.data() + h0 * c, {c, gh}, {1, c}),
+                   q_packed + (h0 / nr) * c * nr);
+    };
+    if (groups == 1) pack_q(0, heads);
     const auto partial = [&](index_t k) {
       return q_packed + op::packed_q_floats(heads, c) + k * state_floats;
     };
@@ -178,10 +183,12 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
       float* sum = mx + heads;                                 // (gh)
       float* tile = tasks + task * op::task_floats(heads, c);  // (block, ldt) gathered rows
       float* s = tile + block * ldt + h0 * block;              // (gh, block) scores, then probabilities
-      std::fill(acc, acc + gh * c, 0.0f);
+      if (groups > 1) pack_q(h0, gh);
+      // acc is written by the first block's value product (or zeroed below if no block runs).
       std::fill(mx, mx + gh, -std::numeric_limits<float>::infinity());
       std::fill(sum, sum + gh, 0.0f);
       for (index_t r = 0; r < block; ++r) std::fill(tile + r * ldt + c, tile + (r + 1) * ldt, 0.0f);
+      bool first = true;
       for (index_t i = k * len, end = std::min(n, (k + 1) * len); i < end;) {
         // The chunk's candidates in blocks of equal length up to `block` (520 as 5 x 104, not
         // 4 x 128 + 8: a short block runs the products on a few rows).
@@ -209,8 +216,8 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
                                          .n = gh,
                                          .k = c};
         sgemm_direct(scores);
-        softmax_block(s, rows, gh, p.scale, mx, sum, acc, c, p.num);
-        // acc (gh, c) += probabilities (gh, rows) . rows (rows, c), both read in place.
+        softmax_block(s, rows, gh, p.scale, mx, sum, first ? nullptr : acc, c, p.num);
+        // acc (gh, c) (+)= probabilities (gh, rows) . rows (rows, c), both read in place.
         const sgemm_direct_params values{.a = s,
                                          .lda = block,
                                          .b = tile,
@@ -221,9 +228,11 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
                                          .m = gh,
                                          .n = c,
                                          .k = rows,
-                                         .accumulate = true};
+                                         .accumulate = !first};
         sgemm_direct(values);
+        first = false;
       }
+      if (first) std::fill(acc, acc + gh * c, 0.0f);  // no candidate in the chunk
       if (n_chunks == 1) {
         merge(h0, h0 + gh);
       } else if (finished.fetch_add(1, std::memory_order_acq_rel) + 1 == n_tasks) {
@@ -237,7 +246,10 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
  private:
   // One block of the online softmax: s (heads, block) holds q . row for `rows` rows; afterwards
   // exp(scale * s - max) under the new running maximum, and what was accumulated under the older
-  // one (sum, acc (heads, c)) is rescaled.
+  // one (sum, acc (heads, c)) is rescaled. The first block has nothing to rescale (acc null):
+  // its value product writes acc instead of adding to it (the rescale by exp(-inf) = 0 of a
+  // zeroed acc that an add then reads gave the same outputs: a -0 there becomes +0 in the merge,
+  // which adds every chunk to +0).
   static void softmax_block(float* s, index_t rows, index_t heads, float scale, float* mx, float* sum,
                             float* acc, index_t c, numerics num) {
     constexpr index_t block = attn::sparse_attention_op<Codec>::block;
@@ -245,8 +257,8 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
       float* sh = s + h * block;
       // scale > 0: the maximum of the scaled scores is the scaled maximum.
       const float top = std::max(mx[h], max_of(sh, rows) * scale);
-      const float r = std::exp(mx[h] - top);  // 0 on the first block (mx = -inf)
-      if (r != 1.0f) {
+      const float r = std::exp(mx[h] - top);
+      if (acc != nullptr && r != 1.0f) {
         sum[h] *= r;
         for (index_t e = 0; e < c; ++e) acc[h * c + e] *= r;
       }
