@@ -1,7 +1,8 @@
 # Helpers for dsv4's own tests, benchmarks and examples (not installed).
 #
-#   dsv4_add_test(<name> SOURCES <files...> [LIBS <targets...>])
+#   dsv4_add_test(<name> [PORTABLE] SOURCES <files...> [LIBS <targets...>])
 #       A Catch2 test executable; each of its test cases is a ctest entry "<name>: <case>".
+#       PORTABLE builds it for the compiler's default target, without DSV4_NATIVE's -march=native.
 #   dsv4_add_cuda_test(<name> SOURCES <files...>)
 #       The same for CUDA sources, built only when CUDA is enabled; exits 77 (ctest: skipped)
 #       when no GPU is present.
@@ -23,8 +24,9 @@ endif()
 # Tests and benchmarks run where they are built, so they target this machine's vector units
 # (AVX2/FMA on the x86-64 machines dsv4 is developed on). The library itself sets no such flag.
 option(DSV4_NATIVE "Compile dsv4's tests, benchmarks and examples with -march=native" ON)
+set(DSV4_ARCH_FLAGS "")
 if(DSV4_NATIVE)
-  list(APPEND DSV4_WARNINGS -march=native)
+  set(DSV4_ARCH_FLAGS -march=native)
 endif()
 
 find_package(Catch2 REQUIRED)
@@ -33,15 +35,26 @@ include(Catch)
 add_library(dsv4_catch_main OBJECT ${PROJECT_SOURCE_DIR}/tests/catch_main.cpp)
 target_link_libraries(dsv4_catch_main PUBLIC Catch2::Catch2)
 
-function(dsv4_target_defaults target)
+function(dsv4_target_defaults target)  # [PORTABLE]: without DSV4_ARCH_FLAGS
+  cmake_parse_arguments(arg "PORTABLE" "" "" ${ARGN})
   target_link_libraries(${target} PRIVATE dsv4::dsv4)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${DSV4_WARNINGS}>)
+  if(NOT arg_PORTABLE)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${DSV4_ARCH_FLAGS}>)
+  elseif(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    # 32-byte vector arguments without AVX: GCC notes the ABI change; the target is one build.
+    target_compile_options(${target} PRIVATE -Wno-psabi)
+  endif()
 endfunction()
 
 function(dsv4_add_test name)
-  cmake_parse_arguments(arg "" "" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(arg "PORTABLE" "" "SOURCES;LIBS" ${ARGN})
   add_executable(${name} ${arg_SOURCES})
-  dsv4_target_defaults(${name})
+  if(arg_PORTABLE)
+    dsv4_target_defaults(${name} PORTABLE)
+  else()
+    dsv4_target_defaults(${name})
+  endif()
   target_link_libraries(${name} PRIVATE dsv4_catch_main Catch2::Catch2 nlohmann_json::nlohmann_json ${arg_LIBS})
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(${name} PRIVATE DSV4_FIXTURE_DIR="${PROJECT_SOURCE_DIR}/tests/fixtures")
