@@ -21,10 +21,10 @@
 // the order their fastest decoders produce, before the next chunk: FP8 lane l sums columns 2l,
 // 2l + 1, 16 + 2l, 17 + 2l (fp8_lane_column), FP4 lane l columns l/4 + 4 (l mod 4) + 0, 2, 16, 18
 // (fp4_lane_column), in that order; a column tail (FP8 only) keeps lane = k mod 8. The kernels
-// read x in that order (fp8_lane_order, fp4_lane_order: one pass over x per call). Every output is computed
-// by one thread and does not depend on the other rows or tokens, so results are bit-identical for any thread
-// count, and gemv(x) equals the row of gemm(X) that holds x (a batch equals its tokens one by one). Products
-// use fused multiply-add where the target has it.
+// read x in that order (fp8_lane_order, fp4_lane_order: one pass over x per call). Every output is
+// computed by one thread and does not depend on the other rows or tokens, so results are
+// bit-identical for any thread count, and gemv(x) equals the row of gemm(X) that holds x (a batch
+// equals its tokens one by one). Products use fused multiply-add where the target has it.
 //
 // Vectorization: GCC vector extensions for the products; with AVX2 and F16C the FP8 codes are
 // read as fp32 patterns worth code * 2^-120 (five integer operations per 16 codes, no conversion:
@@ -999,11 +999,11 @@ void row_block(const typename gemm_op<W>::params& p, index_t row0, index_t rows,
 
 }  // namespace detail
 
-// The input x of gemm_op<W> prepared once for any number of row tasks: FP4 reads x in its lane
-// order (a permuted copy), the one-token FP8 GEMV needs x's exponent range. The kernel below runs
-// every task of one matrix on it; a caller can also run the tasks of several matrices that share
-// x in one parallel region (an expert's gate and up projections: moe/experts.hpp), which saves a
-// region start per matrix. The caller checks the shapes (gemm_op<W>::check) first.
+// The input x of gemm_op<W> prepared once for any number of row tasks: FP8 and FP4 read x in their
+// lane orders (a permuted copy), the one-token FP8 GEMV needs x's exponent range. The kernel below
+// runs every task of one matrix on it; a caller can also run the tasks of several matrices that
+// share x in one parallel region (an expert's gate and up projections: moe/experts.hpp), which
+// saves a region start per matrix. The caller checks the shapes (gemm_op<W>::check) first.
 template <weight_matrix W>
 class gemm_input {
  public:
