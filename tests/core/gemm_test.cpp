@@ -362,7 +362,8 @@ TEST_CASE("sgemm_direct matches the triple loop with row-major or packed B", "[c
 }
 
 TEST_CASE("a row of C has the same bits whatever tile height computes it", "[core][sgemm]") {
-  // 12 rows run as two 6-row tiles; 8 as two of 4 (sgemm_direct); 10 as 6 + 4 (both products).
+  // 12 rows run as two 6-row tiles; 10 as 6 + 4 (both products); 8 as 4 + 4 (sgemm_direct) and as
+  // 6 + 2, the 2 computed by a 4-row tile (sgemm).
   constexpr index_t nr = dsv4::sgemm_op::nr;
   const index_t n = 2 * nr, k = 450;  // K over two KC blocks
   const auto a = random_matrix(12, k, 90), b = random_matrix(k, n, 91);

@@ -19,12 +19,12 @@
 // the sum), then the lanes are added as ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)), the
 // tree of dsv4::dot. FP8 and FP4 assign the columns of each whole 32-column chunk to the lanes in
 // the order their fastest decoders produce, before the next chunk: FP8 lane l sums columns 2l,
-// 2l + 1, 16 + 2l, 17 + 2l (fp8_lane_column), FP4 lane l columns l/4 + 4 (l mod 4) + 0, 2, 16, 18
-// (fp4_lane_column), in that order; a column tail (FP8 only) keeps lane = k mod 8. The kernels
-// read x in that order (fp8_lane_order, fp4_lane_order: one pass over x per call). Every output is
-// computed by one thread and does not depend on the other rows or tokens, so results are
-// bit-identical for any thread count, and gemv(x) equals the row of gemm(X) that holds x (a batch
-// equals its tokens one by one). Products use fused multiply-add where the target has it.
+// 2l + 1, 16 + 2l, 17 + 2l, FP4 lane l columns l/4 + 4 (l mod 4) + 0, 2, 16, 18, in that order
+// (lanes_from_columns); a column tail (FP8 only) keeps lane = k mod 8. The kernels read x in that
+// order (lane_order: one pass over x per call). Every output is computed by one thread and does
+// not depend on the other rows or tokens, so results are bit-identical for any thread count, and
+// gemv(x) equals the row of gemm(X) that holds x (a batch equals its tokens one by one). Products
+// use fused multiply-add where the target has it.
 //
 // Vectorization: GCC vector extensions for the products; with AVX2 and F16C the FP8 codes are
 // read as fp32 patterns worth code * 2^-120 (five integer operations per 16 codes, no conversion:
@@ -156,7 +156,7 @@ DSV4_FORCEINLINE bool decode_fp8_unscaled(const fp8_e4m3* w, chunk_regs& out) {
 // numbers, so the caller must rule them out. The GEMV multiplies x by scale * 2^120 =
 // 2^(bits - 7), a normal float while bits <= 134 (scales up to 2^7).
 //
-// widen_fp8_pow2_lanes reads 32 codes so, in FP8 lane order (fp8_lane_column): each half of 16
+// widen_fp8_pow2_lanes reads 32 codes so, in FP8 lane order (lanes_from_columns): each half of 16
 // codes is sign-extended to 16-bit words once, and every 32-bit lane holds two codes, the even one
 // in its low word and the odd one in its high word. Shifting the lane left by 20 puts the even
 // code in place; shifting the words left by 4 puts the odd one in place (copies of its sign at
@@ -253,12 +253,12 @@ DSV4_FORCEINLINE void decode_fp4_chunk(const fp4x2* w, float scale, chunk_regs& 
 // decode_fp4_chunk's column order costs three operations (a byte shuffle, a shift and a blend) to
 // put the nibbles of 8 consecutive columns side by side. The order the tables give without them,
 // with the low nibbles of the 16 bytes in the lower 128-bit half and the high nibbles in the upper
-// one, is lane order (fp4_lane_column): the 32-bit lanes of the first interleave hold the patterns
-// of columns (4d, 4d + 2) below and (4d + 1, 4d + 3) above, d = 0 .. 3. The scale is applied to
-// the 16-bit patterns before they are split, by subtracting from the exponent field: the table
-// entries carry the exponent plus 126 (0x3f00 added to every nonzero pattern) and one saturating
-// subtraction of (126 - e) << 7 per 16 weights leaves each nonzero code's pattern with its
-// exponent plus e, which is code * 2^e exactly while that is a normal float (e in [-125, 125]:
+// one, is lane order (lanes_from_columns): the 32-bit lanes of the first interleave hold the
+// patterns of columns (4d, 4d + 2) below and (4d + 1, 4d + 3) above, d = 0 .. 3. The scale is
+// applied to the 16-bit patterns before they are split, by subtracting from the exponent field:
+// the table entries carry the exponent plus 126 (0x3f00 added to every nonzero pattern) and one
+// saturating subtraction of (126 - e) << 7 per 16 weights leaves each nonzero code's pattern with
+// its exponent plus e, which is code * 2^e exactly while that is a normal float (e in [-125, 125]:
 // codes are 0.5 to 6), and takes the zero codes to 0. That is two operations per 32 weights
 // against four multiplies. Both zeros decode to +0, which no output can tell from -0: every lane
 // sum starts at +0 and, rounding to nearest, a sum or multiply-add can only give -0 from two -0
@@ -496,22 +496,41 @@ DSV4_FORCEINLINE void load_chunk(const bf16_matrix& m, index_t row, index_t k0, 
   const bf16* w = m.weight.data() + row * m.weight.stride(0) + k0;
   for (int i = 0; i < 4; ++i) widen_bf16(w + 8 * i, out[i]);
 }
-// The column of a 32-column FP4 block that lane l of the block's chunk vector i (0 .. 3) holds:
-// lane l takes the columns l/4 + 4 (l mod 4) + 0, 2, 16, 18 (decode_fp4_lanes' order).
-constexpr index_t fp4_lane_column(int i, int l) { return 16 * (i / 2) + 2 * (i % 2) + 4 * (l % 4) + l / 4; }
+// The lane orders of the contract (top of the file): the 32 values of a chunk, given in column
+// order, rearranged so that vector i, lane l holds the column lane l sums i-th. FP8 (the order of
+// widen_fp8_pow2_lanes): columns 2l, 2l + 1, 16 + 2l, 17 + 2l. FP4 (the order of
+// decode_fp4_lanes): columns l/4 + 4 (l mod 4) + 0, 2, 16, 18. Other formats keep column order.
+template <weight_matrix W>
+inline constexpr bool has_lane_order = std::same_as<W, fp8_matrix> || std::same_as<W, fp4_matrix>;
+template <weight_matrix W>
+DSV4_FORCEINLINE void lanes_from_columns(chunk_regs& v) {
+  static_assert(has_lane_order<W>);
+  const chunk_regs c = {v[0], v[1], v[2], v[3]};
+  for (int h = 0; h < 2; ++h) {
+    const v8f& a = c[2 * h];
+    const v8f& b = c[2 * h + 1];
+    if constexpr (std::same_as<W, fp8_matrix>) {
+      v[2 * h] = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+      v[2 * h + 1] = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+    } else {
+      v[2 * h] = __builtin_shufflevector(a, b, 0, 4, 8, 12, 1, 5, 9, 13);
+      v[2 * h + 1] = __builtin_shufflevector(a, b, 2, 6, 10, 14, 3, 7, 11, 15);
+    }
+  }
+}
 
-// out[32b + 8i + l] = x[32b + fp4_lane_column(i, l)]: n columns of x (a multiple of 32) in lane
-// order.
-inline void fp4_lane_order(const float* x, index_t n, float* out) {
-  for (index_t b = 0; b < n; b += weight_chunk) {
+// x's n columns in W's lane order: every whole chunk rearranged by lanes_from_columns, the column
+// tail (n mod 32, FP8 only), which every kernel takes in column order, copied as it is.
+template <weight_matrix W>
+inline void lane_order(const float* x, index_t n, float* out) {
+  index_t b = 0;
+  for (; b + weight_chunk <= n; b += weight_chunk) {
     chunk_regs v;
     for (int i = 0; i < 4; ++i) load8(v[i], x + b + 8 * i);
-    const v8f o[4] = {__builtin_shufflevector(v[0], v[1], 0, 4, 8, 12, 1, 5, 9, 13),
-                      __builtin_shufflevector(v[0], v[1], 2, 6, 10, 14, 3, 7, 11, 15),
-                      __builtin_shufflevector(v[2], v[3], 0, 4, 8, 12, 1, 5, 9, 13),
-                      __builtin_shufflevector(v[2], v[3], 2, 6, 10, 14, 3, 7, 11, 15)};
-    for (int i = 0; i < 4; ++i) store8(out + b + 8 * i, o[i]);
+    lanes_from_columns<W>(v);
+    for (int i = 0; i < 4; ++i) store8(out + b + 8 * i, v[i]);
   }
+  std::copy(x + b, x + n, out + b);
 }
 
 // FP4: columns [k0, k0 + weight_chunk) of a row in lane order (the GEMV's and GEMM's, whose x is in
@@ -527,37 +546,9 @@ DSV4_FORCEINLINE void load_chunk(const fp4_matrix& m, index_t row, index_t k0, c
     decode_fp4_lanes_multiplied(w, scale_float(s), out);
   }
 #else
-  alignas(32) float buf[weight_chunk];
-  m.decode(row, k0, weight_chunk, buf);
-  for (int i = 0; i < 4; ++i)
-    for (int l = 0; l < 8; ++l) out[i][l] = buf[fp4_lane_column(i, l)];
+  load_chunk_buffered(m, row, k0, out);
+  lanes_from_columns<fp4_matrix>(out);
 #endif
-}
-
-// The column of a 32-column chunk that lane l of the chunk's FP8 vector i (0 .. 3) holds: lane l
-// takes the columns 2l, 2l + 1, 16 + 2l, 17 + 2l (widen_fp8_pow2_lanes' order).
-constexpr index_t fp8_lane_column(int i, int l) { return 16 * (i / 2) + 2 * l + i % 2; }
-
-// The 32 values of a chunk, given in column order, rearranged into FP8 lane order.
-DSV4_FORCEINLINE void fp8_lanes_from_columns(chunk_regs& v) {
-  const chunk_regs c = {v[0], v[1], v[2], v[3]};
-  for (int h = 0; h < 2; ++h) {
-    v[2 * h] = __builtin_shufflevector(c[2 * h], c[2 * h + 1], 0, 2, 4, 6, 8, 10, 12, 14);
-    v[2 * h + 1] = __builtin_shufflevector(c[2 * h], c[2 * h + 1], 1, 3, 5, 7, 9, 11, 13, 15);
-  }
-}
-
-// out[32b + 8i + l] = x[32b + fp8_lane_column(i, l)] over the whole chunks of x's n columns; the
-// column tail (n mod 32), which every kernel takes in column order, is copied as it is.
-inline void fp8_lane_order(const float* x, index_t n, float* out) {
-  index_t b = 0;
-  for (; b + weight_chunk <= n; b += weight_chunk) {
-    chunk_regs v;
-    for (int i = 0; i < 4; ++i) load8(v[i], x + b + 8 * i);
-    fp8_lanes_from_columns(v);
-    for (int i = 0; i < 4; ++i) store8(out + b + 8 * i, v[i]);
-  }
-  std::copy(x + b, x + n, out + b);
 }
 
 // FP8: columns [k0, k0 + weight_chunk) of a row in lane order. The codes are read as code *
@@ -579,7 +570,7 @@ DSV4_FORCEINLINE void load_chunk(const fp8_matrix& m, index_t row, index_t k0, c
 #else
   load_chunk_buffered(m, row, k0, out);
 #endif
-  fp8_lanes_from_columns(out);
+  lanes_from_columns<fp8_matrix>(out);
 }
 
 }  // namespace detail
@@ -863,7 +854,7 @@ DSV4_FORCEINLINE bool gemv_fp8_chunk(const fp8_matrix& m, index_t row0, index_t 
     chunk_regs w;
     if (__builtin_expect(decode_fp8_unscaled(m.weight.data() + (row0 + r) * m.weight.stride(0) + k0, w),
                          true)) {
-      fp8_lanes_from_columns(w);
+      lanes_from_columns<fp8_matrix>(w);
       for (int i = 0; i < 4; ++i) fma8(acc[r], w[i], xs[i]);
     } else {  // a NaN code: the decoded weights against x itself
       load_chunk(m, row0 + r, k0, w);
@@ -1009,17 +1000,11 @@ class gemm_input {
  public:
   explicit gemm_input(tensor_view<const float, 2> x)
       : x_(x), range_(std::span<const float>(x.data(), scans_range(x) ? x.extent(1) : 0)) {
-    if constexpr (std::same_as<W, fp4_matrix> || std::same_as<W, fp8_matrix>) {
+    if constexpr (detail::has_lane_order<W>) {
       const index_t n = x.extent(0), in = x.extent(1);
       lanes_ = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(n * in));
-      for (index_t t = 0; t < n; ++t) {
-        const float* row = x.data() + t * x.stride(0);
-        if constexpr (std::same_as<W, fp4_matrix>) {
-          detail::fp4_lane_order(row, in, lanes_.get() + t * in);
-        } else {
-          detail::fp8_lane_order(row, in, lanes_.get() + t * in);
-        }
-      }
+      for (index_t t = 0; t < n; ++t)
+        detail::lane_order<W>(x.data() + t * x.stride(0), in, lanes_.get() + t * in);
       x_ = tensor_view<const float, 2>(lanes_.get(), {n, in});
     }
   }
