@@ -246,6 +246,31 @@ TEST_CASE("index scores are the head-weighted sum of ReLU dot products", "[attn]
 // With one chunk the heads are split into groups of whole 16-head slivers, each a task of its
 // own: every head's output must be the very bits it gets when it is the only head (one group),
 // for a head count that splits unevenly (40 = 32 + 8), and both numerics.
+namespace {
+// One softmax in double over the candidate rows of kv (rows, c) for every head of q (heads, c),
+// the sink a zero-valued logit in the denominator: (heads, c).
+std::vector<double> softmax_reference(const std::vector<float>& q, const std::vector<float>& kv,
+                                      const std::vector<float>& sink, const std::vector<std::int32_t>& list,
+                                      index_t c, float scale) {
+  const auto heads = static_cast<index_t>(sink.size());
+  std::vector<double> ref(std::size_t(heads * c));
+  for (index_t h = 0; h < heads; ++h) {
+    double den = std::exp(double(sink[std::size_t(h)]));
+    std::vector<double> num(std::size_t(c), 0.0);
+    for (std::int32_t j : list) {
+      if (j < 0) continue;
+      double z = 0;
+      for (index_t i = 0; i < c; ++i) z += double(q[std::size_t(h * c + i)]) * kv[std::size_t(j * c + i)];
+      const double e = std::exp(z * scale);
+      den += e;
+      for (index_t i = 0; i < c; ++i) num[std::size_t(i)] += e * kv[std::size_t(j * c + i)];
+    }
+    for (index_t i = 0; i < c; ++i) ref[std::size_t(h * c + i)] = num[std::size_t(i)] / den;
+  }
+  return ref;
+}
+}  // namespace
+
 TEST_CASE("sparse attention: a head's output does not depend on the heads beside it", "[attn][core]") {
   using op = attn::sparse_attention_op<attn::f32_codec>;
   std::mt19937 rng(12);
@@ -291,7 +316,7 @@ TEST_CASE(
   const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
   const auto kv = test::normal(std::size_t(rows * c), 0.0f, 1.0f, rng);
   const auto sink = test::normal(std::size_t(heads), 0.0f, 1.0f, rng);
-  // 600 candidates (5 chunks), -1 among them, every row many times: there is no de-duplication.
+  // 600 candidates (4 chunks), -1 among them, every row many times: there is no de-duplication.
   std::vector<std::int32_t> candidates(600);
   for (auto& j : candidates) j = std::int32_t(rng() % (rows + 1)) - 1;
   std::vector<float> out(std::size_t(heads * c));
@@ -307,25 +332,7 @@ TEST_CASE(
                                                              .workspace = workspace};
   REQUIRE(attn::sparse_attention_op<attn::f32_codec>::check(p).ok());
   REQUIRE(run<cpu>(p).ok());
-  // The softmax in double over a candidate list, (heads, c).
-  const auto softmax_reference = [&](const std::vector<std::int32_t>& list) {
-    std::vector<double> ref(out.size());
-    for (index_t h = 0; h < heads; ++h) {
-      double den = std::exp(double(sink[std::size_t(h)]));
-      std::vector<double> num(std::size_t(c), 0.0);
-      for (std::int32_t j : list) {
-        if (j < 0) continue;
-        double z = 0;
-        for (index_t i = 0; i < c; ++i) z += double(q[std::size_t(h * c + i)]) * kv[std::size_t(j * c + i)];
-        const double e = std::exp(z * scale);
-        den += e;
-        for (index_t i = 0; i < c; ++i) num[std::size_t(i)] += e * kv[std::size_t(j * c + i)];
-      }
-      for (index_t i = 0; i < c; ++i) ref[std::size_t(h * c + i)] = num[std::size_t(i)] / den;
-    }
-    return ref;
-  };
-  const auto reference = softmax_reference(candidates);
+  const auto reference = softmax_reference(q, kv, sink, candidates, c, scale);
   for (std::size_t i = 0; i < out.size(); ++i) CHECK(out[i] == Approx(reference[i]).margin(1e-5));
   // Released numerics: BF16 probabilities weight the rows and the output is BF16, so each value
   // is a BF16 and within a few BF16 ulps of the kv scale from the exact softmax.
@@ -351,7 +358,7 @@ TEST_CASE(
   std::vector<float> out_gap(out.size());
   gapped.out = {out_gap.data(), {heads, c}};
   REQUIRE(run<cpu>(gapped).ok());
-  const auto gap_reference = softmax_reference(gap);
+  const auto gap_reference = softmax_reference(q, kv, sink, gap, c, scale);
   for (std::size_t i = 0; i < out.size(); ++i) CHECK(out_gap[i] == Approx(gap_reference[i]).margin(1e-5));
   // No candidate at all: the sink takes all the mass.
   auto empty = p;
@@ -368,28 +375,37 @@ TEST_CASE(
 }
 
 TEST_CASE("attention outputs are bit-identical for 1 and 2 threads", "[attn][core]") {
-  std::mt19937 rng(12);
-  const index_t heads = 8, c = 64, rows = 1000;
-  const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
-  const auto kv = test::normal(std::size_t(rows * c), 0.0f, 1.0f, rng);
-  const auto sink = test::normal(std::size_t(heads), 0.0f, 1.0f, rng);
-  std::vector<std::int32_t> candidates(static_cast<std::size_t>(rows));
-  for (index_t j = 0; j < rows; ++j) candidates[std::size_t(j)] = std::int32_t((j * 7) % rows);
-  std::vector<float> one(std::size_t(heads * c)), two(one.size());
-  std::vector<float> workspace(
-      std::size_t(attn::sparse_attention_op<attn::f32_codec>::workspace_floats(heads, c, rows)));
-  const int threads = max_threads();
-  for (auto* out : {&one, &two}) {
-    set_num_threads(out == &one ? 1 : 2);
-    const attn::sparse_attention_op<attn::f32_codec>::params p{{q.data(), {heads, c}},
-                                                               attn::f32_rows({kv.data(), {rows, c}}),
-                                                               candidates,
-                                                               {sink.data(), {heads}},
-                                                               0.125f,
-                                                               {out->data(), {heads, c}},
-                                                               workspace};
-    REQUIRE(run<cpu>(p).ok());
+  // 1000 candidates make 8 chunks; 40 heads make three merge tasks (16, 16, 8 heads), and 72
+  // values a row leave a tail after the merge's blocks of 16.
+  for (const index_t heads : {8, 40}) {
+    std::mt19937 rng(12);
+    const index_t c = 72, rows = 1000;
+    const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
+    const auto kv = test::normal(std::size_t(rows * c), 0.0f, 1.0f, rng);
+    const auto sink = test::normal(std::size_t(heads), 0.0f, 1.0f, rng);
+    std::vector<std::int32_t> candidates(static_cast<std::size_t>(rows));
+    for (index_t j = 0; j < rows; ++j) candidates[std::size_t(j)] = std::int32_t((j * 7) % rows);
+    std::vector<float> one(std::size_t(heads * c)), two(one.size());
+    std::vector<float> workspace(
+        std::size_t(attn::sparse_attention_op<attn::f32_codec>::workspace_floats(heads, c, rows)));
+    const int threads = max_threads();
+    for (auto* out : {&one, &two}) {
+      set_num_threads(out == &one ? 1 : 2);
+      const attn::sparse_attention_op<attn::f32_codec>::params p{{q.data(), {heads, c}},
+                                                                 attn::f32_rows({kv.data(), {rows, c}}),
+                                                                 candidates,
+                                                                 {sink.data(), {heads}},
+                                                                 0.125f,
+                                                                 {out->data(), {heads, c}},
+                                                                 workspace};
+      REQUIRE(run<cpu>(p).ok());
+    }
+    set_num_threads(threads);
+    INFO("heads " << heads);
+    CHECK(one == two);
+    const auto reference = softmax_reference(q, kv, sink, candidates, c, 0.125f);
+    std::size_t far = 0;
+    for (std::size_t i = 0; i < one.size(); ++i) far += std::fabs(one[i] - reference[i]) > 1e-5;
+    CHECK(far == 0);
   }
-  set_num_threads(threads);
-  CHECK(one == two);
 }

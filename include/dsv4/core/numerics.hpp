@@ -29,6 +29,7 @@
 #include "dsv4/core/dtype.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/quant.hpp"
+#include "dsv4/core/simd.hpp"
 
 namespace dsv4 {
 
@@ -43,10 +44,18 @@ DSV4_HOST_DEVICE constexpr float to_activation(numerics num, float v) {
   return num == numerics::released ? round_to_bf16(v) : v;
 }
 
-// to_activation on every element of x, in place.
+// to_activation on every element of x, in place, 8 at a time (simd.hpp's round_to_bf16_8 is the
+// same rounding without a branch).
 inline void to_activation(numerics num, std::span<float> x) {
   if (num != numerics::released) return;
-  for (float& v : x) v = round_to_bf16(v);
+  float* v = x.data();
+  float* const end = v + x.size();
+  for (; end - v >= 8; v += 8) {
+    detail::v8f r;
+    detail::load8(r, v);
+    detail::store8(v, detail::round_to_bf16_8(r));
+  }
+  for (; v != end; ++v) *v = round_to_bf16(*v);
 }
 
 // x (width) in place: the input of a linear as the released model's `linear()` feeds it

@@ -61,4 +61,13 @@ void parallel_for_dynamic(std::int64_t begin, std::int64_t end, F&& f) {
   for (std::int64_t i = begin; i < end; ++i) f(i);
 }
 
+// A hint to the core that the caller is spinning on a value another thread will change (x86's
+// pause: the spinning thread yields its pipeline slots and leaves the loop without a
+// memory-order stall).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 }  // namespace dsv4
