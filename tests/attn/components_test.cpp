@@ -375,11 +375,12 @@ TEST_CASE(
 }
 
 TEST_CASE("attention outputs are bit-identical for 1 and 2 threads", "[attn][core]") {
-  // 1000 candidates make 8 chunks; 40 heads make three merge tasks (16, 16, 8 heads), and 72
-  // values a row leave a tail after the merge's blocks of 16.
+  // 3000 candidates make 16 chunks of two blocks (the second rescales what the first summed);
+  // 40 heads make three merge tasks (16, 16, 8 heads), and 72 values a row leave a tail after the
+  // merge's blocks of 16.
   for (const index_t heads : {8, 40}) {
     std::mt19937 rng(12);
-    const index_t c = 72, rows = 1000;
+    const index_t c = 72, rows = 3000;
     const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
     const auto kv = test::normal(std::size_t(rows * c), 0.0f, 1.0f, rng);
     const auto sink = test::normal(std::size_t(heads), 0.0f, 1.0f, rng);
