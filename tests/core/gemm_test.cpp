@@ -358,6 +358,17 @@ TEST_CASE("sgemm_direct matches the triple loop with row-major or packed B", "[c
                                          .accumulate = true};
     dsv4::sgemm_direct(accumulate);
     CHECK(rel_error({ct.data(), {m, n}, {1, m}}, acc_ref) < 2e-6);
+
+    // The same product in passes of any length over k: all of k at once, or 7 steps at a time.
+    for (const index_t k_block : {k, index_t{7}}) {
+      auto passes = accumulate;
+      passes.k_block = k_block;
+      passes.accumulate = false;
+      std::fill(ct.begin(), ct.end(), std::nanf(""));
+      dsv4::sgemm_direct(passes);
+      INFO("k_block " << k_block);
+      CHECK(rel_error({ct.data(), {m, n}, {1, m}}, plain_ref) < 2e-6);
+    }
   }
 }
 

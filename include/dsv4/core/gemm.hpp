@@ -552,12 +552,17 @@ struct sgemm_direct_params {
   index_t ldc = 0, c_col_stride = 1;
   index_t m = 0, n = 0, k = 0;
   bool accumulate = false;  // C += A B; otherwise C = A B (C unread)
+  // Product steps per pass over C: KC keeps the B sliver (KC x NR, 24 KiB) in L1 across the row
+  // tiles; every later pass reads and writes C again, which a C stored element by element
+  // (c_col_stride > 1) pays more for than a B sliver streamed from L2 (k_block = k, one pass).
+  index_t k_block = sgemm_op::kc;
 };
 
 inline void sgemm_direct(const sgemm_direct_params& p) {
   using namespace detail::sgemm;
-  constexpr index_t mr = sgemm_op::mr, nr = sgemm_op::nr, kc = sgemm_op::kc;
-  // KC steps at a time, so that the B sliver (KC x NR, 24 KiB) stays in L1 across the row tiles.
+  constexpr index_t mr = sgemm_op::mr, nr = sgemm_op::nr;
+  const index_t kc = p.k_block;
+  DSV4_ASSERT(kc > 0, "sgemm_direct: k_block must be positive");
   for (index_t p0 = 0; p0 < p.k; p0 += kc) {
     const index_t kb = std::min(kc, p.k - p0);
     for (index_t j = 0; j < p.n; j += nr) {
