@@ -133,7 +133,7 @@ inline float relu_weighted_sum(const float* qk, std::span<const float> w) {
   }
   float tail = 0.0f;
   for (; h < heads; ++h) tail += w[h] * std::max(0.0f, qk[h]);
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+  return detail::reduce_lanes(acc) + tail;
 }
 
 // The released model's head sum (spec §18.3: the whole score path is BF16): each head's product

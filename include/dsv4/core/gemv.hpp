@@ -84,11 +84,6 @@ DSV4_FORCEINLINE float fma1(float a, float b, float c) {
 #endif
 }
 
-// The lane tree of the accumulation-order contract above (the same as dsv4::dot).
-DSV4_FORCEINLINE float reduce_lanes(const v8f& a) {
-  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-}
-
 // A chunk of 32 decoded weights, held in registers: chunk[i] = columns [8i, 8i + 8).
 using chunk_regs = v8f[4];
 

@@ -14,6 +14,7 @@
 #include <span>
 
 #include "dsv4/core/macros.hpp"
+#include "dsv4/core/simd.hpp"
 #include "dsv4/core/tensor_view.hpp"
 
 namespace dsv4 {
@@ -38,10 +39,8 @@ inline void dot_rows(const float* rows, const float* x, index_t n, float* out) {
     }
   }
   for (index_t b = 0; b < B; ++b) {
-    float a[lanes];
-    std::memcpy(a, &acc[b], sizeof a);
-    for (index_t l = 0; l < lanes && i + l < n; ++l) a[l] += rows[b * n + i + l] * x[i + l];
-    out[b] = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    for (index_t l = 0; l < lanes && i + l < n; ++l) acc[b][l] += rows[b * n + i + l] * x[i + l];
+    out[b] = detail::reduce_lanes(acc[b]);
   }
 }
 
@@ -62,18 +61,15 @@ inline float dot(const float* a, const float* b, index_t n) {
 // eight lanes are added as dot adds them. Eight independent chains instead of one: a 128-element
 // sum takes 16 vector additions, not 128 dependent scalar ones.
 inline float sum_of(const float* x, index_t n) {
-  using lanes8 = float __attribute__((vector_size(32)));
-  lanes8 acc = {};
+  detail::v8f acc = {};
   index_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    lanes8 v;
+    detail::v8f v;
     std::memcpy(&v, x + i, sizeof v);
     acc += v;
   }
-  float a[8];
-  std::memcpy(a, &acc, sizeof a);
-  for (index_t l = 0; i + l < n; ++l) a[l] += x[i + l];
-  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+  for (index_t l = 0; i + l < n; ++l) acc[l] += x[i + l];
+  return detail::reduce_lanes(acc);
 }
 
 // max_i x[i] over n >= 1 elements, eight lanes at a time (the maximum is exact, so the order does

@@ -31,6 +31,12 @@ DSV4_FORCEINLINE void fma8(v8f& c, const v8f& a, const v8f& b) {
 #endif
 }
 
+// The sum of the 8 lanes in the order of every lane sum in dsv4 (dot, sum_of, the GEMV contract):
+// ((0 + 4) + (1 + 5)) + ((2 + 6) + (3 + 7)).
+DSV4_FORCEINLINE float reduce_lanes(const v8f& a) {
+  return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
 // Each lane of x, which holds no NaN (infinities allowed), rounded to bfloat16 (nearest, ties to
 // even; overflow to +-inf), returned as floats: round_to_bf16_8 without its NaN case.
 DSV4_FORCEINLINE v8f round_to_bf16_8_not_nan(const v8f& x) {
