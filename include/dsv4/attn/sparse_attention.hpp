@@ -142,13 +142,13 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
     const index_t state_floats = op::state_floats(heads, c), ldt = op::tile_stride(c);
     // Everything on 64-byte lines: the tiles' rows are then read in whole lines.
     float* const q_packed = sgemm_op::first_line(p.workspace);
-    // q^T (c, heads) as NR-head slivers: packed here once for every chunk, or, when the heads are
-    // split into groups (one chunk), by each group's task for its own slivers, side by side.
+    // q^T (c, heads) as NR-head slivers, heads [h0, h0 + gh) of them: packed once for every chunk
+    // by tasks of their own (below), or, when the heads are split into groups (one chunk), by
+    // each group's task for its own slivers.
     const auto pack_q = [&](index_t h0, index_t gh) {
       pack_slivers(tensor_view<const float, 2>(p.q.data() + h0 * c, {c, gh}, {1, c}),
                    q_packed + (h0 / nr) * c * nr);
     };
-    if (groups == 1) pack_q(0, heads);
     const auto partial = [&](index_t k) {
       return q_packed + op::packed_q_floats(heads, c) + k * state_floats;
     };
@@ -189,21 +189,36 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         to_activation(p.num, std::span<float>(out, static_cast<std::size_t>(c)));
       }
     };
-    // With one chunk every task merges its own heads (a window step's two head groups finish
-    // their halves side by side). Otherwise the chunks' tasks are followed by merge tasks of one
-    // sliver of heads each, which wait for the last chunk (the counter's acquire-release order
-    // makes every task's partial state visible to them): the threads merge side by side, and a
-    // fork and join fewer per step (12-16 us with passively waiting threads here). The dynamic
-    // schedule hands out indices in order, so a merge task only waits for tasks already running.
-    const index_t n_tasks = n_chunks * groups, merge_tasks = n_chunks > 1 ? (heads + nr - 1) / nr : 0;
-    std::atomic<index_t> finished{0};
-    attn::parallel_for_work(n * heads * c, 0, n_tasks + merge_tasks, [&](index_t task) {
+    // The step is one parallel loop of up to three kinds of task, in this order: with one head
+    // group, a task per sliver of heads that packs the query for every chunk; a task per chunk and
+    // head group; with several chunks, a merge task per sliver of heads. A task of a later kind
+    // first waits for all of the kind before it, through a counter whose acquire-release order
+    // makes their writes visible. The threads pack and merge side by side, and a step starts one
+    // team instead of three (a team start cost 12-16 us with passively waiting threads here). The
+    // dynamic schedule hands out indices in order, so a task only ever waits for tasks already
+    // running. With one chunk every task merges its own heads (a window step's two head groups
+    // finish their halves side by side).
+    const index_t slivers = (heads + nr - 1) / nr, n_tasks = n_chunks * groups;
+    const index_t pack_tasks = groups == 1 && n_tasks > 0 ? slivers : 0,
+                  merge_tasks = n_chunks > 1 ? slivers : 0;
+    std::atomic<index_t> packed{0}, finished{0};
+    const auto wait_for = [](const std::atomic<index_t>& done, index_t all) {
+      while (done.load(std::memory_order_acquire) < all) cpu_relax();
+    };
+    attn::parallel_for_work(n * heads * c, 0, pack_tasks + n_tasks + merge_tasks, [&](index_t index) {
+      if (index < pack_tasks) {
+        pack_q(index * nr, std::min(nr, heads - index * nr));
+        packed.fetch_add(1, std::memory_order_release);
+        return;
+      }
+      const index_t task = index - pack_tasks;
       if (task >= n_tasks) {
-        while (finished.load(std::memory_order_acquire) < n_tasks) cpu_relax();
+        wait_for(finished, n_tasks);
         const index_t h0 = (task - n_tasks) * nr;
         merge(h0, std::min(heads, h0 + nr));
         return;
       }
+      wait_for(packed, pack_tasks);
       const index_t k = task / groups, h0 = (task % groups) * group_heads;
       const index_t gh = std::min(group_heads, heads - h0);    // this group's heads [h0, h0 + gh)
       float* acc = partial(k) + h0 * c;                        // (gh, c) of the chunk's (heads, c)
