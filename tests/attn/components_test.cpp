@@ -218,6 +218,42 @@ TEST_CASE("top-k selects by score, ties by lower index, in ascending order", "[a
   }
 }
 
+TEST_CASE("top-k of long lists: normal scores, a bound the sample sets too high, signed zeros",
+          "[attn][indexer]") {
+  // The best k by the rule, from a full sort.
+  const auto expected = [](const std::vector<float>& s, index_t k) {
+    std::vector<std::int32_t> order(s.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = std::int32_t(i);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::int32_t a, std::int32_t b) { return s[std::size_t(a)] > s[std::size_t(b)]; });
+    order.resize(std::size_t(k));
+    std::sort(order.begin(), order.end());
+    return order;
+  };
+  const auto selected = [](const std::vector<float>& s, index_t k) {
+    std::vector<std::int32_t> got(s.size());
+    REQUIRE(attn::select_top_k(s, k, got) == k);
+    got.resize(std::size_t(k));
+    return got;
+  };
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal;
+  for (const index_t n : {16381, 262147}) {
+    std::vector<float> s(static_cast<std::size_t>(n));
+    for (float& v : s) v = normal(rng);
+    INFO("n " << n);
+    CHECK(selected(s, 512) == expected(s, 512));
+  }
+  // Only the sampled positions (every 16th of 65,536) score high, so the sample's bound keeps
+  // fewer than k: every score is then considered.
+  std::vector<float> sampled(65536, 0.0f);
+  for (std::size_t j = 0; j < sampled.size(); j += 16) sampled[j] = 100.0f + float(j);
+  CHECK(selected(sampled, 512) == expected(sampled, 512));
+  // -0 and +0 are equal scores: the lower index goes first.
+  const std::vector<float> zeros = {-0.0f, -0.0f, 0.0f, -1.0f, 1.0f};
+  CHECK(selected(zeros, 2) == std::vector<std::int32_t>{0, 4});
+}
+
 TEST_CASE("index scores are the head-weighted sum of ReLU dot products", "[attn][indexer]") {
   std::mt19937 rng(10);
   // 5 keys (one partial GEMM block) and 1100 (several blocks over several lanes).
