@@ -247,7 +247,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         }
         if (rows == 0) continue;
         // Scores s (heads, rows) = q . rows^T, computed as its transpose in one pass over k (the
-        // transposed tile is stored element by element; two passes over 384 + 128 of the 512
+        // transposed result is stored element by element; two passes over 384 + 128 of the 512
         // dims took 1.02-1.03 times as long); the scale joins in the softmax below.
         const sgemm_direct_params scores{.a = tile,
                                          .lda = ldt,
