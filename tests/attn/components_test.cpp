@@ -195,8 +195,8 @@ TEST_CASE("top-k selects by score, ties by lower index, in ascending order", "[a
   REQUIRE(attn::select_top_k(scores, 20, sel) == 8);
   CHECK(sel[7] == 7);
 
-  // A list long enough to be selected in parts, with many ties (scores on a coarse grid), against
-  // a full sort by the same rule.
+  // A list long enough to be cut down by a sampled bound, with many ties (scores on a coarse
+  // grid), against a full sort by the same rule.
   std::mt19937 rng(3);
   std::vector<float> many(100003);
   for (float& v : many) v = float(int(rng() % 4000)) * 0.25f;
