@@ -249,10 +249,10 @@ inline void indexer_scores(tensor_view<const float, 2> q, std::span<const float>
 //
 // Each score becomes an unsigned key in the same order (the sign bit flipped for positive values,
 // every bit for negative ones; -0 counted as +0, which the rule treats as equal; NaN above or
-// below every number by its sign). A strided sample of 4096 keys gives a bound that about twice
-// k keys reach, one pass in index order keeps the indices of those keys, and the best k of these
-// few are the best k of all, whatever the bound, as long as at least k reach it (otherwise every
-// index is kept). At 1M tokens a CSA step selects 512 of 262,144: a pass over the scores instead
+// below every number by its sign). A strided sample of up to 4096 keys gives a bound that about
+// twice k keys reach, one pass in index order keeps the indices of those keys, and the best k of
+// these few are the best k of all, whatever the bound, as long as at least k reach it (otherwise
+// every index is kept). At 1M tokens a CSA step selects 512 of 262,144: a pass over the scores instead
 // of an nth_element over indices that reach the scores at random (1.7 ms on two threads here).
 inline index_t select_top_k(std::span<const float> scores, index_t k, std::span<std::int32_t> selected) {
   const auto n = static_cast<index_t>(scores.size());

@@ -198,7 +198,7 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
     // dynamic schedule hands out indices in order, so a task only ever waits for tasks already
     // running. With one chunk every task merges its own heads (a window step's two head groups
     // finish their halves side by side).
-    const index_t slivers = (heads + nr - 1) / nr, n_tasks = n_chunks * groups;
+    const index_t slivers = detail::sgemm::ceil_div(heads, nr), n_tasks = n_chunks * groups;
     const index_t pack_tasks = groups == 1 && n_tasks > 0 ? slivers : 0,
                   merge_tasks = n_chunks > 1 ? slivers : 0;
     std::atomic<index_t> packed{0}, finished{0};
