@@ -83,10 +83,16 @@ inline double measure_read_bandwidth(int repeats) {
   return static_cast<double>(len) * bandwidth_streams * parts * sizeof(float) / s;
 }
 
-inline double measure_fma_peak(int repeats) {
-  using vec = float __attribute__((vector_size(32)));
-  constexpr int chains = 12;
-  constexpr std::int64_t iters = 1 << 23;
+// measure_fma_peak's loop: independent chains of 8-float multiply-adds on every thread.
+inline constexpr int fma_probe_chains = 12, fma_probe_lanes = 8;
+inline double fma_probe_flops_per_iteration() {
+  return 2.0 * fma_probe_lanes * fma_probe_chains * std::max(1, dsv4::max_threads());
+}
+
+// The FMA peak over `iters` multiply-adds per chain (2^23: about 15 ms on the development machine).
+inline double measure_fma_peak(int repeats, std::int64_t iters = std::int64_t{1} << 23) {
+  using vec = float __attribute__((vector_size(fma_probe_lanes * sizeof(float))));
+  constexpr int chains = fma_probe_chains;
   const int parts = std::max(1, dsv4::max_threads());
   std::vector<float> out(static_cast<size_t>(parts));
   const double s = best_seconds(repeats, [&] {
@@ -104,8 +110,7 @@ inline double measure_fma_peak(int repeats) {
     });
     benchmark::DoNotOptimize(out.data());
   });
-  const double flops = 2.0 * (sizeof(vec) / sizeof(float)) * chains * static_cast<double>(iters) * parts;
-  return flops / s;
+  return fma_probe_flops_per_iteration() * static_cast<double>(iters) / s;
 }
 }  // namespace detail
 
@@ -151,5 +156,47 @@ inline benchmark::Counter roofline_fraction(double bytes_per_iteration, double f
                                      flops_per_iteration / best_roofline().fma_flops_per_s),
                             benchmark::Counter::kIsIterationInvariantRate);
 }
+
+// roofline_fraction paired in time, for calls bound by their multiply-adds (every attention decode
+// step): the FMA peak is measured again after each timed call, by a probe of about the call's
+// bound (at least 1 ms), and each call is compared with the mean of the probes before and after
+// it; the fraction is the median over the calls. The host's capacity moves from one stretch of
+// milliseconds to the next (at times the two threads get one core's peak), so roofline_fraction,
+// which compares a whole benchmark with the best stretch of the run, comes out low whenever the
+// benchmark ran in slower ones; this one compares each call with what the machine did around it.
+// The bytes bound stays the running best bandwidth's.
+class paired_roofline {
+ public:
+  paired_roofline(double bytes, double flops) : bytes_(bytes), flops_(flops) {
+    const double probe_flops = std::max(1e-3 * best_roofline().fma_flops_per_s, flops);
+    iters_ = static_cast<std::int64_t>(probe_flops / detail::fma_probe_flops_per_iteration()) + 1;
+    peak_ = detail::measure_fma_peak(1, iters_);
+  }
+
+  // Times call() once and probes the peak after it; returns the call's seconds.
+  double timed(auto&& call) {
+    const auto t0 = detail::clock::now();
+    call();
+    const double s = std::chrono::duration<double>(detail::clock::now() - t0).count();
+    const double next = detail::measure_fma_peak(1, iters_);
+    const double bound = std::max(bytes_ / best_roofline().read_bytes_per_s, flops_ / ((peak_ + next) / 2));
+    ratios_.push_back(bound / s);
+    peak_ = next;
+    return s;
+  }
+
+  double median() {
+    if (ratios_.empty()) return 0;
+    const auto mid = ratios_.begin() + static_cast<std::ptrdiff_t>(ratios_.size() / 2);
+    std::nth_element(ratios_.begin(), mid, ratios_.end());
+    return *mid;
+  }
+
+ private:
+  double bytes_, flops_;
+  std::int64_t iters_ = 0;
+  double peak_ = 0;  // the probe before the next call
+  std::vector<double> ratios_;
+};
 
 }  // namespace dsv4::bench
