@@ -164,10 +164,13 @@ inline benchmark::Counter roofline_fraction(double bytes_per_iteration, double f
 // milliseconds to the next (at times the two threads get one core's peak), so roofline_fraction,
 // which compares a whole benchmark with the best stretch of the run, comes out low whenever the
 // benchmark ran in slower ones; this one compares each call with what the machine did around it.
-// The bytes bound stays the running best bandwidth's.
+// The bytes bound is the running best bandwidth's when the benchmark starts.
 class paired_roofline {
  public:
-  paired_roofline(double bytes, double flops) : bytes_(bytes), flops_(flops) {
+  // The bytes bound is taken once here: refreshing the running best between calls would stream
+  // 256 MiB through the caches and hand the next call cold ones.
+  paired_roofline(double bytes, double flops)
+      : bytes_seconds_(bytes / best_roofline().read_bytes_per_s), flops_(flops) {
     const double probe_flops = std::max(1e-3 * best_roofline().fma_flops_per_s, flops);
     iters_ = static_cast<std::int64_t>(probe_flops / detail::fma_probe_flops_per_iteration()) + 1;
     peak_ = detail::measure_fma_peak(1, iters_);
@@ -179,7 +182,7 @@ class paired_roofline {
     call();
     const double s = std::chrono::duration<double>(detail::clock::now() - t0).count();
     const double next = detail::measure_fma_peak(1, iters_);
-    const double bound = std::max(bytes_ / best_roofline().read_bytes_per_s, flops_ / ((peak_ + next) / 2));
+    const double bound = std::max(bytes_seconds_, flops_ / ((peak_ + next) / 2));
     ratios_.push_back(bound / s);
     peak_ = next;
     return s;
@@ -193,7 +196,7 @@ class paired_roofline {
   }
 
  private:
-  double bytes_, flops_;
+  double bytes_seconds_, flops_;  // the call's time at the read bandwidth; its FLOPs
   std::int64_t iters_ = 0;
   double peak_ = 0;  // the probe before the next call
   std::vector<double> ratios_;

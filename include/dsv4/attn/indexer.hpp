@@ -22,7 +22,6 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <functional>
 #include <span>
 #include <string>
@@ -123,15 +122,14 @@ inline constexpr index_t indexer_workspace_floats(index_t heads, index_t c, inde
 // sum_h w[h] * ReLU(qk[h]) over the heads: eight lanes (lane l takes heads l, l+8, ...) summed
 // as dsv4::dot's tree, so that the heads' terms do not wait on one another.
 inline float relu_weighted_sum(const float* qk, std::span<const float> w) {
-  using lanes8 = float __attribute__((vector_size(32)));
   const auto heads = static_cast<index_t>(w.size());
-  lanes8 acc = {};
-  const lanes8 zero = {};
+  detail::v8f acc = {};
+  const detail::v8f zero = {};
   index_t h = 0;
   for (; h + 8 <= heads; h += 8) {
-    lanes8 q, wv;
-    std::memcpy(&q, qk + h, sizeof q);
-    std::memcpy(&wv, w.data() + h, sizeof wv);
+    detail::v8f q, wv;
+    detail::load8(q, qk + h);
+    detail::load8(wv, w.data() + h);
     acc += wv * (q > zero ? q : zero);
   }
   float tail = 0.0f;
