@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "dsv4/moe/moe_ffn.hpp"
@@ -142,14 +143,21 @@ TEST_CASE("moe released: the FP8 shared expert and its BF16 twin match the emula
 
 TEST_CASE("moe released: the whole MoE layer matches MoE.forward, and routes like the reference") {
   const released_fixture f;
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(f.n * f.k));
-  std::vector<float> w(ids.size()), scores(static_cast<std::size_t>(f.n * f.n_experts));
-  REQUIRE(f.router()
-              .route({f.xv(), {}},
-                     {{ids.data(), {f.n, f.k}}, {w.data(), {f.n, f.k}}, {scores.data(), {f.n, f.n_experts}}})
-              .ok());
-  CHECK(std::vector<float>(ids.begin(), ids.end()) == f.fx.tensor("indices").data);
+  const auto route = [&](const dsv4::moe::score_router<dsv4::bf16_matrix>& r) {
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(f.n * f.k));
+    std::vector<float> w(ids.size()), scores(static_cast<std::size_t>(f.n * f.n_experts));
+    REQUIRE(r.route({f.xv(), {}},
+                    {{ids.data(), {f.n, f.k}}, {w.data(), {f.n, f.k}}, {scores.data(), {f.n, f.n_experts}}})
+                .ok());
+    return std::pair{std::vector<float>(ids.begin(), ids.end()), w};
+  };
+  const auto [ids, w] = route(f.router());
+  CHECK(ids == f.fx.tensor("indices").data);
   CHECK(dsv4::test::rel_l2(w, f.fx.tensor("weights").data) < 1e-6);
+  // The bias decides some selections here, so a router that ignored it would fail the line above.
+  auto unbiased = f.router();
+  unbiased.bias = {};
+  CHECK(route(unbiased).first != ids);
   check_matches(run_layer(f, f.layer<numerics::released>()), f.fx.tensor("block.y").data, f.d, "moe block");
 }
 

@@ -135,12 +135,15 @@ def released():
     shared = [hashed_fp8(RI, RD, 200, -4), hashed_fp8(RI, RD, 201, -4), hashed_fp8(RD, RI, 202, -6)]
     x = (torch.randn(RN, RD, generator=gen) * 2.0).to(torch.bfloat16)
     gate_w = (torch.randn(RE, RD, generator=gen) * 0.1).to(torch.bfloat16)  # BF16 in the checkpoint
-    bias = torch.randn(RE, generator=gen) * 0.2
+    bias = torch.randn(RE, generator=gen) * 3.0  # large enough to change some selections
     row_w = torch.linspace(0.3, 1.2, RN).unsqueeze(-1)
 
     # Gate.forward: fp32 logits, sqrt(softplus), bias selects only, renormalized * route_scale.
     scores = torch.nn.functional.softplus(x.float() @ gate_w.float().T).sqrt()
     indices = (scores + bias).topk(RK, dim=-1)[1]
+    unbiased = scores.topk(RK, dim=-1)[1]
+    differs = int((torch.sort(unbiased).values != torch.sort(indices).values).any(dim=-1).sum())
+    assert differs >= 2, "the bias must change the selection of some tokens"
     weights = scores.gather(1, indices)
     weights = weights / weights.sum(-1, keepdim=True) * ROUTE_SCALE
     # MoE.forward: fp32 sum over experts in increasing id, then the shared expert, one BF16 cast.
@@ -158,6 +161,7 @@ def released():
         "source": "plain PyTorch emulation of the official inference Expert/MoE (act_quant FP8 1x128)",
         "torch": torch.__version__, "d": RD, "inter": RI, "n_experts": RE, "top_k": RK, "tokens": RN,
         "route_scale": ROUTE_SCALE, "swiglu_limit": LIMIT, "clamped_units": clamped,
+        "tokens_whose_bias_changes_selection": differs,
         "generator": "hash32(seed * 0x9E3779B1 + i) (lowbias32); FP8 code = (h & 1) << 7 | (h >> 1) % 0x59;"
                      " FP4 nibble = h & 15; scale exponent = typical - 1 + hash32((seed + 0x10000) *"
                      " 0x9E3779B1 + block) % 3",
