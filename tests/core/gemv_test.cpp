@@ -34,6 +34,45 @@ std::vector<float> decode_all(const W& w) {
   return d;
 }
 
+// Decodes all of W's whole chunks through the GEMV's and GEMM's register decoder
+// (detail::load_chunk), which yields each chunk in W's lane order.
+template <class W>
+std::vector<float> decode_all_in_lane_order(const W& w) {
+  std::vector<float> d(static_cast<std::size_t>(w.rows() * w.cols()));
+  for (index_t r = 0; r < w.rows(); ++r)
+    for (index_t k = 0; k + dsv4::weight_chunk <= w.cols(); k += dsv4::weight_chunk) {
+      dsv4::detail::chunk_regs v;
+      dsv4::detail::load_chunk(w, r, k, v);
+      for (int i = 0; i < 4; ++i) dsv4::detail::store8(d.data() + r * w.cols() + k + 8 * i, v[i]);
+    }
+  return d;
+}
+
+// One row of values in column order, rearranged into W's lane order.
+template <class W>
+std::vector<float> in_lane_order(const std::vector<float>& row) {
+  std::vector<float> out(row.size());
+  dsv4::detail::lane_order<W>(row.data(), static_cast<index_t>(row.size()), out.data());
+  return out;
+}
+
+// Bit for bit, except that any NaN matches any NaN and, where the decoder's contract says so (the
+// FP4 lane decoder gives +0 for both zero codes), -0 matches +0.
+void require_same_floats(const std::vector<float>& got, const std::vector<float>& ref, const char* what,
+                         bool zero_sign_free = false) {
+  REQUIRE(got.size() == ref.size());
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    INFO(what << ", element " << i << ": " << got[i] << " vs " << ref[i]);
+    if (std::isnan(ref[i])) {
+      REQUIRE(std::isnan(got[i]));
+    } else if (zero_sign_free && ref[i] == 0.0f) {
+      REQUIRE(got[i] == 0.0f);
+    } else {
+      REQUIRE(std::bit_cast<std::uint32_t>(got[i]) == std::bit_cast<std::uint32_t>(ref[i]));
+    }
+  }
+}
+
 template <format F>
 void check_gemm_against_reference(index_t n, index_t out, index_t in) {
   const random_matrix<F> w(out, in, 11, 0.05f);
@@ -58,7 +97,7 @@ void check_gemm_against_reference(index_t n, index_t out, index_t in) {
 
 }  // namespace
 
-TEST_CASE("gemv: FP8 decode equals the scalar dequantization on all 256 codes and extreme scales") {
+TEST_CASE("gemv: FP8 decoders equal the scalar dequantization on all 256 codes and extreme scales") {
   // Row 0 holds every code twice; the scale blocks run from 2^-127 to 2^127 (the largest ones take
   // the scalar path, the rest the vectorized one).
   const index_t in = 512;
@@ -66,43 +105,36 @@ TEST_CASE("gemv: FP8 decode equals the scalar dequantization on all 256 codes an
   for (index_t i = 0; i < in; ++i)
     w[static_cast<std::size_t>(i)] = dsv4::fp8_e4m3::from_bits(static_cast<std::uint8_t>(i & 0xff));
   for (int e : {-127, -20, 0, 119, 120, 127, 128}) {  // 128: the NaN scale code 0xff
+    INFO("scale 2^" << e);
     const auto scale = e == 128 ? dsv4::ue8m0::from_bits(0xff) : dsv4::ue8m0::from_exponent(e);
     std::vector<dsv4::ue8m0> s(4, scale);
     const dsv4::fp8_matrix m{{w.data(), {1, in}}, {s.data(), {1, 4}}};
-    const auto d = decode_all(m);
-    for (index_t c = 0; c < in; ++c) {
-      const float ref = dsv4::dequantize_fp8_at(w.data(), s.data(), c);
-      const float got = d[static_cast<std::size_t>(c)];
-      if (std::isnan(ref)) {
-        REQUIRE(std::isnan(got));
-      } else {
-        INFO("code " << (c & 0xff) << " scale 2^" << e);
-        REQUIRE(std::bit_cast<std::uint32_t>(got) == std::bit_cast<std::uint32_t>(ref));
-      }
-    }
+    std::vector<float> ref(static_cast<std::size_t>(in));
+    for (index_t c = 0; c < in; ++c)
+      ref[static_cast<std::size_t>(c)] = dsv4::dequantize_fp8_at(w.data(), s.data(), c);
+    require_same_floats(decode_all(m), ref, "W::decode, column order");
+    require_same_floats(decode_all_in_lane_order(m), in_lane_order<dsv4::fp8_matrix>(ref),
+                        "GEMV decoder, lane order");
   }
 }
 
-TEST_CASE("gemv: FP4 decode equals the scalar dequantization on all byte pairs and extreme scales") {
+TEST_CASE("gemv: FP4 decoders equal the scalar dequantization on all byte pairs and extreme scales") {
   const index_t in = 512;  // 256 bytes: every (even, odd) nibble pair once
   std::vector<dsv4::fp4x2> w(static_cast<std::size_t>(in / 2));
   for (index_t i = 0; i < in / 2; ++i)
     w[static_cast<std::size_t>(i)] = dsv4::fp4x2::from_bits(static_cast<std::uint8_t>(i));
-  for (int e : {-127, -30, 0, 113, 114, 127, 128}) {  // 128: the NaN scale code 0xff
+  // The lane decoder puts scales 2^-125 .. 2^125 into the exponent and multiplies by the others.
+  for (int e : {-127, -126, -125, -30, 0, 113, 114, 125, 126, 127, 128}) {  // 128: the NaN scale code 0xff
+    INFO("scale 2^" << e);
     const auto scale = e == 128 ? dsv4::ue8m0::from_bits(0xff) : dsv4::ue8m0::from_exponent(e);
     std::vector<dsv4::ue8m0> s(static_cast<std::size_t>(in / 32), scale);
     const dsv4::fp4_matrix m{{w.data(), {1, in / 2}}, {s.data(), {1, in / 32}}};
-    const auto d = decode_all(m);
-    for (index_t c = 0; c < in; ++c) {
-      INFO("column " << c << " scale 2^" << e);
-      const float ref = dsv4::dequantize_fp4_at(w.data(), s.data(), c);
-      const float got = d[static_cast<std::size_t>(c)];
-      if (std::isnan(ref)) {
-        REQUIRE(std::isnan(got));
-      } else {
-        REQUIRE(std::bit_cast<std::uint32_t>(got) == std::bit_cast<std::uint32_t>(ref));
-      }
-    }
+    std::vector<float> ref(static_cast<std::size_t>(in));
+    for (index_t c = 0; c < in; ++c)
+      ref[static_cast<std::size_t>(c)] = dsv4::dequantize_fp4_at(w.data(), s.data(), c);
+    require_same_floats(decode_all(m), ref, "W::decode, column order");
+    require_same_floats(decode_all_in_lane_order(m), in_lane_order<dsv4::fp4_matrix>(ref),
+                        "GEMV decoder, lane order", true);
   }
 }
 
