@@ -6,7 +6,8 @@
 #   tests/gpu_check.sh DIR      only run the executables already built in DIR (a `cuda` build tree
 #                               made on another machine with the same CUDA toolkit major version)
 #
-# CUDA tests are the <module>_cuda_tests executables (exit code 77 means "no GPU": skipped);
+# CUDA tests are the <module>_cuda_tests executables (exit code 77 means "no GPU": skipped, which
+# fails the check when nvidia-smi lists a GPU, since the test then did not run where it should);
 # CUDA benchmarks are the <module>_cuda_bench executables. Logs go to $GPU_CHECK_LOGS (default:
 # a temporary folder) so that a remote run can bring them back.
 set -u
@@ -22,7 +23,12 @@ fi
 
 logs=${GPU_CHECK_LOGS:-$(mktemp -d)}
 mkdir -p "$logs"
-nvidia-smi -L 2>/dev/null || echo "nvidia-smi: no GPU listed"
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+if [[ "$gpus" -gt 0 ]]; then
+  nvidia-smi -L
+else
+  echo "nvidia-smi: no GPU listed"
+fi
 
 rows=()
 failed=0
@@ -36,7 +42,14 @@ while IFS= read -r exe; do
   seconds=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
   case $rc in
     0) result=pass ;;
-    77) result=skipped ;;
+    77)
+      if [[ "$gpus" -gt 0 ]]; then
+        result="FAIL(skipped with $gpus GPU listed)"
+        failed=1
+      else
+        result=skipped
+      fi
+      ;;
     *) result="FAIL($rc)"; failed=1 ;;
   esac
   echo "==== $name ($result)"
