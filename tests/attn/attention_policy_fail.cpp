@@ -1,6 +1,6 @@
 // A type that is not an attention policy is rejected at the layer's boundary with the concept's
 // name, and a policy whose numbers contradict each other is rejected with the rule it breaks.
-// expected-error not_a_policy: template constraint failure for .* requires +attention_policy<P> struct dsv4::attn::layer_shape
+// expected-error not_a_policy: constraint failure for .* requires +attention_policy<P> struct
 // expected-error top_k_without_compressor: dsv4 attention_policy: top_k > 0 needs a compressor
 #include "dsv4/attn/attention.hpp"
 #include "dsv4/config/presets.hpp"
