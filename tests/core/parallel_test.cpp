@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "allocations.hpp"
 #include "dsv4/core/parallel.hpp"
 
 namespace {
@@ -47,4 +48,16 @@ TEST_CASE("parallel_for results do not depend on the thread count", "[core][para
   REQUIRE(one.size() == two.size());
   for (size_t i = 0; i < one.size(); ++i)
     REQUIRE(std::bit_cast<std::uint32_t>(one[i]) == std::bit_cast<std::uint32_t>(two[i]));
+}
+
+TEST_CASE("parallel: the test allocation counter sees operator new on every thread") {
+  // The counter the zero-allocation tests rely on (tests/allocations.hpp) must count, or their
+  // zeros would mean nothing.
+  const std::int64_t n = dsv4::test::allocations_during([] {
+    dsv4::parallel_for(0, 4, [](std::int64_t i) {
+      int* volatile p = new int(static_cast<int>(i));  // volatile: the pair may not be elided
+      delete p;
+    });
+  });
+  CHECK(n == 4);
 }
