@@ -54,9 +54,9 @@ inline const std::vector<float>& bandwidth_buffer() {
 }
 
 // Each thread reads its part as `streams` sequential streams side by side (a 64-byte line of each
-// in turn). One stream per thread leaves memory idle part of the time: on the 2-vCPU development
-// machine one stream per thread read 13-14 GB/s where 4 read 18-21 (8: the same as 4), and the
-// GEMVs, which read 8 rows at once, beat the one-stream figure by up to 1.4x.
+// in turn). One stream per thread leaves memory idle part of the time and understates what the
+// GEMVs, which read several rows at once, get from it; four streams per thread keep it busy, and
+// more read no faster.
 inline constexpr int bandwidth_streams = 4;
 
 inline double measure_read_bandwidth(int repeats) {
@@ -89,7 +89,7 @@ inline double fma_probe_flops_per_iteration() {
   return 2.0 * fma_probe_lanes * fma_probe_chains * std::max(1, dsv4::max_threads());
 }
 
-// The FMA peak over `iters` multiply-adds per chain (2^23: about 15 ms on the development machine).
+// The FMA peak over `iters` multiply-adds per chain (2^23 by default).
 inline double measure_fma_peak(int repeats, std::int64_t iters = std::int64_t{1} << 23) {
   using vec = float __attribute__((vector_size(fma_probe_lanes * sizeof(float))));
   constexpr int chains = fma_probe_chains;
@@ -123,11 +123,11 @@ inline const machine_roofline& roofline() {
 
 // The limits the fractions divide by: the best of every measurement so far, the start-up one and
 // one more after each benchmark (when the last is more than a second old: FMA peak best of 3 runs
-// of about 15 ms, read bandwidth best of 2 reads of 256 MiB). On a shared host the limits move:
-// for stretches of seconds the two threads get half the FMA peak (as if they shared one core) or
-// less bandwidth, and a start-up sample taken then would inflate every fraction of the run. The
-// running best never overstates what the machine can do, so a fraction can only come out low,
-// when a benchmark itself ran in such a stretch.
+// of 2^23 multiply-adds per chain, read bandwidth best of 2 reads of 256 MiB). On a shared host
+// the limits move: for stretches of seconds the two threads get half the FMA peak (as if they
+// shared one core) or less bandwidth, and a start-up sample taken then would inflate every
+// fraction of the run. The running best never overstates what the machine can do, so a fraction
+// can only come out low, when a benchmark itself ran in such a stretch.
 inline const machine_roofline& best_roofline() {
   static machine_roofline best = roofline();
   static detail::clock::time_point at = detail::clock::now();

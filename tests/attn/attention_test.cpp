@@ -3,10 +3,12 @@
 // properties and bad input: kv_cache_test.cpp.)
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <numeric>
 #include <random>
 #include <vector>
 
+#include "allocations.hpp"
 #include "attn/attn_test_support.hpp"
 #include "dsv4/attn/attention.hpp"
 #include "dsv4/config/presets.hpp"
@@ -206,4 +208,45 @@ TEST_CASE("a layer large enough to use both threads gives identical outputs on 1
   const auto two = run<mid, attn::hca>(r.layer, x, S, {S});
   set_num_threads(threads);
   CHECK(one == two);
+}
+
+namespace {
+// Decode steps of one layer after a prefill, with the engine's workspace: heap allocations counted
+// over the steps (the prefill and the first step may size the thread team).
+template <model_config C, class P, numerics Num = numerics::exact>
+std::int64_t steady_state_allocations() {
+  const test::random_layer<C, P, Num> r(41);
+  std::mt19937 rng(42);
+  const index_t d = C.d_model, S = 60;
+  const auto x = test::normal(std::size_t(S * d), 0.0f, 1.0f, rng);
+  std::vector<float> y(x.size());
+  using layer_t = attn::attention_layer<C, P, Num>;
+  auto cache = layer_t::make_cache(2, S);
+  const auto a = *cache->open(), b = *cache->open();
+  std::vector<std::byte> memory(std::size_t(layer_t::workspace_bytes(S)) + 64);
+  const std::span<std::byte> ws(memory.data() + (64 - std::uintptr_t(memory.data()) % 64) % 64,
+                                std::size_t(layer_t::workspace_bytes(S)));
+  const auto step = [&](attn::sequence_id seq, index_t from, index_t n) {
+    const std::array<attn::sequence_tokens, 1> batch{{{seq, n}}};
+    return r.layer.forward(*cache, 0, batch, {x.data() + from * d, {n, d}}, {y.data() + from * d, {n, d}},
+                           ws);
+  };
+  REQUIRE(step(a, 0, 40).ok());
+  REQUIRE(step(b, 0, 3).ok());
+  status last;
+  const std::int64_t n = test::allocations_during([&] {
+    for (index_t t = 40; t < S && last.ok(); ++t) last = step(a, t, 1);
+    if (last.ok()) last = step(b, 3, 17);  // a chunk of a prefill, another sequence
+  });
+  REQUIRE(last.ok());
+  return n;
+}
+}  // namespace
+
+TEST_CASE("steady-state forward allocates nothing, for every policy and both numerics", "[attn]") {
+  CHECK(steady_state_allocations<tiny, attn::swa>() == 0);
+  CHECK(steady_state_allocations<tiny, attn::csa>() == 0);
+  CHECK(steady_state_allocations<tiny, attn::hca>() == 0);
+  CHECK(steady_state_allocations<tiny_released, attn::csa, numerics::released>() == 0);
+  CHECK(steady_state_allocations<tiny_released, attn::hca, numerics::released>() == 0);
 }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numbers>
 #include <random>
 #include <vector>
@@ -81,8 +82,8 @@ namespace {
 std::pair<std::vector<float>, std::vector<float>> project(const attn::compressor_weights<>& w,
                                                           tensor_view<const float, 2> x) {
   std::vector<float> kv(std::size_t(w.wkv.rows())), gate(kv.size());
-  attn::project(w.wkv, x, {kv.data(), {1, w.wkv.rows()}});
-  attn::project(w.wgate, x, {gate.data(), {1, w.wgate.rows()}});
+  REQUIRE(gemm(w.wkv, x, {kv.data(), {1, w.wkv.rows()}}).ok());
+  REQUIRE(gemm(w.wgate, x, {gate.data(), {1, w.wgate.rows()}}).ok());
   return {kv, gate};
 }
 
@@ -134,7 +135,8 @@ void check_compressor(const attn::compressor_shape& s, index_t tokens) {
   const auto rope = attn::rope_table::for_layer(config::model_params{}, 8, true);
   const auto x = test::normal(std::size_t(tokens * d), 0.0f, 1.0f, rng);
 
-  attn::compressor_state state(s);
+  std::vector<float> tails(std::size_t(attn::compressor_state::floats(s, s.rows())));
+  const attn::compressor_state state(s, s.rows(), tails.data(), tails.data() + tails.size() / 2);
   std::vector<float> entry(std::size_t(s.dim));
   index_t emitted = 0;
   for (index_t t = 0; t < tokens; ++t) {
@@ -169,7 +171,8 @@ TEST_CASE("a ratio-1 compressor is its projection, norm and RoPE at the token", 
   w.add("c.ape", {1, 16}, test::normal(16, 0.0f, 3.0f, rng));
   w.add("c.norm", {16}, test::normal(16, 1.0f, 0.2f, rng));
   const auto rope = attn::rope_table::plain(8, 10000.0f);
-  attn::compressor_state state(s);
+  std::vector<float> tails(std::size_t(attn::compressor_state::floats(s, s.rows())));
+  const attn::compressor_state state(s, s.rows(), tails.data(), tails.data() + tails.size() / 2);
   const auto x = test::normal(std::size_t(3 * d), 0.0f, 1.0f, rng);
   std::vector<float> entry(16), proj(16);
   for (index_t t = 0; t < 3; ++t) {
@@ -252,6 +255,42 @@ TEST_CASE("top-k of long lists: normal scores, a bound the sample sets too high,
   // -0 and +0 are equal scores: the lower index goes first.
   const std::vector<float> zeros = {-0.0f, -0.0f, 0.0f, -1.0f, 1.0f};
   CHECK(selected(zeros, 2) == std::vector<std::int32_t>{0, 4});
+}
+
+TEST_CASE("top-k ranks NaN below every number, whatever its sign, in short and long lists",
+          "[attn][indexer]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const auto selected = [](const std::vector<float>& s, index_t k) {
+    std::vector<std::int32_t> got(s.size());
+    REQUIRE(attn::select_top_k(s, k, got) == k);
+    got.resize(std::size_t(k));
+    return got;
+  };
+  // The best k by the rule, from a full sort: numbers by value, then NaNs, ties to the lower index.
+  const auto expected = [](const std::vector<float>& s, index_t k) {
+    std::vector<std::int32_t> order(s.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = std::int32_t(i);
+    std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+      const float x = s[std::size_t(a)], y = s[std::size_t(b)];
+      return std::isnan(x) != std::isnan(y) ? std::isnan(y) : x > y;
+    });
+    order.resize(std::size_t(k));
+    std::sort(order.begin(), order.end());
+    return order;
+  };
+  const std::vector<float> few = {nan, -inf, 1.0f, -nan, 0.5f};
+  CHECK(selected(few, 2) == std::vector<std::int32_t>{2, 4});
+  CHECK(selected(few, 3) == std::vector<std::int32_t>{1, 2, 4});
+  CHECK(selected(few, 4) == std::vector<std::int32_t>{0, 1, 2, 4});
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  for (const index_t n : {16384, 100003}) {
+    std::vector<float> s(static_cast<std::size_t>(n));
+    for (float& v : s) v = normal(rng);
+    for (std::size_t i = 0; i < s.size(); i += 37) s[i] = (i / 37) % 2 ? nan : -nan;
+    INFO("n " << n);
+    CHECK(selected(s, 512) == expected(s, 512));
+  }
 }
 
 TEST_CASE("index scores are the head-weighted sum of ReLU dot products", "[attn][indexer]") {
@@ -444,5 +483,62 @@ TEST_CASE("attention outputs are bit-identical for 1 and 2 threads", "[attn][cor
     std::size_t far = 0;
     for (std::size_t i = 0; i < one.size(); ++i) far += std::fabs(one[i] - reference[i]) > 1e-5;
     CHECK(far == 0);
+  }
+}
+
+TEST_CASE("sparse attention: the same bits under every executor, tasks in any order", "[attn][core]") {
+  // Tasks of the step wait for tasks of the same loop (packing before chunks, chunks before
+  // merges). An executor that runs them on one thread, last first, must still finish with the
+  // same bits as OpenMP with 1 and 2 threads and spin_pool with 2 and 3.
+  struct reversed_executor {
+    int threads() const noexcept { return 4; }
+    void run(std::int64_t n, task_ref f) noexcept {
+      for (std::int64_t i = n - 1; i >= 0; --i) f(i);
+    }
+  };
+  // 3000 candidates: 16 chunks, query packing and merge tasks; 200 with 64 heads: one chunk in
+  // two head groups, each merging its own heads.
+  for (const auto& [heads, rows] : {std::pair<index_t, index_t>{40, 3000}, {64, 200}}) {
+    CAPTURE(heads, rows);
+    std::mt19937 rng(31);
+    const index_t c = 72;
+    const auto q = test::normal(std::size_t(heads * c), 0.0f, 1.0f, rng);
+    const auto kv = test::normal(std::size_t(rows * c), 0.0f, 1.0f, rng);
+    const auto sink = test::normal(std::size_t(heads), 0.0f, 1.0f, rng);
+    std::vector<std::int32_t> candidates(static_cast<std::size_t>(rows));
+    for (index_t j = 0; j < rows; ++j) candidates[std::size_t(j)] = std::int32_t((j * 11) % rows);
+    using op = attn::sparse_attention_op<attn::f32_codec>;
+    std::vector<float> workspace(std::size_t(op::workspace_floats(heads, c, rows)));
+    const auto attend = [&] {
+      std::vector<float> out(std::size_t(heads * c));
+      const op::params p{{q.data(), {heads, c}},
+                         attn::f32_rows({kv.data(), {rows, c}}),
+                         candidates,
+                         {sink.data(), {heads}},
+                         0.125f,
+                         {out.data(), {heads, c}},
+                         workspace};
+      REQUIRE(run<cpu>(p).ok());
+      return out;
+    };
+    const int threads = max_threads();
+    set_num_threads(1);
+    const auto one = attend();
+    set_num_threads(2);
+    const auto two = attend();
+    set_num_threads(threads);
+    std::vector<std::vector<float>> pooled;
+    for (const int n : {2, 3}) {
+      spin_pool pool(n);
+      const executor_scope scope(pool);
+      pooled.push_back(attend());
+    }
+    reversed_executor reversed;
+    const executor_scope scope(reversed);
+    const auto backwards = attend();
+    CHECK(one == two);
+    CHECK(one == pooled[0]);
+    CHECK(one == pooled[1]);
+    CHECK(one == backwards);
   }
 }

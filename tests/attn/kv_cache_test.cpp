@@ -1,9 +1,13 @@
 // The hybrid KV cache: storage codecs, bytes against the accounting, sequences, batched calls,
-// snapshot and rollback, bad input, and the released FP8/FP4 storage against the exact path.
+// pages in any order, fork and truncate, pool exhaustion, bad input, and the released FP8/FP4
+// storage against the exact path.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
+#include <climits>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <set>
 #include <vector>
@@ -37,10 +41,10 @@ constexpr model_config exact = with_format(kv_format::f32);
 constexpr model_config half = with_format(kv_format::bf16);
 constexpr model_config released = with_format(kv_format::fp8_released);
 
+// What config/accounting.hpp says one sequence of `tokens` tokens holds in every layer of C.
 template <model_config C>
-std::int64_t accounted(const attn::kv_cache<C>& cache) {
-  return cache.max_sequences() *
-         config::kv_sequence_bytes(C, C.kv_cache, cache.capacity()).total(config::mtp_mode::include);
+std::int64_t accounted(index_t tokens) {
+  return config::kv_sequence_bytes(C, C.kv_cache, tokens).total(config::mtp_mode::include);
 }
 
 // x (S, d) through a fresh one-sequence cache of policy P, in one call.
@@ -106,23 +110,34 @@ TEST_CASE("FP8 entries decode to the reference's KV simulation, FP4 keys to the 
   CHECK(std::equal(expect.begin(), expect.end(), got));
 }
 
-TEST_CASE("a cache allocates what the accounting says, for every format and for the released models",
+TEST_CASE("a cache holds what the accounting says, for every format and for the released models",
           "[attn][kv]") {
   const auto small = attn::kv_cache<exact>::for_model(3, 300);
   REQUIRE(small.ok());
   CHECK(small->layers() == exact.n_layers + exact.n_mtp_layers);
-  CHECK(small->bytes() == accounted(*small));
+  for (index_t tokens : {1, 7, 64, 299, 300}) {
+    INFO(tokens << " tokens");
+    CHECK(small->sequence_bytes(tokens) == accounted<exact>(tokens));
+    // Pages round each layer's rows up to whole pages: at most one partial page per kind and layer.
+    CHECK(small->pages_for(tokens) * small->page_bytes() >= small->sequence_bytes(tokens));
+  }
+  // The convenience pool holds every sequence at full capacity.
+  CHECK(small->pages() == 3 * small->pages_for(300));
   const auto h = attn::kv_cache<half>::for_model(2, 1000);
-  CHECK(h->bytes() == accounted(*h));
+  CHECK(h->sequence_bytes(1000) == accounted<half>(1000));
   const auto r = attn::kv_cache<released>::for_model(2, 1000);
-  CHECK(r->bytes() == accounted(*r));
-  CHECK(r->bytes() < h->bytes());
+  CHECK(r->sequence_bytes(1000) == accounted<released>(1000));
+  CHECK(r->sequence_bytes(1000) < h->sequence_bytes(1000));
   // The whole V4-Flash cache for one sequence of 1M tokens: 3.70 GB (3.685 GB of entries and index
-  // keys, the rest windows and compressor tails). Pages are committed only when written.
+  // keys, the rest windows and compressor tails), in pages of 64 entries (37,376 bytes).
   const auto flash = attn::kv_cache<config::v4_flash>::for_model(1, index_t{1} << 20);
   REQUIRE(flash.ok());
-  CHECK(flash->bytes() == accounted(*flash));
-  CHECK(flash->bytes() == Approx(3.70e9).epsilon(0.005));
+  CHECK(flash->sequence_bytes(index_t{1} << 20) == accounted<config::v4_flash>(index_t{1} << 20));
+  CHECK(flash->sequence_bytes(index_t{1} << 20) == Approx(3.70e9).epsilon(0.005));
+  CHECK(flash->page_bytes() == 64 * 584);
+  CHECK(flash->entry_page_bytes() == flash->page_bytes());
+  CHECK(flash->key_rows_per_page() == 64 * 584 / 68);
+  CHECK(double(flash->bytes()) == Approx(3.70e9).epsilon(0.01));
   const auto entries = config::kv_sequence_bytes(config::v4_flash, kv_format::fp8_released, index_t{1} << 20);
   CHECK(double(entries.backbone().entries()) == Approx(3.685e9).epsilon(0.001));
 }
@@ -205,7 +220,8 @@ TEST_CASE("bad input returns a status naming the problem and leaves the cache as
   REQUIRE(layer.forward(*cache, 0, a, {x.data(), {10, d}}, {y.data(), {10, d}}).ok());
   REQUIRE(layer.forward(*reference, 0, ra, {x.data(), {10, d}}, {y.data(), {10, d}}).ok());
   REQUIRE(cache->finish(b).ok());
-  const auto before = std::vector<std::byte>(cache->storage(0).begin(), cache->storage(0).end());
+  const auto before = std::vector<std::byte>(cache->pool().begin(), cache->pool().end());
+  const index_t free_before = cache->free_pages();
 
   const auto fails = [&](status st, errc code, const char* text) {
     INFO(st.to_string());
@@ -230,46 +246,242 @@ TEST_CASE("bad input returns a status naming the problem and leaves the cache as
   const test::random_layer<released, attn::hca> other(26);
   fails(other.layer.forward(*cache, 0, a, {x.data(), {1, d}}, {y.data(), {1, d}}), errc::invalid_argument,
         "policy hca");
-  // Rollback errors: a snapshot of another sequence, one ahead of the sequence.
-  const auto snap_b = cache->snapshot(b);
-  REQUIRE(snap_b.ok());
-  fails(cache->rollback(a, *snap_b), errc::invalid_argument, "cannot roll back");
-  fails(cache->rollback(b, *snap_b), errc::invalid_state, "finished");
+  // Token counts that would overflow the arithmetic, negative ones, and views with negative extents.
+  fails(call({{a, INT64_MAX}}, 1), errc::out_of_range, "capacity");
+  fails(call({{a, -1}}, 0), errc::invalid_argument, "negative");
+  fails(layer.forward(*cache, 0, a, {x.data(), {-2, d}}, {y.data(), {-2, d}}), errc::shape_mismatch,
+        "negative");
+  // A value that is not finite would poison the sequence's cache: rejected, naming where it is.
+  auto bad = x;
+  bad[std::size_t(d + 5)] = std::numeric_limits<float>::quiet_NaN();
+  fails(layer.forward(*cache, 0, a, {bad.data(), {2, d}}, {y.data(), {2, d}}), errc::invalid_argument,
+        "row 1 (layer 0, batch entry 0, position 11)");
+  bad[std::size_t(d + 5)] = std::numeric_limits<float>::infinity();
+  fails(layer.forward(*cache, 0, a, {bad.data(), {2, d}}, {y.data(), {2, d}}), errc::invalid_argument,
+        "not finite");
+  // Output over the input, and a workspace too small or over the output.
+  fails(layer.forward(*cache, 0, a, {x.data(), {2, d}}, {const_cast<float*>(x.data()) + d, {2, d}}),
+        errc::invalid_argument, "overlap");
+  const std::array<attn::sequence_tokens, 1> one{{{a, 1}}};
+  alignas(64) std::byte small[64];
+  fails(layer.forward(*cache, 0, one, {x.data(), {1, d}}, {y.data(), {1, d}}, small), errc::out_of_range,
+        "workspace");
+  // Truncation errors: past the end, further back than the cache allows, a finished sequence.
+  fails(cache->truncate(a, 11), errc::out_of_range, "holds 10 tokens");
+  fails(cache->truncate(a, 3), errc::out_of_range, "max_truncate = 0");
+  fails(cache->truncate(b, 0), errc::invalid_state, "finished");
 
   // Nothing changed: the same bytes, the same position, and continuing gives what an untouched
   // cache gives.
-  CHECK(std::equal(before.begin(), before.end(), cache->storage(0).begin()));
+  CHECK(std::equal(before.begin(), before.end(), cache->pool().begin()));
+  CHECK(cache->free_pages() == free_before);
   CHECK(*cache->tokens(a, 0) == 10);
   REQUIRE(layer.forward(*cache, 0, a, {x.data() + 10 * d, {10, d}}, {y.data(), {10, d}}).ok());
   REQUIRE(layer.forward(*reference, 0, ra, {x.data() + 10 * d, {10, d}}, {z.data(), {10, d}}).ok());
   CHECK(std::equal(y.begin(), y.begin() + 10 * d, z.begin()));
 }
 
-TEST_CASE("rolling back to a snapshot forgets the speculative tokens", "[attn][kv]") {
-  const test::random_layer<released, attn::csa> r(27);
-  std::mt19937 rng(28);
-  const index_t d = released.d_model;
-  const auto x = test::normal(std::size_t(60 * d), 0.0f, 1.0f, rng);
-  auto cache = attn::attention_layer<released, attn::csa>::make_cache(1, 60);
-  const auto seq = *cache->open();
-  std::vector<float> scratch(std::size_t(25 * d)), first(std::size_t(20 * d)), second(first.size()),
-      other(first.size());
-  REQUIRE(r.layer.forward(*cache, 0, seq, {x.data(), {25, d}}, {scratch.data(), {25, d}}).ok());
-  const auto snap = cache->snapshot(seq);
-  REQUIRE(snap.ok());
-  // 20 speculative tokens: past the ring of 8 and across compressed blocks.
-  REQUIRE(r.layer.forward(*cache, 0, seq, {x.data() + 25 * d, {20, d}}, {first.data(), {20, d}}).ok());
-  REQUIRE(cache->rollback(seq, *snap).ok());
-  CHECK(*cache->tokens(seq, 0) == 25);
-  REQUIRE(r.layer.forward(*cache, 0, seq, {x.data() + 40 * d, {20, d}}, {other.data(), {20, d}}).ok());
-  REQUIRE(cache->rollback(seq, *snap).ok());
-  REQUIRE(r.layer.forward(*cache, 0, seq, {x.data() + 25 * d, {20, d}}, {second.data(), {20, d}}).ok());
-  CHECK(first == second);
-  CHECK(first != other);
-  // A snapshot from a later position cannot be applied to an earlier one.
-  const auto late = cache->snapshot(seq);
-  REQUIRE(cache->rollback(seq, *snap).ok());
-  CHECK(cache->rollback(seq, *late).code() == errc::invalid_argument);
+namespace {
+// A CSA layer of `released` over caches of several page sizes and pools: what a sequence's
+// outputs are must not depend on where its rows live.
+struct paged_fixture {
+  using layer_t = attn::attention_layer<released, attn::csa>;
+  using cache_t = attn::kv_cache<released>;
+  test::random_layer<released, attn::csa> r{31};
+  index_t d = released.d_model;
+  std::vector<std::byte> memory;
+
+  // A cache of `pages` pages of page_bytes over memory of this fixture.
+  cache_t make(index_t sequences, index_t capacity, index_t page_bytes, index_t pages,
+               index_t max_truncate = 0) {
+    memory.assign(std::size_t(page_bytes * pages + 64), std::byte{0x5a});
+    const auto skew = (64 - std::uintptr_t(memory.data()) % 64) % 64;
+    auto c = cache_t::create({sequences, capacity, page_bytes, max_truncate}, {layer_t::geometry(capacity)},
+                             {memory.data() + skew, std::size_t(page_bytes * pages)});
+    REQUIRE(c.ok());
+    return std::move(*c);
+  }
+  std::vector<float> run(cache_t& cache, attn::sequence_id seq, const std::vector<float>& x, index_t from,
+                         index_t n) const {
+    std::vector<float> y(std::size_t(n * d));
+    const auto st = r.layer.forward(cache, 0, seq, {x.data() + from * d, {n, d}}, {y.data(), {n, d}});
+    INFO(st.to_string());
+    REQUIRE(st.ok());
+    return y;
+  }
+};
+}  // namespace
+
+TEST_CASE("paged storage in any page order gives the outputs of contiguous storage, bit for bit",
+          "[attn][kv]") {
+  paged_fixture f;
+  std::mt19937 rng(32);
+  const index_t S = 120, k = 3;
+  std::vector<std::vector<float>> x;
+  for (index_t i = 0; i < k; ++i) x.push_back(test::normal(std::size_t(S * f.d), 0.0f, 1.0f, rng));
+  // Contiguous: one page per kind and sequence (the whole capacity in one page).
+  std::vector<std::vector<float>> alone;
+  {
+    const index_t page = round_up(attn::kv_cache<released>::entry_row_bytes * (S + 8), 64);
+    for (index_t i = 0; i < k; ++i) {
+      auto c = f.make(1, S, page, 3);
+      const auto seq = *c.open();
+      alone.push_back(f.run(c, seq, x[std::size_t(i)], 0, S));
+    }
+  }
+  // Paged: pages of 3 entry rows, three sequences advancing in random steps, so their pages
+  // interleave; a fourth sequence is released midway and its pages are reused in another order.
+  const index_t page = round_up(attn::kv_cache<released>::entry_row_bytes * 3, 64);
+  auto c = f.make(4, S, page, 400);
+  std::vector<attn::sequence_id> seq;
+  for (index_t i = 0; i < k; ++i) seq.push_back(*c.open());
+  const auto filler = *c.open();
+  (void)f.run(c, filler, x[0], 0, 50);
+  std::vector<index_t> at(k, 0);
+  std::vector<std::vector<float>> paged(k);
+  bool released_filler = false;
+  while (at[0] < S || at[1] < S || at[2] < S) {
+    const auto i = std::size_t(rng() % k);
+    const index_t n = std::min<index_t>(S - at[i], 1 + index_t(rng() % 9));
+    if (n == 0) continue;
+    const auto y = f.run(c, seq[i], x[i], at[i], n);
+    paged[i].insert(paged[i].end(), y.begin(), y.end());
+    at[i] += n;
+    if (!released_filler && at[i] > S / 3) {
+      REQUIRE(c.release(filler).ok());
+      released_filler = true;
+    }
+  }
+  for (std::size_t i = 0; i < std::size_t(k); ++i) {
+    INFO("sequence " << i);
+    CHECK(paged[i] == alone[i]);
+  }
+  // Every page comes back when the sequences are released.
+  for (const auto s : seq) REQUIRE(c.release(s).ok());
+  CHECK(c.free_pages() == c.pages());
+}
+
+TEST_CASE("a fork followed by different continuations equals two fresh runs, sharing the prefix's pages",
+          "[attn][kv]") {
+  paged_fixture f;
+  std::mt19937 rng(33);
+  const index_t prefix = 45, more = 30, S = prefix + more;
+  const auto x = test::normal(std::size_t(S * f.d), 0.0f, 1.0f, rng);
+  auto x2 = x;
+  const auto other = test::normal(std::size_t(more * f.d), 0.0f, 1.0f, rng);
+  std::copy(other.begin(), other.end(), x2.begin() + prefix * f.d);
+  const index_t page = round_up(attn::kv_cache<released>::entry_row_bytes * 4, 64);
+  auto c = f.make(3, S, page, 200);
+  const auto parent = *c.open();
+  (void)f.run(c, parent, x, 0, prefix);
+  const index_t held = c.pages() - c.free_pages();
+  const auto child = c.fork(parent);
+  REQUIRE(child.ok());
+  CHECK(c.free_pages() == c.pages() - held);  // the fork took no page yet
+  CHECK(*c.tokens(*child, 0) == prefix);
+  const auto y_parent = f.run(c, parent, x, prefix, more);
+  const auto y_child = f.run(c, *child, x2, prefix, more);
+  // Fresh runs of the two whole sequences.
+  auto fresh = f.make(1, S, page, 200);
+  const auto s1 = *fresh.open();
+  const auto full1 = f.run(fresh, s1, x, 0, S);
+  REQUIRE(fresh.truncate(s1, 0).ok());
+  const auto full2 = f.run(fresh, s1, x2, 0, S);
+  CHECK(std::equal(y_parent.begin(), y_parent.end(), full1.begin() + prefix * f.d));
+  CHECK(std::equal(y_child.begin(), y_child.end(), full2.begin() + prefix * f.d));
+  CHECK(y_parent != y_child);
+  // Releasing one keeps the other's rows: the parent continues as a fresh run would.
+  REQUIRE(c.release(*child).ok());
+  const auto x3 = test::normal(std::size_t(5 * f.d), 0.0f, 1.0f, rng);
+  std::vector<float> x_all = x;
+  x_all.insert(x_all.end(), x3.begin(), x3.end());
+  auto c2 = f.make(2, S + 5, page, 200);
+  const auto p2 = *c2.open();
+  const auto ref = f.run(c2, p2, x_all, 0, S + 5);
+  auto c3 = f.make(2, S + 5, page, 200);
+  const auto q = *c3.open();
+  (void)f.run(c3, q, x_all, 0, prefix);
+  const auto q_fork = *c3.fork(q);
+  (void)f.run(c3, q_fork, x2, prefix, more);
+  REQUIRE(c3.release(q_fork).ok());
+  (void)f.run(c3, q, x_all, prefix, more);
+  const auto tail = f.run(c3, q, x_all, S, 5);
+  CHECK(std::equal(tail.begin(), tail.end(), ref.begin() + S * f.d));
+}
+
+TEST_CASE("truncate then continue equals a fresh run, whichever branch was abandoned", "[attn][kv]") {
+  paged_fixture f;
+  std::mt19937 rng(34);
+  const index_t d = f.d;
+  // Branch A from position 5 to 12, back to 5, branch B to 14, back to 12, on to 20: every cut
+  // crosses compressed blocks (ratio 4) and the ring of 8.
+  const auto base = test::normal(std::size_t(20 * d), 0.0f, 1.0f, rng);
+  auto branch_a = base, branch_b = base;
+  const auto a_tokens = test::normal(std::size_t(7 * d), 0.0f, 1.0f, rng);
+  std::copy(a_tokens.begin(), a_tokens.end(), branch_a.begin() + 5 * d);
+  const index_t page = round_up(attn::kv_cache<released>::entry_row_bytes * 3, 64);
+  auto c = f.make(1, 20, page, 100, /*max_truncate=*/9);
+  const auto seq = *c.open();
+  (void)f.run(c, seq, base, 0, 5);
+  (void)f.run(c, seq, branch_a, 5, 7);
+  REQUIRE(c.truncate(seq, 5).ok());
+  CHECK(*c.tokens(seq, 0) == 5);
+  const auto b1 = f.run(c, seq, branch_b, 5, 9);
+  REQUIRE(c.truncate(seq, 12).ok());
+  const auto b2 = f.run(c, seq, branch_b, 12, 8);
+  auto fresh = f.make(1, 20, page, 100);
+  const auto s = *fresh.open();
+  const auto ref = f.run(fresh, s, branch_b, 0, 20);
+  CHECK(std::equal(b1.begin(), b1.end(), ref.begin() + 5 * d));
+  CHECK(std::equal(b2.begin(), b2.end(), ref.begin() + 12 * d));
+  // Further back than max_truncate fails and changes nothing; back to 0 always works.
+  const auto before = std::vector<std::byte>(c.pool().begin(), c.pool().end());
+  CHECK(c.truncate(seq, 10).code() == errc::out_of_range);
+  CHECK(*c.tokens(seq, 0) == 20);
+  CHECK(std::equal(before.begin(), before.end(), c.pool().begin()));
+  REQUIRE(c.truncate(seq, 0).ok());
+  CHECK(c.free_pages() == c.pages());
+  CHECK(f.run(c, seq, branch_b, 0, 20) == ref);
+}
+
+TEST_CASE("pool exhaustion is a status and writes nothing", "[attn][kv]") {
+  paged_fixture f;
+  std::mt19937 rng(35);
+  const auto x = test::normal(std::size_t(40 * f.d), 0.0f, 1.0f, rng);
+  const index_t page = round_up(attn::kv_cache<released>::entry_row_bytes * 4, 64);
+  auto c = f.make(3, 40, page, 6);
+  const auto a = *c.open(), b = *c.open();
+  (void)f.run(c, a, x, 0, 10);
+  const auto before = std::vector<std::byte>(c.pool().begin(), c.pool().end());
+  const index_t free_before = c.free_pages();
+  std::vector<float> y(std::size_t(40 * f.d));
+  const auto st = f.r.layer.forward(c, 0, b, {x.data(), {30, f.d}}, {y.data(), {30, f.d}});
+  CHECK(st.code() == errc::out_of_range);
+  CHECK_THAT(st.message(), Catch::Contains("more pages"));
+  CHECK(c.free_pages() == free_before);
+  CHECK(*c.tokens(b, 0) == 0);
+  CHECK(std::equal(before.begin(), before.end(), c.pool().begin()));
+  // A fork that would copy a shared page on its next write counts that page too.
+  const auto fork = *c.fork(a);
+  CHECK(c.pages_to_append(0, fork, 1) >= 1);
+}
+
+TEST_CASE("caches that cannot be made are a status, never an exception", "[attn][kv]") {
+  using layer_t = attn::attention_layer<released, attn::csa>;
+  CHECK(layer_t::make_cache(1, index_t{1} << 61).error().code() == errc::invalid_argument);
+  CHECK(layer_t::make_cache(1, index_t{1} << 40).error().code() == errc::invalid_argument);
+  CHECK(layer_t::make_cache(0, 10).error().code() == errc::invalid_argument);
+  CHECK(layer_t::make_cache(1, -5).error().code() == errc::invalid_argument);
+  CHECK(attn::kv_cache<released>::for_model(index_t{1} << 30, index_t{1} << 30).error().code() ==
+        errc::out_of_range);
+  // A policy whose window is 0 cannot be given a cache (its ring would divide by zero).
+  CHECK_THAT(attn::kv_cache<released>::create(1, 10, {{0, 0, false, false}}).error().message(),
+             Catch::Contains("window 0"));
+  alignas(64) std::byte pool[4096];
+  CHECK(attn::kv_cache<released>::create({1, 10, 100, 0}, {layer_t::geometry(10)}, pool).error().code() ==
+        errc::invalid_argument);  // page_bytes not a multiple of 64
+  CHECK(attn::kv_cache<released>::create({1, 10, 0, 11}, {layer_t::geometry(10)}, pool).error().code() ==
+        errc::invalid_argument);  // max_truncate past the capacity
 }
 
 // The released storage rounds the latent to FP8 (NoPE, per 64) and BF16 (RoPE), the keys to FP4

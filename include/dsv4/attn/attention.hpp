@@ -41,6 +41,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <new>
 #include <span>
 #include <string>
 #include <vector>
@@ -57,6 +59,7 @@
 #include "dsv4/core/numerics.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
+#include "dsv4/core/workspace.hpp"
 
 namespace dsv4::attn {
 
@@ -111,106 +114,150 @@ struct layer_shape {
                                          compressor_shape{ratio, C.index_head_dim, P::overlapping(C)}};
 };
 
+// The buffers of one attend_cached call, for a sequence with `window` window rows and up to
+// `max_entries` compressed entries: the candidates and what choosing them takes. One layout for
+// the size query and the carving (core/workspace.hpp).
+template <config::model_config C, attention_policy P>
+struct attend_buffers {
+  std::span<std::int32_t> candidates;  // (window + max_entries) rows of the sequence's region
+  std::span<std::int32_t> selected;    // (max_entries) the indexer's choice
+  std::span<float> scores;             // (max_entries) index scores
+  std::span<float> index_work;         // indexer_scores' workspace
+  std::span<float> core;               // the sparse attention core's workspace
+
+  static attend_buffers carve(workspace_layout& l, index_t window, index_t max_entries) {
+    using shape = layer_shape<C, P>;
+    using core_op = sparse_attention_op<typename kv_codecs<C.kv_cache>::entry>;
+    const index_t n = window + max_entries;
+    attend_buffers b;
+    b.candidates = l.take_span<std::int32_t>(n);
+    if constexpr (shape::top_k > 0) {
+      b.selected = l.take_span<std::int32_t>(max_entries);
+      b.scores = l.take_span<float>(max_entries);
+      b.index_work =
+          l.take_span<float>(indexer_workspace_floats(C.index_n_heads, C.index_head_dim, max_entries));
+    }
+    b.core = l.take_span<float>(core_op::workspace_floats(shape::heads, shape::c, n));
+    return b;
+  }
+};
+
 // The attention of the token at position t over what one sequence's cache holds, after the
-// token itself was written: the candidates (the ring rows of positions t-ring+1 .. t, then every
-// visible compressed entry or the indexer's top k of them) in one softmax with the sink. q
+// token itself was written: the candidates (the window rows of positions t-window+1 .. t, then
+// every visible compressed entry or the indexer's top k of them) in one softmax with the sink. q
 // (n_h, c) is the token's rotated query, out (n_h, c) receives the attention output, still
 // rotated by t. For top-k policies index_q (n_I, c_I) and index_w (n_I) are the indexer's query
 // and head weights as indexer_query leaves them. The layer's decode step without its projections
-// (what the benchmarks time). Num selects the index-score and core roundings (indexer_scores,
+// (what the benchmarks time); b comes from attend_buffers<C, P>::carve for the sequence's window
+// and entries. Num selects the index-score and core roundings (indexer_scores,
 // sparse_attention_op).
 template <config::model_config C, attention_policy P, numerics Num = numerics::exact>
-void attend_cached(const typename kv_cache<C>::slot_view& v, attention_scratch& s, index_t t,
-                   tensor_view<const float, 2> q, tensor_view<const float, 2> index_q,
-                   std::span<const float> index_w, tensor_view<const float, 1> sink,
-                   tensor_view<float, 2> out) {
+status attend_cached(const typename kv_cache<C>::sequence_view& v, const attend_buffers<C, P>& b, index_t t,
+                     tensor_view<const float, 2> q, tensor_view<const float, 2> index_q,
+                     std::span<const float> index_w, tensor_view<const float, 1> sink,
+                     tensor_view<float, 2> out) {
   using shape = layer_shape<C, P>;
   using codecs = typename kv_cache<C>::codecs;
-  const index_t ring = v.ring, max_candidates = ring + v.rows.rows;
-  const auto grow = [](auto& vec, index_t n) {
-    if (static_cast<index_t>(vec.size()) < n) vec.resize(static_cast<std::size_t>(n));
-  };
-  grow(s.candidates, max_candidates);
-  grow(s.selected, max_candidates);
-  grow(s.scores, max_candidates);
   index_t n = 0;
-  for (index_t p = std::max<index_t>(0, t - ring + 1); p <= t; ++p)
-    s.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(p % ring);
+  for (index_t p = std::max<index_t>(0, t - v.window + 1); p <= t; ++p)
+    b.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(p % v.ring);
   if constexpr (shape::ratio > 0) {
     const index_t visible = visible_entries(t, shape::ratio);
     if constexpr (shape::top_k > 0) {
-      const std::span<float> scores(s.scores.data(), static_cast<std::size_t>(visible));
-      grow(s.index_work, indexer_workspace_floats(C.index_n_heads, C.index_head_dim, visible));
+      const std::span<float> scores = b.scores.first(static_cast<std::size_t>(visible));
       indexer_scores(index_q, index_w, row_region<typename codecs::key, const std::byte>(v.keys), scores,
-                     s.index_work, Num);
-      const index_t k = select_top_k(scores, shape::top_k, s.selected);
+                     b.index_work, Num);
+      const index_t k = select_top_k(scores, shape::top_k, b.selected);
       for (index_t j = 0; j < k; ++j)
-        s.candidates[static_cast<std::size_t>(n++)] =
-            static_cast<std::int32_t>(ring + s.selected[static_cast<std::size_t>(j)]);
+        b.candidates[static_cast<std::size_t>(n++)] =
+            static_cast<std::int32_t>(v.ring + b.selected[static_cast<std::size_t>(j)]);
     } else {
       for (index_t e = 0; e < visible; ++e)
-        s.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(ring + e);
+        b.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(v.ring + e);
     }
   }
   using core_op = sparse_attention_op<typename codecs::entry>;
-  grow(s.core, core_op::workspace_floats(shape::heads, shape::c, n));
   const typename core_op::params core{.q = q,
                                       .kv = v.rows,
-                                      .candidates = {s.candidates.data(), static_cast<std::size_t>(n)},
+                                      .candidates = b.candidates.first(static_cast<std::size_t>(n)),
                                       .sink = sink,
                                       .scale = 1.0f / std::sqrt(static_cast<float>(shape::c)),
                                       .out = out,
-                                      .workspace = s.core,
+                                      .workspace = b.core,
                                       .num = Num};
-  (void)kernel<core_op, cpu>::run(core);
+  return kernel<core_op, cpu>::run(core);
 }
 
 template <config::model_config C, attention_policy P, numerics Num = numerics::exact>
 class attention_layer {
   using shape = layer_shape<C, P>;
   using cache_type = kv_cache<C>;
-  using slot_view = typename cache_type::slot_view;
+  using sequence_view = typename cache_type::sequence_view;
 
  public:
   using weights = attention_weights_for<C>;
 
-  // Tokens whose projections run as one GEMM (bounds the scratch: about 70K floats per token at
+  // Tokens whose projections run as one GEMM (bounds the workspace: about 70K floats per token at
   // V4-Flash shapes).
   static constexpr index_t chunk_rows = 64;
 
   // Checks every weight the policy reads against the config before the layer can be used.
   static result<attention_layer> create(const weights& w, const config::model_params& params) {
     DSV4_TRY(check_weights(w));
+    if (!(params.rms_norm_eps > 0.0f) || !std::isfinite(params.rms_norm_eps))
+      return status{errc::invalid_argument, "model_params: rms_norm_eps must be finite and positive"};
     return attention_layer(w, params);
   }
 
   // The geometry this layer needs in a cache of `capacity` tokens per sequence.
   static constexpr kv_layer_geometry geometry(index_t capacity) { return kv_geometry<C, P>(capacity); }
-  // A cache with this one layer.
+  // A cache with this one layer that owns memory for max_sequences sequences of `capacity` tokens.
   static result<cache_type> make_cache(index_t max_sequences, index_t capacity) {
+    if (capacity <= 0) return status{errc::invalid_argument, "kv_cache: capacity must be positive"};
     return cache_type::create(max_sequences, capacity, {geometry(capacity)});
+  }
+
+  // Bytes of workspace forward needs with a cache of `capacity` tokens per sequence (SIZE_MAX
+  // when that does not fit in memory).
+  static std::size_t workspace_bytes(index_t capacity) {
+    workspace_layout size_only;
+    carve(size_only, capacity);
+    return size_only.used;
   }
 
   // Appends batch[i].tokens tokens to sequence batch[i].seq in layer `layer` of the cache, for
   // every i: the tokens are consecutive rows of x (sum of tokens, d), in batch order, and their
-  // outputs the same rows of out. Fails, changing nothing, when a shape differs, the cache layer
-  // has another geometry, the batch holds more sequences than the cache or one twice, a sequence
-  // is unknown or finished, or a sequence would pass the cache's capacity.
+  // outputs the same rows of out. ws: workspace_bytes(cache.capacity()) bytes, 64-byte aligned.
+  // Fails, changing nothing, when a shape differs, out overlaps x or the workspace, the cache
+  // layer has another geometry, the batch holds a sequence twice, a sequence is unknown or
+  // finished, a sequence would pass the cache's capacity, the pool lacks the pages the call
+  // takes, or x holds a value that is not finite (which would poison the sequence's cache).
   status forward(cache_type& cache, int layer, std::span<const sequence_tokens> batch,
-                 tensor_view<const float, 2> x, tensor_view<float, 2> out) const {
-    DSV4_TRY(check_call(cache, layer, batch, x, out));
+                 tensor_view<const float, 2> x, tensor_view<float, 2> out, std::span<std::byte> ws) const {
+    DSV4_TRY(check_call(cache, layer, batch, x, out, ws));
+    workspace_layout l{ws.data()};
+    const buffers b = carve(l, cache.capacity());
     index_t row0 = 0;
-    for (const sequence_tokens& b : batch) {
-      const slot_view v = cache.view(layer, b.seq.slot());
-      for (index_t r = 0; r < b.tokens; r += chunk_rows) {
-        const index_t n = std::min(chunk_rows, b.tokens - r);
-        run_chunk(v, cache.scratch(), x.slice(row0 + r, row0 + r + n), out.slice(row0 + r, row0 + r + n));
+    for (const sequence_tokens& bt : batch) {
+      for (index_t r = 0; r < bt.tokens; r += chunk_rows) {
+        const index_t n = std::min(chunk_rows, bt.tokens - r);
+        DSV4_TRY(run_chunk(cache, layer, bt.seq, b, x.slice(row0 + r, row0 + r + n),
+                           out.slice(row0 + r, row0 + r + n)));
       }
-      row0 += b.tokens;
+      row0 += bt.tokens;
     }
     return {};
   }
-
+  // The same with a workspace allocated for the call (convenient; engines pass their own).
+  status forward(cache_type& cache, int layer, std::span<const sequence_tokens> batch,
+                 tensor_view<const float, 2> x, tensor_view<float, 2> out) const {
+    const std::size_t need = workspace_bytes(cache.capacity());
+    if (need == SIZE_MAX) return check_workspace({}, need);
+    std::unique_ptr<std::byte[], aligned_delete> ws(
+        static_cast<std::byte*>(::operator new[](need, std::align_val_t{64}, std::nothrow)));
+    if (!ws) return {errc::out_of_range, "workspace: cannot allocate " + std::to_string(need) + " bytes"};
+    return forward(cache, layer, batch, x, out, {ws.get(), need});
+  }
   // One sequence: every row of x.
   status forward(cache_type& cache, int layer, sequence_id seq, tensor_view<const float, 2> x,
                  tensor_view<float, 2> out) const {
@@ -222,10 +269,55 @@ class attention_layer {
 
  private:
   using key_codec = typename cache_type::codecs::key;
-
   using linear_matrix = weight_matrix_for<C.linear_format>;
   using other_matrix = weight_matrix_for<C.other_format>;
   static constexpr bool released = Num == numerics::released;
+
+  struct aligned_delete {
+    void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{64}); }
+  };
+
+  // The workspace: a chunk's projections and the per-token buffers (one layout for the size query
+  // and the carving).
+  struct buffers {
+    tensor_view<float, 2> x_act, x_fp8;  // (chunk_rows, d) released numerics: x and a linear's input
+    tensor_view<float, 2> qr, qr_fp8;    // (chunk_rows, d_c)
+    tensor_view<float, 2> q, o;          // (chunk_rows, n_h * c)
+    tensor_view<float, 2> kv;            // (chunk_rows, c)
+    tensor_view<float, 2> compressor;    // (chunk_rows, 2 * coff * c) kv and gate projections
+    tensor_view<float, 2> indexer;       // (chunk_rows, 2 * coff * c_I + n_I * c_I + n_I)
+    tensor_view<float, 2> u, u_fp8;      // (chunk_rows, g * d_g)
+    std::span<float> entry;              // (max(c, c_I)) one compressed entry or key
+    std::span<float> lanes;              // (chunk_rows, widest projection input) a GEMM's x in lane order
+    attend_buffers<C, P> attend;
+  };
+  static buffers carve(workspace_layout& l, index_t capacity) {
+    const index_t n = chunk_rows, hc = shape::heads * shape::c, gd = shape::groups * shape::d_g;
+    constexpr compressor_shape cs = shape::compressor;
+    constexpr indexer_shape is = shape::indexer;
+    const auto matrix = [&](index_t rows, index_t cols) {
+      return tensor_view<float, 2>(l.take<float>(rows * cols), {rows, cols});
+    };
+    buffers b;
+    if constexpr (released) {
+      b.x_act = matrix(n, shape::d);
+      b.x_fp8 = matrix(n, shape::d);
+      b.qr_fp8 = matrix(n, shape::d_c);
+      b.u_fp8 = matrix(n, gd);
+    }
+    b.qr = matrix(n, shape::d_c);
+    b.q = matrix(n, hc);
+    b.o = matrix(n, hc);
+    b.kv = matrix(n, shape::c);
+    if constexpr (shape::ratio > 0) b.compressor = matrix(n, 2 * cs.channels());
+    if constexpr (shape::top_k > 0) b.indexer = matrix(n, 2 * is.keys.channels() + is.q_width() + is.n_heads);
+    b.u = matrix(n, gd);
+    b.entry = l.take_span<float>(std::max<index_t>(shape::c, C.index_head_dim));
+    b.lanes = l.take_span<float>(n * std::max({shape::d, shape::d_c, hc / shape::groups, gd}));
+    const kv_layer_geometry g = geometry(capacity);
+    b.attend = attend_buffers<C, P>::carve(l, g.window, g.ratio > 0 ? capacity / g.ratio : 0);
+    return b;
+  }
 
   attention_layer(const weights& w, const config::model_params& p)
       : w_(w), rope_(rope_table::for_layer(p, C.rope_dim, P::yarn_rope)), eps_(p.rms_norm_eps) {}
@@ -252,11 +344,16 @@ class attention_layer {
   }
 
   static status check_call(const cache_type& cache, int layer, std::span<const sequence_tokens> batch,
-                           tensor_view<const float, 2> x, tensor_view<float, 2> out) {
-    DSV4_TRY(check_shape(x, {-1, shape::d}, "x"));
+                           tensor_view<const float, 2> x, tensor_view<float, 2> out,
+                           std::span<std::byte> ws) {
+    DSV4_TRY(check_shape(x, {any_extent, shape::d}, "x"));
     DSV4_TRY(check_shape(out, {x.extent(0), shape::d}, "out"));
     DSV4_TRY(check_contiguous(x, "x"));
     DSV4_TRY(check_contiguous(out, "out"));
+    const tensor_view<const std::byte, 1> ws_view(ws.data(), {static_cast<index_t>(ws.size())});
+    if (overlaps(out, x) || overlaps(out, ws_view) || overlaps(x, ws_view))
+      return {errc::invalid_argument, "out, x and the workspace must not overlap"};
+    DSV4_TRY(check_workspace(ws, workspace_bytes(cache.capacity())));
     DSV4_TRY(cache.check_layer(layer));
     if (cache.geometry(layer) != geometry(cache.capacity()))
       return {errc::invalid_argument, "kv_cache layer " + std::to_string(layer) +
@@ -264,7 +361,7 @@ class attention_layer {
     if (static_cast<index_t>(batch.size()) > cache.max_sequences())
       return {errc::out_of_range, "batch: " + std::to_string(batch.size()) + " sequences, the cache holds " +
                                       std::to_string(cache.max_sequences())};
-    index_t rows = 0;
+    index_t rows = 0, pages = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
       const sequence_tokens& b = batch[i];
       DSV4_TRY(cache.check_open(b.seq));
@@ -272,17 +369,33 @@ class attention_layer {
         if (batch[j].seq == b.seq)
           return {errc::invalid_argument, "batch: a sequence appears twice (entries " + std::to_string(j) +
                                               " and " + std::to_string(i) + ")"};
-      if (b.tokens < 0) return {errc::invalid_argument, "batch: a negative token count"};
+      if (b.tokens < 0)
+        return {errc::invalid_argument, "batch entry " + std::to_string(i) + ": negative token count"};
       const index_t at = *cache.tokens(b.seq, layer);
-      if (at + b.tokens > cache.capacity())
+      if (b.tokens > cache.capacity() - at)
         return {errc::out_of_range, "batch entry " + std::to_string(i) + ": " + std::to_string(b.tokens) +
                                         " tokens from position " + std::to_string(at) +
                                         " pass the cache capacity " + std::to_string(cache.capacity())};
-      rows += b.tokens;
+      if (!checked_add(rows, b.tokens, rows)) return {errc::out_of_range, "batch: the token counts overflow"};
+      pages += cache.pages_to_append(layer, b.seq, b.tokens);
     }
     if (rows != x.extent(0))
       return {errc::shape_mismatch, "x: " + std::to_string(x.extent(0)) + " rows for a batch of " +
                                         std::to_string(rows) + " tokens"};
+    if (pages > cache.free_pages()) return cache.pool_exhausted(pages, cache.free_pages());
+    // A non-finite activation would enter the sequence's cache and every later output of it:
+    // one read of x, before anything is written.
+    index_t r = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const index_t at = *cache.tokens(batch[i].seq, layer);
+      for (index_t k = 0; k < batch[i].tokens; ++k, ++r) {
+        const float* xr = x.data() + r * shape::d;
+        if (!std::all_of(xr, xr + shape::d, [](float v) { return std::isfinite(v); }))
+          return {errc::invalid_argument, "x: row " + std::to_string(r) + " (layer " + std::to_string(layer) +
+                                              ", batch entry " + std::to_string(i) + ", position " +
+                                              std::to_string(at + k) + ") holds a value that is not finite"};
+      }
+    }
     return {};
   }
 
@@ -293,11 +406,8 @@ class attention_layer {
   static std::span<const float> view_span(tensor_view<const float, 1> v) {
     return {v.data(), static_cast<std::size_t>(v.extent(0))};
   }
-  // A (rows, cols) matrix over the front of a scratch vector, grown on first use.
-  static tensor_view<float, 2> buffer(std::vector<float>& v, index_t rows, index_t cols) {
-    if (static_cast<index_t>(v.size()) < rows * cols) v.resize(static_cast<std::size_t>(rows * cols));
-    return {v.data(), {rows, cols}};
-  }
+  // The first n rows of a workspace matrix.
+  static tensor_view<float, 2> rows_of(tensor_view<float, 2> m, index_t n) { return m.slice(0, n); }
   // Under released numerics, every row of y as a BF16 activation (a linear's or a norm's output).
   static void to_activation_rows(tensor_view<float, 2> y) {
     if constexpr (released)
@@ -305,8 +415,9 @@ class attention_layer {
   }
   // A copy of x in `copy` with f applied to each of its rows.
   template <class F>
-  static tensor_view<const float, 2> rows_copy(std::vector<float>& copy, tensor_view<const float, 2> x, F f) {
-    const tensor_view<float, 2> r = buffer(copy, x.extent(0), x.extent(1));
+  static tensor_view<const float, 2> rows_copy(tensor_view<float, 2> copy, tensor_view<const float, 2> x,
+                                               F f) {
+    const tensor_view<float, 2> r = rows_of(copy, x.extent(0));
     for (index_t i = 0; i < x.extent(0); ++i) {
       std::copy_n(&x(i, 0), x.extent(1), &r(i, 0));
       f(row(r, i));
@@ -316,16 +427,16 @@ class attention_layer {
   // x as a linear with weights W reads it: under released numerics and for FP8/FP4 weights, a
   // copy FP8-simulated in 1 x 128 tiles (to_linear_input); x itself otherwise.
   template <weight_matrix W>
-  static tensor_view<const float, 2> linear_input(std::vector<float>& copy, tensor_view<const float, 2> x) {
+  static tensor_view<const float, 2> linear_input(tensor_view<float, 2> copy, tensor_view<const float, 2> x) {
     if constexpr (!released || !takes_fp8_input<W>) return x;
     return rows_copy(copy, x, [](std::span<float> r) { to_linear_input(Num, true, r); });
   }
 
   // n consecutive tokens of one sequence: projections as GEMMs, then the tokens in order, then
   // the output projections as GEMMs.
-  void run_chunk(const slot_view& v, attention_scratch& s, tensor_view<const float, 2> x_in,
-                 tensor_view<float, 2> y) const {
-    const index_t n = x_in.extent(0), t0 = v.state.tokens, c = shape::c, hc = shape::heads * c;
+  status run_chunk(cache_type& cache, int layer, sequence_id seq, const buffers& s,
+                   tensor_view<const float, 2> x_in, tensor_view<float, 2> y) const {
+    const index_t n = x_in.extent(0), t0 = *cache.tokens(seq, layer), c = shape::c, hc = shape::heads * c;
     constexpr compressor_shape cs = shape::compressor;
     constexpr indexer_shape is = shape::indexer;
     // Released numerics: x is the BF16 output of attn_norm.
@@ -334,45 +445,45 @@ class attention_layer {
     const tensor_view<const float, 2> x_lin = linear_input<linear_matrix>(s.x_fp8, x);
 
     // Query path: the latent qr is shared with the indexer.
-    const tensor_view<float, 2> qr = buffer(s.qr, n, shape::d_c), q = buffer(s.q, n, hc);
-    project(w_.wq_a, x_lin, qr);
+    const tensor_view<float, 2> qr = rows_of(s.qr, n), q = rows_of(s.q, n);
+    DSV4_TRY(project(w_.wq_a, x_lin, qr, s.lanes));
     to_activation_rows(qr);
     for (index_t i = 0; i < n; ++i) rms_norm(row(qr, i), view_span(w_.q_norm), eps_, row(qr, i));
     to_activation_rows(qr);
     const tensor_view<const float, 2> qr_lin = linear_input<linear_matrix>(s.qr_fp8, qr);
-    project(w_.wq_b, qr_lin, q);
+    DSV4_TRY(project(w_.wq_b, qr_lin, q, s.lanes));
     to_activation_rows(q);
     // KV path, and the projections of the compressors and of the indexer query.
-    const tensor_view<float, 2> kv = buffer(s.kv, n, c);
-    project(w_.wkv, x_lin, kv);
+    const tensor_view<float, 2> kv = rows_of(s.kv, n);
+    DSV4_TRY(project(w_.wkv, x_lin, kv, s.lanes));
     to_activation_rows(kv);
     tensor_view<float, 2> ckv, cgate, kkv, kgate, iq, iw;
     if constexpr (shape::ratio > 0) {
-      ckv = buffer(s.compressor, n, 2 * cs.channels());
-      cgate = {ckv.data() + cs.channels(), {n, cs.channels()}, {2 * cs.channels(), 1}};
-      ckv = {ckv.data(), {n, cs.channels()}, {2 * cs.channels(), 1}};
-      project(w_.compressor.wkv, x, ckv);
-      project(w_.compressor.wgate, x, cgate);
+      const index_t width = 2 * cs.channels();
+      ckv = {s.compressor.data(), {n, cs.channels()}, {width, 1}};
+      cgate = {s.compressor.data() + cs.channels(), {n, cs.channels()}, {width, 1}};
+      DSV4_TRY(project(w_.compressor.wkv, x, ckv, s.lanes));
+      DSV4_TRY(project(w_.compressor.wgate, x, cgate, s.lanes));
     }
     if constexpr (shape::top_k > 0) {
       const index_t kc = is.keys.channels(), width = 2 * kc + is.q_width() + is.n_heads;
-      const tensor_view<float, 2> all = buffer(s.indexer, n, width);
-      kkv = {all.data(), {n, kc}, {width, 1}};
-      kgate = {all.data() + kc, {n, kc}, {width, 1}};
-      iq = {all.data() + 2 * kc, {n, is.q_width()}, {width, 1}};
-      iw = {all.data() + 2 * kc + is.q_width(), {n, is.n_heads}, {width, 1}};
-      project(w_.indexer.compressor.wkv, x, kkv);
-      project(w_.indexer.compressor.wgate, x, kgate);
-      project(w_.indexer.wq_b, qr_lin, iq);  // indexer_query rounds both to BF16
+      float* all = s.indexer.data();
+      kkv = {all, {n, kc}, {width, 1}};
+      kgate = {all + kc, {n, kc}, {width, 1}};
+      iq = {all + 2 * kc, {n, is.q_width()}, {width, 1}};
+      iw = {all + 2 * kc + is.q_width(), {n, is.n_heads}, {width, 1}};
+      DSV4_TRY(project(w_.indexer.compressor.wkv, x, kkv, s.lanes));
+      DSV4_TRY(project(w_.indexer.compressor.wgate, x, kgate, s.lanes));
+      DSV4_TRY(project(w_.indexer.wq_b, qr_lin, iq, s.lanes));  // indexer_query rounds both to BF16
       // x as weights_proj reads it: x_lin again when both formats take the same input.
-      project(w_.indexer.weights_proj,
-              takes_fp8_input<other_matrix> == takes_fp8_input<linear_matrix>
-                  ? x_lin
-                  : linear_input<other_matrix>(s.x_fp8, x),
-              iw);
+      DSV4_TRY(project(w_.indexer.weights_proj,
+                       takes_fp8_input<other_matrix> == takes_fp8_input<linear_matrix>
+                           ? x_lin
+                           : linear_input<other_matrix>(s.x_fp8, x),
+                       iw, s.lanes));
     }
 
-    const tensor_view<float, 2> o = buffer(s.o, n, hc);
+    const tensor_view<float, 2> o = rows_of(s.o, n);
     for (index_t i = 0; i < n; ++i) {
       const index_t t = t0 + i;
       const tensor_view<float, 2> qh(&q(i, 0), {shape::heads, c}), oh(&o(i, 0), {shape::heads, c});
@@ -385,47 +496,51 @@ class attention_layer {
       }
       rope_.apply_rows(qh, t);
       to_activation_rows(qh);
-      token(v, s, t, row(kv, i), ckv, cgate, kkv, kgate, iq, iw, i, qh, oh);
+      DSV4_TRY(token(cache, layer, seq, s, t, row(kv, i), ckv, cgate, kkv, kgate, iq, iw, i, qh, oh));
     }
 
     // Grouped low-rank output: group j (n_h/g consecutive heads) through its own wo_a block.
     const index_t in_g = hc / shape::groups;
-    const tensor_view<float, 2> u = buffer(s.u, n, shape::groups * shape::d_g);
+    const tensor_view<float, 2> u = rows_of(s.u, n);
     for (index_t j = 0; j < shape::groups; ++j)
-      project(w_.wo_a.slice_rows(j * shape::d_g, (j + 1) * shape::d_g),
-              tensor_view<const float, 2>(o.data() + j * in_g, {n, in_g}, {hc, 1}),
-              tensor_view<float, 2>(u.data() + j * shape::d_g, {n, shape::d_g}, {u.extent(1), 1}));
+      DSV4_TRY(project(w_.wo_a.slice_rows(j * shape::d_g, (j + 1) * shape::d_g),
+                       tensor_view<const float, 2>(o.data() + j * in_g, {n, in_g}, {hc, 1}),
+                       tensor_view<float, 2>(u.data() + j * shape::d_g, {n, shape::d_g}, {u.extent(1), 1}),
+                       s.lanes));
     to_activation_rows(u);
-    project(w_.wo_b, linear_input<linear_matrix>(s.u_fp8, u), y);
+    DSV4_TRY(project(w_.wo_b, linear_input<linear_matrix>(s.u_fp8, u), y, s.lanes));
     to_activation_rows(y);
+    return {};
   }
 
   // Token t (row i of the chunk's projections): cache writes, candidate selection, attention.
-  void token(const slot_view& v, attention_scratch& s, index_t t, std::span<float> kv_t,
-             tensor_view<float, 2> ckv, tensor_view<float, 2> cgate, tensor_view<float, 2> kkv,
-             tensor_view<float, 2> kgate, tensor_view<float, 2> iq, tensor_view<float, 2> iw, index_t i,
-             tensor_view<const float, 2> q, tensor_view<float, 2> o) const {
-    const index_t ring = v.ring, c = shape::c;
+  status token(cache_type& cache, int layer, sequence_id seq, const buffers& s, index_t t,
+               std::span<float> kv_t, tensor_view<float, 2> ckv, tensor_view<float, 2> cgate,
+               tensor_view<float, 2> kkv, tensor_view<float, 2> kgate, tensor_view<float, 2> iq,
+               tensor_view<float, 2> iw, index_t i, tensor_view<const float, 2> q,
+               tensor_view<float, 2> o) const {
+    const sequence_view v = cache.view(layer, seq);
+    const index_t c = shape::c;
     // KV path: one shared key = value latent into the window ring.
     rms_norm(kv_t, view_span(w_.kv_norm), eps_, kv_t);
     to_activation(Num, kv_t);
     rope_.apply(kv_t, t);
     to_activation(Num, kv_t);
-    v.rows.write(t % ring, kv_t.data());
+    cache.write_row(layer, seq, t % v.ring, kv_t.data());
 
     // Long-range branch: both compressors close their blocks on the same token.
-    std::span<float> entry = row(buffer(s.entry, 1, std::max<index_t>(c, C.index_head_dim)), 0);
+    const std::span<float> entry = s.entry;
     if constexpr (shape::ratio > 0) {
       const index_t e = t / shape::ratio;  // the entry this token's block makes
-      if (v.state.main.step(w_.compressor, rope_, eps_, t, row(ckv, i), row(cgate, i), entry.first(c), Num))
-        v.rows.write(ring + e, entry.data());
+      if (v.main.step(w_.compressor, rope_, eps_, t, row(ckv, i), row(cgate, i), entry.first(c), Num))
+        cache.write_row(layer, seq, v.ring + e, entry.data());
       if constexpr (shape::top_k > 0) {
-        if (v.state.keys.step(w_.indexer.compressor, rope_, eps_, t, row(kkv, i), row(kgate, i),
-                              entry.first(C.index_head_dim), Num))
-          v.keys.write(e, entry.data());
+        if (v.index.step(w_.indexer.compressor, rope_, eps_, t, row(kkv, i), row(kgate, i),
+                         entry.first(C.index_head_dim), Num))
+          cache.write_key(layer, seq, e, entry.data());
       }
     }
-    ++v.state.tokens;
+    cache.advance(layer, seq);
 
     tensor_view<float, 2> q_i;
     std::span<float> w_i;
@@ -434,10 +549,11 @@ class attention_layer {
       w_i = row(iw, i);
       indexer_query(shape::indexer, rope_, t, key_codec::rotated, q_i, w_i, Num);
     }
-    attend_cached<C, P, Num>(v, s, t, q, q_i, w_i, w_.attn_sink, o);
+    DSV4_TRY((attend_cached<C, P, Num>(v, s.attend, t, q, q_i, w_i, w_.attn_sink, o)));
     // Values carry absolute rotation; rotating the output by -t leaves each entry at s - t.
     rope_.apply_rows(o, t, /*inverse=*/true);
     to_activation(Num, std::span<float>(o.data(), static_cast<std::size_t>(o.size())));
+    return {};
   }
 
   weights w_;

@@ -10,9 +10,9 @@
 // rows of the window, all c channels. Then RMSNorm with compressor.norm and RoPE at the block
 // start i*m.
 //
-// The per-sequence state is the reference's decode state (spec §6.4): (coff*m, coff*c) kv and
-// score rows (score = gate + ape), token t writing row (overlap ? m : 0) + t mod m. Prefill feeds
-// the same state token by token, so decoding one token at a time and prefilling a whole sequence
+// The per-sequence state holds what the reference's decode state holds (spec §6.4): the kv and
+// score rows (score = gate + ape) of the last coff*m tokens, kept by position. Prefill feeds the
+// same state token by token, so decoding one token at a time and prefilling a whole sequence
 // compute every entry with identical arithmetic. Entry s is visible to query t iff
 // s < floor((t+1)/m): the token that closes a block already sees the block's entry.
 #pragma once
@@ -22,7 +22,6 @@
 #include <limits>
 #include <span>
 #include <string>
-#include <vector>
 
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
@@ -67,76 +66,80 @@ status check_compressor(const compressor_shape& s, const compressor_weights<W>& 
   return {};
 }
 
-// The not-yet-compressed tail of one sequence: what a decode step needs besides the entries.
+// The not-yet-compressed tail of one sequence: what a decode step needs besides the entries. A
+// view of `ring` rows of (kv, score) in memory the cache owns (one fixed area per sequence, no
+// allocation): position t lives in row t mod ring. A block's entry pools the rows of its own
+// window (and, overlapping, of the previous one), so ring >= rows() keeps them all; a cache that
+// allows truncation by up to H tokens makes ring = rows() + H, so the rows of the block a
+// truncated sequence resumes in are still there. Positions before `first` (the first position
+// fed since the sequence began or was restored) are absent from every pool, as are negative
+// ones; nothing needs resetting, since no row is read before its position was written.
 class compressor_state {
  public:
   compressor_state() = default;
-  explicit compressor_state(const compressor_shape& s)
-      : shape_(s), kv_(static_cast<std::size_t>(s.rows() * s.channels())), score_(kv_.size()) {
-    reset();
-  }
+  // kv and score: (ring, channels) floats each.
+  compressor_state(const compressor_shape& s, index_t ring, float* kv, float* score, index_t first = 0)
+      : shape_(s), ring_(ring), kv_(kv), score_(score), first_(first) {}
 
-  void reset() {
-    std::fill(kv_.begin(), kv_.end(), 0.0f);
-    std::fill(score_.begin(), score_.end(), -std::numeric_limits<float>::infinity());
-  }
+  // Floats one state of shape s with `ring` rows takes (kv and score).
+  static constexpr index_t floats(const compressor_shape& s, index_t ring) { return 2 * ring * s.channels(); }
 
   const compressor_shape& shape() const { return shape_; }
 
-  // Feeds the token at position t (tokens are fed in order from 0, or from a reset), given its
-  // projections kv = wkv x and gate = wgate x (coff*dim each). When the token closes a block,
-  // writes the block's entry (dim), entry number t / ratio, and returns true. Under
-  // numerics::released the pooled fp32 entry is cast to BF16 before its norm, and the norm's and
-  // RoPE's results are BF16 (spec §6.2 step 4, §18.3); the pooling itself runs in fp32 either way.
+  // Feeds the token at position t (tokens are fed in order), given its projections kv = wkv x and
+  // gate = wgate x (coff*dim each). When the token closes a block, writes the block's entry (dim),
+  // entry number t / ratio, and returns true. Under numerics::released the pooled fp32 entry is
+  // cast to BF16 before its norm, and the norm's and RoPE's results are BF16 (spec §6.2 step 4,
+  // §18.3); the pooling itself runs in fp32 either way.
   template <weight_matrix W>
   bool step(const compressor_weights<W>& w, const rope_table& rope, float eps, index_t t,
             std::span<const float> kv, std::span<const float> gate, std::span<float> entry,
-            numerics num = numerics::exact) {
+            numerics num = numerics::exact) const {
     const int m = shape_.ratio, ch = shape_.channels();
     const index_t r = t % m;
-    const index_t row = (shape_.overlap ? m : 0) + r;
-    std::copy(kv.begin(), kv.begin() + ch, kv_.begin() + row * ch);
-    for (int c = 0; c < ch; ++c) score_[static_cast<std::size_t>(row * ch + c)] = gate[c] + w.ape(r, c);
+    float* kv_row = row(kv_, t);
+    float* score_row = row(score_, t);
+    std::copy(kv.begin(), kv.begin() + ch, kv_row);
+    for (int c = 0; c < ch; ++c) score_row[c] = gate[c] + w.ape(r, c);
     if (r != m - 1) return false;
-    pool(entry);
+    pool(t - r, entry);
     to_activation(num, entry);
     rms_norm(entry, {w.norm.data(), static_cast<std::size_t>(shape_.dim)}, eps, entry);
     to_activation(num, entry);
     rope.apply(entry, t - r);
     to_activation(num, entry);
-    // The closed window becomes the previous one of the next entry.
-    if (shape_.overlap) {
-      std::copy(kv_.begin() + m * ch, kv_.end(), kv_.begin());
-      std::copy(score_.begin() + m * ch, score_.end(), score_.begin());
-    }
     return true;
   }
 
  private:
-  // entry[c] = sum_rows softmax_rows(score[:, c]) * kv[:, c] over the channel's rows: in the
-  // overlapping form the previous window's first half and the current window's second half.
-  void pool(std::span<float> entry) const {
-    const int m = shape_.ratio, ch = shape_.channels(), dim = shape_.dim;
+  float* row(float* base, index_t position) const { return base + (position % ring_) * shape_.channels(); }
+
+  // entry[c] = sum softmax(score[:, c]) * kv[:, c] over the block starting at position `start`:
+  // in the overlapping form the previous window's first c channels, then the block's last c
+  // channels (the reference's stacking order); absent positions are skipped (their weight would
+  // be exp(-inf) = 0, and adding the zero terms first changes no bit).
+  void pool(index_t start, std::span<float> entry) const {
+    const int m = shape_.ratio, dim = shape_.dim;
+    const index_t lo = shape_.overlap ? start - m : start, hi = start + m;
     for (int c = 0; c < dim; ++c) {
+      const auto channel = [&](index_t p) { return shape_.overlap && p >= start ? dim + c : c; };
       float mx = -std::numeric_limits<float>::infinity();
-      const auto at = [&](int row) {  // (row, channel) of the pooled stack
-        const int channel = shape_.overlap && row >= m ? dim + c : c;
-        return static_cast<std::size_t>(row * ch + channel);
-      };
-      for (int row = 0; row < shape_.rows(); ++row) mx = std::max(mx, score_[at(row)]);
+      for (index_t p = std::max(lo, first_); p < hi; ++p) mx = std::max(mx, row(score_, p)[channel(p)]);
       float sum = 0.0f, acc = 0.0f;
-      for (int row = 0; row < shape_.rows(); ++row) {
-        const float e = std::exp(score_[at(row)] - mx);
+      for (index_t p = std::max(lo, first_); p < hi; ++p) {
+        const float e = std::exp(row(score_, p)[channel(p)] - mx);
         sum += e;
-        acc += e * kv_[at(row)];
+        acc += e * row(kv_, p)[channel(p)];
       }
       entry[static_cast<std::size_t>(c)] = acc / sum;
     }
   }
 
   compressor_shape shape_{};
-  std::vector<float> kv_;     // (rows, channels)
-  std::vector<float> score_;  // (rows, channels) gate + ape; -inf where no token was written
+  index_t ring_ = 0;
+  float* kv_ = nullptr;     // (ring, channels)
+  float* score_ = nullptr;  // (ring, channels) gate + ape
+  index_t first_ = 0;
 };
 
 // Compressed entries query t may attend to: s < floor((t+1)/m).

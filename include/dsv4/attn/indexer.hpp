@@ -38,6 +38,7 @@
 #include "dsv4/core/simd.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
+#include "dsv4/core/top_k.hpp"
 
 namespace dsv4::attn {
 
@@ -242,65 +243,10 @@ inline void indexer_scores(tensor_view<const float, 2> q, std::span<const float>
   indexer_scores(q, head_weights, f32_rows(keys), scores, workspace, num);
 }
 
-// The min(k, n) best of scores (n) by (score descending, index ascending), written in ascending
-// index order to the front of `selected` (at least n long, also the workspace); returns how many.
-//
-// Each score becomes an unsigned key in the same order (the sign bit flipped for positive values,
-// every bit for negative ones; -0 counted as +0, which the rule treats as equal; NaN above or
-// below every number by its sign). A strided sample of up to 4096 keys gives a bound that about
-// twice k keys reach, one pass in index order keeps the indices of those keys, and the best k of
-// these few are the best k of all, whatever the bound, as long as at least k reach it (otherwise
-// every index is kept). At 1M tokens a CSA step selects 512 of 262,144: a pass over the scores instead
-// of an nth_element over indices that reach the scores at random (1.7 ms on two threads here).
-inline index_t select_top_k(std::span<const float> scores, index_t k, std::span<std::int32_t> selected) {
-  const auto n = static_cast<index_t>(scores.size());
-  DSV4_ASSERT(static_cast<index_t>(selected.size()) >= n, "select_top_k: selected shorter than scores");
-  const index_t count = std::max<index_t>(0, std::min(k, n));
-  const auto key = [&](index_t i) {
-    const auto u = std::bit_cast<std::uint32_t>(scores[i] + 0.0f);  // -0 + 0 = +0
-    // Without a branch (a score's sign is a coin toss): all ones or the sign bit alone.
-    return u ^ (static_cast<std::uint32_t>(static_cast<std::int32_t>(u) >> 31) | 0x80000000u);
-  };
-  // The bound: the sample key whose rank in the sample matches about 2 count + 64 of n.
-  std::uint32_t bound = 0;
-  constexpr index_t max_samples = 4096;
-  if (n >= 8 * count + 1024) {  // else most scores would pass any bound
-    std::array<std::uint32_t, max_samples> sample;
-    const index_t samples = std::min(max_samples, n / 4);
-    for (index_t j = 0; j < samples; ++j) sample[static_cast<std::size_t>(j)] = key(j * n / samples);
-    const index_t rank = std::min(samples - 1, (2 * count + 64) * samples / n);
-    std::nth_element(sample.begin(), sample.begin() + rank, sample.begin() + samples, std::greater<>());
-    bound = sample[static_cast<std::size_t>(rank)];
-  }
-  const auto keep = [&](std::uint32_t at_least) {
-    index_t m = 0, i = 0;
-#if defined(__AVX2__)
-    // Eight keys at a time, compared as signed numbers with their sign bits flipped; few pass.
-    const __m256i flip = _mm256_set1_epi32(static_cast<int>(0x80000000u));
-    const __m256i limit = _mm256_set1_epi32(static_cast<int>(at_least ^ 0x80000000u));
-    for (; i + 8 <= n; i += 8) {
-      const __m256i u = _mm256_castps_si256(_mm256_add_ps(_mm256_loadu_ps(&scores[i]), _mm256_setzero_ps()));
-      const __m256i keys = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), flip));
-      const __m256i below = _mm256_cmpgt_epi32(limit, _mm256_xor_si256(keys, flip));
-      for (auto pass = ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(below))) & 0xffu;
-           pass != 0; pass &= pass - 1)
-        selected[m++] = static_cast<std::int32_t>(i + std::countr_zero(pass));
-    }
-#endif
-    for (; i < n; ++i)
-      if (key(i) >= at_least) selected[m++] = static_cast<std::int32_t>(i);
-    return m;
-  };
-  index_t m = keep(bound);
-  if (m < count) m = keep(0);
-  const auto better = [&](std::int32_t a, std::int32_t b) {
-    const std::uint32_t ka = key(a), kb = key(b);
-    return ka > kb || (ka == kb && a < b);
-  };
-  const auto first = selected.begin();
-  std::nth_element(first, first + count, first + m, better);
-  std::sort(first, first + count);
-  return count;
-}
+// The min(k, n) best of scores (n) by (score descending, NaN below every number, index
+// ascending), written in ascending index order to the front of `selected` (at least n long, also
+// the workspace); returns how many. The library's one top-k (core/top_k.hpp), whose rule the MoE
+// router shares.
+using dsv4::select_top_k;
 
 }  // namespace dsv4::attn

@@ -185,20 +185,33 @@ struct kv_codecs<config::kv_format::fp8_released> {
   using key = fp4_key_codec;
 };
 
-// A region of `rows` rows in codec Codec: payloads at `base`, then the scale groups. Rows are
-// `width` values, the last `rope` of them RoPE dims.
+// A region of `rows` rows in codec Codec; rows are `width` values, the last `rope` of them RoPE
+// dims. Contiguous (no page table): the payloads at `base`, then the scale groups. Paged: row i
+// is row i mod page_rows of page pages[i / page_rows], the page_bytes bytes at base +
+// pages[...] * page_bytes, each page laid out as a contiguous region of page_rows rows (the
+// layout of the cache's pool, kv_cache.hpp). Kernels address rows only through payload, scales,
+// read and write, so they run unchanged over either.
 template <class Codec, class Byte = std::byte>
 struct row_region {
   Byte* base = nullptr;
   index_t rows = 0, width = 0, rope = 0;
+  const std::int32_t* pages = nullptr;  // (ceil(rows / page_rows)) page of each run of page_rows rows
+  index_t page_rows = 0, page_bytes = 0;
 
   static constexpr index_t bytes_per_row(index_t width, index_t rope) {
     return Codec::payload_bytes(width, rope) + Codec::scale_bytes(width, rope);
   }
+  // Bytes of a contiguous region.
   index_t bytes() const { return rows * bytes_per_row(width, rope); }
-  Byte* payload(index_t i) const { return base + i * Codec::payload_bytes(width, rope); }
+  Byte* payload(index_t i) const {
+    const index_t pb = Codec::payload_bytes(width, rope);
+    if (pages == nullptr) return base + i * pb;
+    return page(i) + (i % page_rows) * pb;
+  }
   Byte* scales(index_t i) const {
-    return base + rows * Codec::payload_bytes(width, rope) + i * Codec::scale_bytes(width, rope);
+    const index_t pb = Codec::payload_bytes(width, rope), sb = Codec::scale_bytes(width, rope);
+    if (pages == nullptr) return base + rows * pb + i * sb;
+    return page(i) + page_rows * pb + (i % page_rows) * sb;
   }
   // Row i as floats: a pointer into the payload (f32) or into buf (width floats), decoded.
   const float* read(index_t i, float* buf) const {
@@ -212,7 +225,12 @@ struct row_region {
   void write(index_t i, const float* x) const requires(!std::is_const_v<Byte>) {
     Codec::encode(x, width, rope, payload(i), scales(i));
   }
-  operator row_region<Codec, const std::byte>() const { return {base, rows, width, rope}; }
+  operator row_region<Codec, const std::byte>() const {  // NOLINT(google-explicit-constructor)
+    return {base, rows, width, rope, pages, page_rows, page_bytes};
+  }
+
+ private:
+  Byte* page(index_t i) const { return base + static_cast<index_t>(pages[i / page_rows]) * page_bytes; }
 };
 
 // fp32 rows (n, width), contiguous, seen as a region of f32_codec rows.

@@ -17,25 +17,16 @@
 
 namespace dsv4::attn {
 
-// parallel_for_dynamic when the loop carries at least `work` multiply-adds worth a thread hand-off, a
-// plain loop otherwise; the indices are processed identically either way.
-template <class F>
-void parallel_for_work(index_t work, index_t begin, index_t end, F&& f) {
-  constexpr index_t min_parallel_work = index_t{1} << 16;
-  if (work >= min_parallel_work) {
-    parallel_for_dynamic(begin, end, f);
-  } else {
-    for (index_t i = begin; i < end; ++i) f(i);
-  }
-}
+// core/parallel.hpp's rule for when a loop is worth spreading over threads, under its older name.
+using dsv4::parallel_for_work;
 
 // y (n, out) = x (n, in) . w^T for weights (out, in) in any format: core/gemv.hpp's GEMM, whose
 // rows are bit-identical to one-token calls, so a prefill chunk and a decode step compute every
 // projection identically. Rows of x and y may be strided (a column block of a wider matrix).
+// lanes: the GEMM's workspace (gemm_op<W>::workspace_floats(n, in) floats at least).
 template <weight_matrix W>
-void project(const W& w, tensor_view<const float, 2> x, tensor_view<float, 2> y) {
-  [[maybe_unused]] const status s = gemm(w, x, y);
-  DSV4_ASSERT(s.ok(), "project: shapes differ");
+status project(const W& w, tensor_view<const float, 2> x, tensor_view<float, 2> y, std::span<float> lanes) {
+  return gemm(w, x, y, lanes);
 }
 
 // w is a valid matrix of its format with (rows, cols); name is its checkpoint name without ".weight".

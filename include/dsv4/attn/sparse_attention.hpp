@@ -18,8 +18,8 @@
 // weighted sum) in the caller's workspace; the chunks are then merged in order. When all the
 // candidates make one chunk (a window of 128 rows), its heads are split into two groups of whole
 // 16-head slivers, each a task of its own that gathers the rows itself, so that two threads share
-// the step. (Splitting more chunks so measured slower: the decoding is repeated per group and the
-// products get narrower.) A head's operations do not depend on the group it is in, so neither the
+// the step. (Splitting into more groups would repeat the decoding per group and narrow the
+// products.) A head's operations do not depend on the group it is in, so neither the
 // split nor the thread count changes a bit. Every kv row is read once per chunk and group.
 #pragma once
 
@@ -62,6 +62,7 @@ struct sparse_attention_op {
   };
 
   static status check(const params& p) {
+    DSV4_TRY(check_shape(p.q, {any_extent, any_extent}, "q"));
     const index_t h = p.q.extent(0), c = p.q.extent(1);
     if (p.kv.width != c)
       return {errc::shape_mismatch,
@@ -70,10 +71,18 @@ struct sparse_attention_op {
     DSV4_TRY(check_shape(p.out, {h, c}, "out"));
     DSV4_TRY(check_contiguous(p.q, "q"));
     DSV4_TRY(check_contiguous(p.out, "out"));
-    for (std::int32_t j : p.candidates)
+    const tensor_view<const float, 1> ws(p.workspace.data(), {static_cast<index_t>(p.workspace.size())});
+    if (overlaps(p.out, p.q) || overlaps(p.out, p.sink) || overlaps(ws, p.out) || overlaps(ws, p.q) ||
+        overlaps(ws, p.sink))
+      return {errc::invalid_argument, "out, q, attn_sink and the workspace must not overlap"};
+    for (std::int32_t j : p.candidates) {
       if (j < -1 || j >= p.kv.rows)
         return {errc::out_of_range,
                 "candidates: row " + std::to_string(j) + " outside [-1, " + std::to_string(p.kv.rows) + ")"};
+      if (j >= 0 && p.kv.pages != nullptr && p.kv.pages[j / p.kv.page_rows] < 0)
+        return {errc::out_of_range,
+                "candidates: row " + std::to_string(j) + " lies in a page the region does not hold"};
+    }
     const index_t need = workspace_floats(h, c, static_cast<index_t>(p.candidates.size()));
     if (static_cast<index_t>(p.workspace.size()) < need)
       return {errc::shape_mismatch, "workspace: expected at least " + std::to_string(need) + " floats, got " +
@@ -82,12 +91,12 @@ struct sparse_attention_op {
   }
 
   // Chunks of at least min_chunk candidates, at most max_chunks of them, their number a power of
-  // two so that 2, 4, 8 or 16 threads share them evenly (a CSA step's 640 candidates made five
-  // chunks, three of which one of two threads ran after one another); within a chunk, rows are
+  // two so that 2, 4, 8 or 16 threads share them evenly (an odd count leaves one thread running
+  // the last chunk alone); within a chunk, rows are
   // gathered in blocks of equal length, at most `block`, for a pair of products. A block of 160
   // takes a chunk of 160 (a CSA step's, or an HCA step's at 64K) whole: every later block of a
-  // chunk rescales its accumulators (heads x c floats) when a head's maximum rises, and two
-  // blocks of 80 took 4% longer (blocks of 256 measured slower than 128 for longer chunks).
+  // chunk rescales its accumulators (heads x c floats) when a head's maximum rises, so fewer,
+  // longer blocks save rescaling until the tile outgrows the L1 and L2 share of one core.
   static constexpr index_t min_chunk = 128, max_chunks = 16, block = 160;
   static constexpr index_t chunks(index_t n_candidates) {
     const auto k =
@@ -135,6 +144,7 @@ template <class Codec>
 struct kernel<attn::sparse_attention_op<Codec>, cpu> {
   static status run(const typename attn::sparse_attention_op<Codec>::params& p) {
     using op = attn::sparse_attention_op<Codec>;
+    DSV4_TRY(op::check(p));
     constexpr index_t block = op::block, nr = sgemm_op::nr;
     const index_t heads = p.q.extent(0), c = p.q.extent(1), n = static_cast<index_t>(p.candidates.size());
     const index_t n_chunks = op::chunks(n), len = n_chunks > 0 ? (n + n_chunks - 1) / n_chunks : 0;
@@ -189,35 +199,38 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         to_activation(p.num, std::span<float>(out, static_cast<std::size_t>(c)));
       }
     };
-    // The step is one parallel loop of up to three kinds of task, in this order: with one head
-    // group, a task per sliver of heads that packs the query for every chunk; a task per chunk and
-    // head group; with several chunks, a merge task per sliver of heads. A task of a later kind
-    // first waits for all of the kind before it, through a counter whose acquire-release order
-    // makes their writes visible. The threads pack and merge side by side, and a step starts one
-    // team instead of three (a team start cost 12-16 us with passively waiting threads here). The
-    // dynamic schedule hands out indices in order, so a task only ever waits for tasks already
-    // running. With one chunk every task merges its own heads (a window step's two head groups
-    // finish their halves side by side).
-    const index_t slivers = detail::sgemm::ceil_div(heads, nr), n_tasks = n_chunks * groups;
+    // The step is one parallel loop of up to three kinds of task: with one head group, a task per
+    // sliver of heads that packs the query for every chunk; a task per chunk and head group; with
+    // several chunks, a merge task per sliver of heads. A task of a later kind needs all of the
+    // kind before it. The threads pack and merge side by side, and a step starts one team instead
+    // of three (a team start costs most with passively waiting OpenMP threads). With one chunk
+    // every task merges its own heads (a window step's two head groups finish their halves side
+    // by side).
+    //
+    // No executor promises to run the tasks at once or in order (one may run them one after
+    // another, last first). So a loop index does not name its task: it claims the next task of
+    // its kind from that kind's counter, and a task that needs the kind before it first claims
+    // and runs whatever of that kind is still unclaimed, then waits only for tasks other threads
+    // have claimed, which are running. Claims only go to earlier kinds, so every wait ends. Which
+    // thread runs a task changes no bit of it.
+    const index_t slivers = ceil_div(heads, nr), n_tasks = n_chunks * groups;
     const index_t pack_tasks = groups == 1 && n_tasks > 0 ? slivers : 0,
                   merge_tasks = n_chunks > 1 ? slivers : 0;
-    std::atomic<index_t> packed{0}, finished{0};
-    const auto wait_for = [](const std::atomic<index_t>& done, index_t all) {
-      while (done.load(std::memory_order_acquire) < all) cpu_relax();
+    std::atomic<index_t> next_pack{0}, next_chunk{0}, packed{0}, finished{0};
+    // Claims and runs tasks of one kind until none is left unclaimed.
+    const auto run_claimed = [](std::atomic<index_t>& next, index_t all, const auto& body) {
+      for (index_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < all;) body(t);
     };
-    attn::parallel_for_work(n * heads * c, 0, pack_tasks + n_tasks + merge_tasks, [&](index_t index) {
-      if (index < pack_tasks) {
-        pack_q(index * nr, std::min(nr, heads - index * nr));
-        packed.fetch_add(1, std::memory_order_release);
-        return;
-      }
-      const index_t task = index - pack_tasks;
-      if (task >= n_tasks) {
-        wait_for(finished, n_tasks);
-        const index_t h0 = (task - n_tasks) * nr;
-        merge(h0, std::min(heads, h0 + nr));
-        return;
-      }
+    // The counter's acquire-release order makes the finished tasks' writes visible.
+    const auto wait_for = [](const std::atomic<index_t>& done, index_t all) {
+      spin_until([&] { return done.load(std::memory_order_acquire) >= all; });
+    };
+    const auto pack_task = [&](index_t sliver) {
+      pack_q(sliver * nr, std::min(nr, heads - sliver * nr));
+      packed.fetch_add(1, std::memory_order_release);
+    };
+    const auto chunk_task = [&](index_t task) {
+      run_claimed(next_pack, pack_tasks, pack_task);
       wait_for(packed, pack_tasks);
       const index_t k = task / groups, h0 = (task % groups) * group_heads;
       const index_t gh = std::min(group_heads, heads - h0);    // this group's heads [h0, h0 + gh)
@@ -247,8 +260,8 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         }
         if (rows == 0) continue;
         // Scores s (heads, rows) = q . rows^T, computed as its transpose in one pass over k (the
-        // transposed result is stored element by element; two passes over 384 + 128 of the 512
-        // dims took 1.02-1.03 times as long); the scale joins in the softmax below.
+        // transposed result is stored element by element, so a second pass over k would reload
+        // and store it again); the scale joins in the softmax below.
         const sgemm_direct_params scores{.a = tile,
                                          .lda = ldt,
                                          .b = q_packed + (h0 / nr) * c * nr,
@@ -282,6 +295,25 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         merge(h0, h0 + gh);
       } else {
         finished.fetch_add(1, std::memory_order_release);
+      }
+    };
+    const auto merge_task = [&](index_t sliver) {
+      run_claimed(next_chunk, n_tasks, chunk_task);
+      wait_for(finished, n_tasks);
+      merge(sliver * nr, std::min(heads, (sliver + 1) * nr));
+    };
+    // Nothing waits for a merge task: its index names it.
+    parallel_for_work(n * heads * c, 0, pack_tasks + n_tasks + merge_tasks, [&](index_t index) {
+      if (index >= pack_tasks + n_tasks) {
+        merge_task(index - pack_tasks - n_tasks);
+        return;
+      }
+      std::atomic<index_t>& next = index < pack_tasks ? next_pack : next_chunk;
+      const index_t t = next.fetch_add(1, std::memory_order_relaxed);
+      if (index < pack_tasks) {
+        if (t < pack_tasks) pack_task(t);
+      } else if (t < n_tasks) {
+        chunk_task(t);
       }
     });
     if (n_tasks == 0) merge(0, heads);

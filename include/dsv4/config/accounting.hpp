@@ -12,15 +12,12 @@
 #include <cstdint>
 
 #include "dsv4/config/model_config.hpp"
+#include "dsv4/core/arith.hpp"
 
 namespace dsv4::config {
 
 // The MTP block is a separate module the main forward never calls: counts exclude it unless asked.
 enum class mtp_mode : std::uint8_t { exclude, include };
-
-namespace detail {
-constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
-}  // namespace detail
 
 // ---- tensor inventory ---------------------------------------------------------------------------
 
@@ -51,9 +48,8 @@ struct tensor_desc {
   constexpr std::int64_t elements() const { return rows * cols * copies; }
   // ue8m0 scales: one per 128x128 block (FP8) or per 1x32 block along the input (FP4).
   constexpr std::int64_t scale_elements() const {
-    if (format == weight_format::fp8_e4m3_block128)
-      return detail::ceil_div(rows, 128) * detail::ceil_div(cols, 128) * copies;
-    if (format == weight_format::fp4_e2m1_block32) return rows * detail::ceil_div(cols, 32) * copies;
+    if (format == weight_format::fp8_e4m3_block128) return ceil_div(rows, 128) * ceil_div(cols, 128) * copies;
+    if (format == weight_format::fp4_e2m1_block32) return rows * ceil_div(cols, 32) * copies;
     return 0;
   }
   constexpr std::int64_t stored_bytes() const {
@@ -374,12 +370,12 @@ constexpr kv_entry_size kv_entry_bytes(const model_config& c, kv_format f) {
   if (is_v4_hybrid(c)) {
     // e4m3 NoPE + bf16 RoPE + one ue8m0 per 64 NoPE values padded to 8 bytes: 448 + 128 + 7 + 1 = 584.
     // Key: e2m1 pairs + one ue8m0 per 32 values: 64 + 4 = 68.
-    const std::int64_t nope = c.nope_dim, scales = (detail::ceil_div(nope, 64) + 7) / 8 * 8;
-    return {nope + 2 * rope + scales, key / 2 + detail::ceil_div(key, 32)};
+    const std::int64_t nope = c.nope_dim, scales = (ceil_div(nope, 64) + 7) / 8 * 8;
+    return {nope + 2 * rope + scales, key / 2 + ceil_div(key, 32)};
   }
   // V3.2: e4m3 latent + one fp32 scale per 128 + bf16 RoPE = 512 + 16 + 128 = 656; key 128 + 4 = 132.
   const std::int64_t kvr = c.kv_lora_rank;
-  return {kvr + 4 * detail::ceil_div(kvr, 128) + 2 * rope, key + 4 * detail::ceil_div(key, 128)};
+  return {kvr + 4 * ceil_div(kvr, 128) + 2 * rope, key + 4 * ceil_div(key, 128)};
 }
 
 // Bytes one sequence holds in one layer.

@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "dsv4/core/arith.hpp"
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/parallel.hpp"
@@ -246,9 +247,9 @@ inline void pack_b(const strided& b, index_t p0, index_t depth, index_t j0, inde
   index_t done = 0;  // rows of the full slivers packed by a fast path
   if (b.s1 == 1) {
     // Rows contiguous: vector copies of NR floats, four slivers at a time, row after row: four
-    // lines read per row and four streams written. Across all 16 slivers of a 256-column group (16
-    // streams) a 1024^2 B packed at 0.36-0.38 ns per float, one sliver at a time at 0.29-0.32,
-    // four at 0.24-0.25 (one thread; a plain copy: 0.13-0.14).
+    // lines read per row and four streams written. All 16 slivers of a 256-column group at once
+    // would write 16 streams, more than the caches follow well, and one sliver at a time would
+    // read a single line per row.
     constexpr index_t group = 4;
     for (index_t s0 = 0; s0 < full; s0 += group)
       for (index_t p = 0; p < depth; ++p)
@@ -326,9 +327,10 @@ DSV4_FORCEINLINE void micro_tile(index_t depth, const ASliver& a, const float* p
   }
   v8f acc[Rows][2] = {};
   // The product steps, B's step a compile-time constant for a packed sliver and the fetch of the
-  // next sliver only in the loop that makes it: with both decided in every step, a 1024^3
-  // product ran at 0.59-0.63 of the FMA peak on one core, now 0.69-0.74, with the same operations
-  // in the same order (docs/gemm.md). Unrolled by 4: one step per iteration ran at about 0.82.
+  // next sliver only in the loop that makes it: decided in every step, both would stay in the
+  // loop body and take issue slots from the multiply-adds. The three loops run the same
+  // operations in the same order (docs/gemm.md). Unrolled by 4, so that the loop's own
+  // instructions are spread over four steps.
   const auto products = [&](auto b_step, auto fetch) {
 #pragma GCC unroll 4
     for (index_t p = 0; p < depth; ++p) {
@@ -403,8 +405,6 @@ DSV4_FORCEINLINE void micro_kernel(index_t depth, const ASliver& a, const float*
     micro_tile<4>(depth, a, pb, ldb, c, d, rs, cs, h, w, first, beta, next_b);
   }
 }
-
-constexpr index_t ceil_div(index_t x, index_t q) { return (x + q - 1) / q; }
 
 // f(i) for i in [0, count): on the calling thread for a product too small to pay for waking the
 // others, else dynamically over all threads (parallel_for_dynamic). Each index is computed whole

@@ -1,6 +1,6 @@
 // GEMV and GEMM whose weight is stored in a checkpoint format: f32, bf16, FP8 e4m3 with 128x128
 // ue8m0 block scales, or packed FP4 e2m1 with 1x32 ue8m0 scales (spec §11.1). docs/gemv.md has
-// the method, the measurements and the reasons behind each choice.
+// the contract, the decoders and the reasons behind each choice.
 //
 // Why here and why this way: every linear of the MoE (router gate, routed and shared experts)
 // reads weights that are mostly bytes of FP8 or nibbles of FP4. Expanding them to float would
@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <span>
 #include <string>
 #include <string_view>
@@ -107,8 +108,8 @@ DSV4_FORCEINLINE float scale_times_pow2(ue8m0 scale, int e) {
 }
 
 // ue8m0::to_float for every code: 2^(bits - 127), the subnormal 2^-127 for 0, NaN for 0xff. A
-// table, so that the GEMV broadcasts the scale straight from L1 (the two selects of a computed
-// version went through the stack, a store and a reload on every chunk).
+// table, so that the GEMV broadcasts the scale straight from L1 (computing it takes two selects,
+// which GCC puts through the stack: a store and a reload on every chunk).
 struct ue8m0_float_table {
   alignas(64) float v[256];
   constexpr ue8m0_float_table() : v{} {
@@ -578,14 +579,29 @@ struct gemm_op {
     W weight;                       // (out, in)
     tensor_view<const float, 2> x;  // (n, in), rows may be strided
     tensor_view<float, 2> y;        // (n, out), rows may be strided
+    std::span<float> workspace{};   // (workspace_floats(n, in)) x in W's lane order
   };
+
+  // Floats of workspace a call with n tokens of `in` columns needs: FP8 and FP4 read x in their
+  // lane orders (a permuted copy), other formats read x where it is.
+  static constexpr index_t workspace_floats(index_t n, index_t in) {
+    return detail::has_lane_order<W> ? n * in : 0;
+  }
 
   static status check(const params& p) {
     DSV4_TRY(p.weight.check("weight"));
-    DSV4_TRY(check_shape(p.x, {-1, p.weight.cols()}, "x"));
+    DSV4_TRY(check_shape(p.x, {any_extent, p.weight.cols()}, "x"));
     DSV4_TRY(detail::check_unit_inner_stride(p.x, "x"));
     DSV4_TRY(check_shape(p.y, {p.x.extent(0), p.weight.rows()}, "y"));
-    return detail::check_unit_inner_stride(p.y, "y");
+    DSV4_TRY(detail::check_unit_inner_stride(p.y, "y"));
+    const index_t need = workspace_floats(p.x.extent(0), p.x.extent(1));
+    if (static_cast<index_t>(p.workspace.size()) < need)
+      return {errc::shape_mismatch, "workspace: expected at least " + std::to_string(need) + " floats, got " +
+                                        std::to_string(p.workspace.size())};
+    const tensor_view<const float, 1> ws(p.workspace.data(), {need});
+    if (overlaps(p.y, p.x) || overlaps(p.y, ws) || overlaps(p.x, ws))
+      return {errc::invalid_argument, "x, y and the workspace must not overlap"};
+    return {};
   }
 };
 
@@ -599,7 +615,7 @@ inline constexpr int gemm_mt = 4;
 inline constexpr index_t task_rows = 12;
 // Columns decoded per tile: 12 rows x 384 floats = 18 KiB, resident in L1 with the 6 KiB of x a
 // register block reads. A micro-kernel call runs 48 steps of 8 columns between the loads and
-// stores of its 12 accumulators (256 columns, 32 steps, measured 6-10% slower on one core).
+// stores of its 12 accumulators, which a wider slice spreads over more multiply-adds.
 inline constexpr index_t gemm_kc = 384;
 // Tokens per pass: each decoded tile serves 64 tokens (decoding is then a few percent of the
 // multiply-adds); their 64 x 12 lane accumulators (24 KiB, on the stack) are read and written
@@ -720,8 +736,8 @@ void gemm_row_block(const typename gemm_op<W>::params& p, index_t row0, index_t 
 struct exponent_range {
   int lo = 255, hi = 0;  // lo > hi: no finite nonzero entry
   explicit exponent_range(std::span<const float> x) {
-    // Eight lanes at a time, branch-free: the scan costs a few percent of the smallest GEMV. The
-    // last partial group is padded with zeros, which do not count.
+    // Eight lanes at a time, branch-free: one pass over x, small next to the pass over the
+    // weights. The last partial group is padded with zeros, which do not count.
     v8u32 l8 = v8u32{} + 255u, h8 = {};
     auto add = [&](v8u32 a) {
       a &= 0x7fffffffu;
@@ -765,8 +781,8 @@ DSV4_FORCEINLINE const char* chunk_address(const W& m, index_t row, index_t k0) 
 // Asks for the chunk at k0 of the R rows after [row0, row0 + R) (those inside the matrix), one
 // prefetch per 64-byte cache line: a chunk smaller than a line (FP8 32 bytes, FP4 16) asks for the
 // line at its offset only where the offset is a multiple of 64, so each line is asked for once
-// (with a prefetch at every chunk the cache-resident GEMV ran about a tenth slower than with none
-// at all, in two rounds).
+// (a prefetch at every chunk would ask for a line two or four times, and the repeats cost the
+// GEMV issue slots even when the rows are already in cache).
 template <int R, weight_matrix W>
 DSV4_FORCEINLINE void prefetch_next_rows(const W& m, index_t row0, index_t k0) {
   constexpr index_t line_bytes = 64;
@@ -874,7 +890,7 @@ inline constexpr index_t fp4_gemv_step_chunks = 8;
 // C = fp4_gemv_step_chunks consecutive chunks of R FP4 rows from column k0 against x (lane order),
 // the common way: every scale of the R x C blocks within decode_fp4_lanes' range, which one
 // unsigned minimum and maximum over the R rows' scale bytes show (false, nothing done, otherwise;
-// checking each chunk's R scales one by one was measurably slower: docs/gemv.md).
+// one check per step costs less than R byte loads, compares and flag merges per chunk).
 template <int R>
 DSV4_FORCEINLINE bool gemv_fp4_chunks(const fp4_matrix& m, index_t row0, index_t k0, const float* x,
                                       v8f (&acc)[R]) {
@@ -925,9 +941,9 @@ void gemv_row_block(const typename gemm_op<W>::params& p, index_t row0,
 #if defined(__F16C__) && defined(__AVX2__)
     if constexpr (std::same_as<W, fp8_matrix>) {
       // The common chunks in a loop of their own, a whole scale block per step, left only at
-      // the end or at a block it cannot take (whose chunks then go one by one): with the slower
-      // ways merging into the same back edge GCC kept the accumulators in memory, a store and a
-      // reload on every chunk's dependency chain.
+      // the end or at a block it cannot take (whose chunks then go one by one): if the slower
+      // ways merged into the same back edge, GCC would keep the accumulators in memory, a store
+      // and a reload on every chunk's dependency chain.
       v8f a[R];
       for (int r = 0; r < R; ++r) a[r] = acc[r];
       while (k0 % fp8_block == 0 && k0 + fp8_block <= full &&
@@ -993,15 +1009,15 @@ void row_block(const typename gemm_op<W>::params& p, index_t row0, index_t rows,
 template <weight_matrix W>
 class gemm_input {
  public:
-  explicit gemm_input(tensor_view<const float, 2> x)
-      : x_(x), range_(std::span<const float>(x.data(), scans_range(x) ? x.extent(1) : 0)) {
-    if constexpr (detail::has_lane_order<W>) {
-      const index_t n = x.extent(0), in = x.extent(1);
-      lanes_ = std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(n * in));
-      for (index_t t = 0; t < n; ++t)
-        detail::lane_order<W>(x.data() + t * x.stride(0), in, lanes_.get() + t * in);
-      x_ = tensor_view<const float, 2>(lanes_.get(), {n, in});
-    }
+  // lanes: gemm_op<W>::workspace_floats(n, in) floats that receive x in W's lane order.
+  gemm_input(tensor_view<const float, 2> x, std::span<float> lanes) : x_(x), range_(range_of(x)) {
+    arrange(lanes);
+  }
+  // The same with the lanes in memory of its own.
+  explicit gemm_input(tensor_view<const float, 2> x) : x_(x), range_(range_of(x)) {
+    const auto floats = static_cast<std::size_t>(gemm_op<W>::workspace_floats(x.extent(0), x.extent(1)));
+    if (floats > 0) lanes_.reset(new float[floats]);
+    arrange({lanes_.get(), floats});
   }
 
   // Output rows per task, and the tasks of a matrix with `out` rows.
@@ -1020,9 +1036,21 @@ class gemm_input {
   static bool scans_range(const tensor_view<const float, 2>& x) {
     return detail::fp8_gemv_scales_x && std::same_as<W, fp8_matrix> && x.extent(0) == 1;
   }
+  static detail::exponent_range range_of(tensor_view<const float, 2> x) {
+    return detail::exponent_range(std::span<const float>(x.data(), scans_range(x) ? x.extent(1) : 0));
+  }
+  void arrange(std::span<float> lanes) {
+    if constexpr (detail::has_lane_order<W>) {
+      const index_t n = x_.extent(0), in = x_.extent(1);
+      DSV4_ASSERT(static_cast<index_t>(lanes.size()) >= n * in, "gemm_input: lanes too short");
+      for (index_t t = 0; t < n; ++t)
+        detail::lane_order<W>(x_.data() + t * x_.stride(0), in, lanes.data() + t * in);
+      x_ = tensor_view<const float, 2>(lanes.data(), {n, in});
+    }
+  }
   tensor_view<const float, 2> x_;
   detail::exponent_range range_;
-  std::unique_ptr<float[]> lanes_;
+  std::unique_ptr<float[]> lanes_;  // the lanes of the allocating constructor
 };
 
 // Parallel over blocks of task_rows output rows.
@@ -1030,16 +1058,28 @@ template <weight_matrix W>
 struct kernel<gemm_op<W>, cpu> {
   static status run(const typename gemm_op<W>::params& p) {
     DSV4_TRY(gemm_op<W>::check(p));
-    const gemm_input<W> in(p.x);
+    const gemm_input<W> in(p.x, p.workspace);
     parallel_for(0, gemm_input<W>::tasks(p.weight.rows()), [&](index_t b) { in.run_task(p.weight, p.y, b); });
     return {};
   }
 };
 
-// y (n, out) = x (n, in) . W^T.
+// y (n, out) = x (n, in) . W^T, with gemm_op<W>::workspace_floats(n, in) floats of workspace.
+template <weight_matrix W>
+status gemm(const W& weight, tensor_view<const float, 2> x, tensor_view<float, 2> y,
+            std::span<float> workspace) {
+  return run<cpu>(typename gemm_op<W>::params{weight, x, y, workspace});
+}
+// The same with a workspace allocated for the call (FP8 and FP4 only; a convenience: engines
+// pass their own).
 template <weight_matrix W>
 status gemm(const W& weight, tensor_view<const float, 2> x, tensor_view<float, 2> y) {
-  return run<cpu>(typename gemm_op<W>::params{weight, x, y});
+  DSV4_TRY(check_shape(x, {any_extent, any_extent}, "x"));
+  const index_t floats = gemm_op<W>::workspace_floats(x.extent(0), x.extent(1));
+  if (floats == 0) return gemm(weight, x, y, {});
+  const std::unique_ptr<float[]> ws(new (std::nothrow) float[static_cast<std::size_t>(floats)]);
+  if (!ws) return {errc::out_of_range, "workspace: cannot allocate " + std::to_string(floats) + " floats"};
+  return gemm(weight, x, y, {ws.get(), static_cast<std::size_t>(floats)});
 }
 
 // y (out) = W . x (in): the one-token gemm, bit-identical to the matching row of any batch.

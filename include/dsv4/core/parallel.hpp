@@ -1,12 +1,30 @@
-// parallel_for: the one way dsv4 spreads CPU work over threads.
+// parallel_for: the one way dsv4 spreads CPU work over threads, and the executors that run it.
 //
-// Uses OpenMP when the build has it, a plain loop otherwise. Each index is processed by exactly
-// one thread and no reduction crosses indices, so results are bit-identical for any thread count:
-// a caller that needs a reduction over indices does it afterwards, in index order.
+// A loop's indices run on the executor the calling thread has installed (executor_scope), else on
+// OpenMP's threads when the build has OpenMP, else in a plain loop. Each index is processed by
+// exactly one thread and no reduction crosses indices, so results are bit-identical for any thread
+// count and any executor: a caller that needs a reduction over indices does it afterwards, in index
+// order. No loop relies on the order in which indices start or on two of them running at once.
+//
+// An executor is anything with
+//   int threads() const noexcept;                 // tasks it can run at once (>= 1): a hint for
+//                                                 // how finely to split work, never for results
+//   void run(std::int64_t n, task_ref f) noexcept;  // f(i) once for every i in [0, n), on any of
+//                                                 // its threads (the caller's included), in any
+//                                                 // order, returning once all have returned
+// spin_pool below is the library's own: persistent threads that spin briefly between regions, so
+// that starting and joining one costs about as much as a few cache-line transfers.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <concepts>
 #include <cstdint>
+#include <memory>
+#include <thread>
+#include <type_traits>
+#include <vector>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -14,8 +32,137 @@
 
 namespace dsv4 {
 
-// Threads parallel_for will use (1 without OpenMP).
+// A hint to the core that the caller is spinning on a value another thread will change (x86's
+// pause: the spinning thread yields its pipeline slots and leaves the loop without a
+// memory-order stall).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Waits until ready() holds: a short spin, then yielding the core between checks, so that on an
+// oversubscribed machine the waiter lets the thread it waits for run instead of taking its turn.
+template <class Ready>
+void spin_until(Ready&& ready) noexcept {
+  constexpr int relaxed_spins = 2048;
+  for (int k = 0; !ready(); ++k) {
+    if (k < relaxed_spins) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+class task_ref;
+
+// A callable a task_ref can refer to: called with a task index.
+template <class F>
+concept index_task = !std::same_as<std::remove_cvref_t<F>, task_ref> &&
+                     std::invocable<std::remove_reference_t<F>&, std::int64_t>;
+
+// A non-owning reference to a callable taking a task index: what an executor receives. Two
+// pointers, no allocation; the callable must outlive the reference (a temporary passed straight
+// to run() does). A task may not throw (the call is noexcept: an exception inside one ends the
+// program).
+class task_ref {
+ public:
+  template <index_task F>
+  task_ref(F&& f) noexcept  // NOLINT(google-explicit-constructor): passed where a task is expected
+      : object_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_([](void* o, std::int64_t i) noexcept { (*static_cast<std::remove_reference_t<F>*>(o))(i); }) {}
+  void operator()(std::int64_t i) const noexcept { call_(object_, i); }
+
+ private:
+  void* object_;
+  void (*call_)(void*, std::int64_t) noexcept;
+};
+
+// What an engine's thread pool must provide to run dsv4's loops (see the top of the file).
+template <class E>
+concept executor = requires(E& e, const E& ce, std::int64_t n, task_ref f) {
+  { ce.threads() }
+  noexcept->std::convertible_to<int>;
+  { e.run(n, f) }
+  noexcept;
+};
+
+namespace detail {
+
+// The installed executor, type-erased.
+struct executor_ref {
+  void* object = nullptr;
+  int (*threads)(const void*) noexcept = nullptr;
+  void (*run)(void*, std::int64_t, task_ref) noexcept = nullptr;
+};
+
+// Per thread: the executor its loops run on (null: the default), and whether the thread is inside
+// a task of a loop, where a nested loop runs inline rather than asking for threads that are busy
+// with the outer loop (or, on a pool's worker, would start an OpenMP team inside the pool).
+inline thread_local const executor_ref* installed_executor = nullptr;
+inline thread_local bool inside_task = false;
+
+// Marks the current thread as running a task for its lifetime.
+class task_mark {
+ public:
+  task_mark() noexcept : previous_(inside_task) { inside_task = true; }
+  ~task_mark() { inside_task = previous_; }
+  task_mark(const task_mark&) = delete;
+  task_mark& operator=(const task_mark&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Runs `tasks` tasks on the installed executor; task t calls f on its own indices.
+template <class F>
+void run_on_executor(const executor_ref& e, std::int64_t tasks, F& f) {
+  auto marked = [&f](std::int64_t t) noexcept {
+    const task_mark mark;
+    f(t);
+  };
+  e.run(e.object, tasks, task_ref(marked));
+}
+
+inline bool use_executor(std::int64_t n) {
+  const executor_ref* e = installed_executor;
+  return e != nullptr && !inside_task && n > 1 && e->threads(e->object) > 1;
+}
+
+}  // namespace detail
+
+// Installs an executor for the loops the calling thread starts, for the scope's lifetime; the
+// executor installed before (or the default) is restored at its end. Scopes nest and must end in
+// reverse order on the thread that made them; the executor must outlive the scope.
+class executor_scope {
+ public:
+  template <class E>
+  explicit executor_scope(E& e) noexcept : previous_(detail::installed_executor) {
+    static_assert(executor<E>,
+                  "an executor needs `int threads() const noexcept` and "
+                  "`void run(std::int64_t, dsv4::task_ref) noexcept`");
+    ref_.object = static_cast<void*>(std::addressof(e));
+    ref_.threads = [](const void* o) noexcept {
+      return static_cast<int>(static_cast<const E*>(o)->threads());
+    };
+    ref_.run = [](void* o, std::int64_t n, task_ref f) noexcept { static_cast<E*>(o)->run(n, f); };
+    detail::installed_executor = &ref_;
+  }
+  ~executor_scope() { detail::installed_executor = previous_; }
+  executor_scope(const executor_scope&) = delete;
+  executor_scope& operator=(const executor_scope&) = delete;
+
+ private:
+  detail::executor_ref ref_;
+  const detail::executor_ref* previous_;
+};
+
+// Threads parallel_for will use: the installed executor's, else OpenMP's (1 without OpenMP), and 1
+// inside a task of a loop, where nested loops run inline.
 inline int max_threads() {
+  if (detail::inside_task) return 1;
+  if (const detail::executor_ref* e = detail::installed_executor) return std::max(1, e->threads(e->object));
 #if defined(_OPENMP)
   return omp_get_max_threads();
 #else
@@ -23,7 +170,8 @@ inline int max_threads() {
 #endif
 }
 
-// Sets the threads later parallel_for calls use; n < 1 is taken as 1. No effect without OpenMP.
+// Sets the threads later parallel_for calls use without an installed executor; n < 1 is taken as
+// 1. No effect without OpenMP.
 inline void set_num_threads(int n) {
 #if defined(_OPENMP)
   omp_set_num_threads(std::max(1, n));
@@ -32,11 +180,26 @@ inline void set_num_threads(int n) {
 #endif
 }
 
-// Calls f(i) for every i in [begin, end), statically partitioned over the threads.
+// Calls f(i) for every i in [begin, end), statically partitioned over the threads: one contiguous
+// range per thread.
 template <class F>
 void parallel_for(std::int64_t begin, std::int64_t end, F&& f) {
+  const std::int64_t n = end - begin;
+  if (detail::use_executor(n)) {
+    const detail::executor_ref& e = *detail::installed_executor;
+    const std::int64_t tasks = std::min<std::int64_t>(n, e.threads(e.object));
+    const std::int64_t share = n / tasks, extra = n % tasks;  // the first `extra` ranges take one more
+    auto range = [&](std::int64_t t) {
+      const std::int64_t first = begin + t * share + std::min(t, extra);
+      const std::int64_t last = first + share + (t < extra ? 1 : 0);
+      for (std::int64_t i = first; i < last; ++i) f(i);
+    };
+    detail::run_on_executor(e, tasks, range);
+    return;
+  }
 #if defined(_OPENMP)
-  if (end - begin > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+  if (n > 1 && !detail::inside_task && detail::installed_executor == nullptr && omp_get_max_threads() > 1 &&
+      !omp_in_parallel()) {
 #pragma omp parallel for schedule(static)
     for (std::int64_t i = begin; i < end; ++i) f(i);
     return;
@@ -51,8 +214,15 @@ void parallel_for(std::int64_t begin, std::int64_t end, F&& f) {
 // do not depend on which thread computes an index (dsv4's determinism rule), only the time does.
 template <class F>
 void parallel_for_dynamic(std::int64_t begin, std::int64_t end, F&& f) {
+  const std::int64_t n = end - begin;
+  if (detail::use_executor(n)) {
+    auto one = [&](std::int64_t t) { f(begin + t); };
+    detail::run_on_executor(*detail::installed_executor, n, one);
+    return;
+  }
 #if defined(_OPENMP)
-  if (end - begin > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+  if (n > 1 && !detail::inside_task && detail::installed_executor == nullptr && omp_get_max_threads() > 1 &&
+      !omp_in_parallel()) {
 #pragma omp parallel for schedule(dynamic, 1)
     for (std::int64_t i = begin; i < end; ++i) f(i);
     return;
@@ -61,13 +231,148 @@ void parallel_for_dynamic(std::int64_t begin, std::int64_t end, F&& f) {
   for (std::int64_t i = begin; i < end; ++i) f(i);
 }
 
-// A hint to the core that the caller is spinning on a value another thread will change (x86's
-// pause: the spinning thread yields its pipeline slots and leaves the loop without a
-// memory-order stall).
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
+// parallel_for_dynamic when the loop carries at least `work` multiply-adds' worth of a thread
+// hand-off, a plain loop otherwise; the indices are processed identically either way.
+template <class F>
+void parallel_for_work(std::int64_t work, std::int64_t begin, std::int64_t end, F&& f) {
+  constexpr std::int64_t min_parallel_work = std::int64_t{1} << 16;
+  if (work >= min_parallel_work) {
+    parallel_for_dynamic(begin, end, f);
+  } else {
+    for (std::int64_t i = begin; i < end; ++i) f(i);
+  }
 }
+
+// The library's thread pool, after ggml's: threads() - 1 worker threads live as long as the pool
+// and join the caller of run(), which works too. A region is published by bumping a generation
+// counter that idle workers watch, and its tasks are handed out one at a time by an atomic counter.
+// Between regions a worker spins on the generation (yielding now and then, so that an
+// oversubscribed machine still runs the threads that hold the work) for `spin` after its last
+// region, then sleeps on it (std::atomic::wait, a futex on Linux) until a region wakes it: an idle
+// pool takes no core. Nothing is allocated per region.
+//
+// Unlike ggml's barrier, the caller does not wait for every worker: a worker enters a region
+// through a gate (the region's generation, an open bit and a count of workers inside), and once the
+// caller has seen every task taken it closes the gate and waits only for the workers inside, which
+// are running tasks. A worker the system has not scheduled since the region began finds the gate
+// closed and skips it; on a busy machine the caller then runs the tasks itself rather than waiting
+// for a thread that has no core.
+//
+// One region at a time: a run() from a second thread while one is in flight runs its tasks on that
+// thread. All members are noexcept; a pool whose threads cannot be started runs with those it got.
+class spin_pool {
+ public:
+  // threads < 1: one per hardware thread. spin: how long an idle worker keeps spinning before it
+  // sleeps.
+  spin_pool() noexcept : spin_pool(0) {}
+  explicit spin_pool(int threads) noexcept : spin_pool(threads, default_spin) {}
+  spin_pool(int threads, std::chrono::microseconds spin) noexcept : spin_(spin) {
+    if (threads < 1) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    try {
+      workers_.reserve(static_cast<std::size_t>(threads - 1));
+      for (int t = 1; t < threads; ++t) workers_.emplace_back([this] { work(); });
+    } catch (...) {  // no memory or no more threads: the pool runs with the workers it has
+    }
+  }
+
+  // Ends the workers; the pool must be idle (no run() in flight).
+  ~spin_pool() {
+    stop_.store(true, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_seq_cst);
+    generation_.notify_all();
+    for (std::thread& w : workers_) w.join();
+  }
+  spin_pool(const spin_pool&) = delete;
+  spin_pool& operator=(const spin_pool&) = delete;
+
+  int threads() const noexcept { return static_cast<int>(workers_.size()) + 1; }
+
+  void run(std::int64_t n, task_ref f) noexcept {
+    if (n <= 0) return;
+    if (workers_.empty() || n == 1 || busy_.test_and_set(std::memory_order_acquire)) {
+      for (std::int64_t i = 0; i < n; ++i) f(i);
+      return;
+    }
+    // The task and the counter are published by the gate's release and read by a worker only
+    // after it entered through the gate (an acquire). The previous region closed with no worker
+    // inside, so none still reads them.
+    const std::uint32_t g = generation_.load(std::memory_order_relaxed) + 1;
+    task_ = &f;
+    tasks_ = n;
+    next_.store(0, std::memory_order_relaxed);
+    gate_.store(std::uint64_t{g} << 32 | gate_open, std::memory_order_release);
+    generation_.store(g, std::memory_order_seq_cst);
+    // seq_cst on both sides: either this load sees a worker that went to sleep, or that worker's
+    // wait sees the new generation.
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
+    take_tasks();
+    gate_.fetch_and(~gate_open, std::memory_order_acq_rel);
+    spin_until([this] { return (gate_.load(std::memory_order_acquire) & gate_inside) == 0; });
+    busy_.clear(std::memory_order_release);
+  }
+
+ private:
+  // Long enough to cover the gaps between the regions of a forward pass, short enough that an idle
+  // engine's workers soon give their cores back.
+  static constexpr std::chrono::microseconds default_spin{2000};
+  // The gate: generation << 32 | open bit | workers inside.
+  static constexpr std::uint64_t gate_open = std::uint64_t{1} << 31, gate_inside = gate_open - 1;
+
+  void take_tasks() noexcept {
+    const task_ref& f = *task_;
+    for (std::int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < tasks_;) f(i);
+  }
+
+  void work() noexcept {
+    std::uint32_t seen = 0;
+    for (;;) {
+      seen = next_generation(seen);
+      if (stop_.load(std::memory_order_relaxed)) return;
+      std::uint64_t s = gate_.load(std::memory_order_relaxed);
+      bool inside = false;
+      while (!inside && (s >> 32) == seen && (s & gate_open) != 0)
+        inside = gate_.compare_exchange_weak(s, s + 1, std::memory_order_acquire, std::memory_order_relaxed);
+      if (!inside) continue;  // closed already, or a later region (seen on the next turn)
+      take_tasks();
+      gate_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+
+  // Waits for the generation to move past `seen` and returns it: spinning, yielding every so many
+  // spins, for spin_ after the call; then asleep.
+  std::uint32_t next_generation(std::uint32_t seen) noexcept {
+    using clock = std::chrono::steady_clock;
+    constexpr int spins_between_yields = 256;
+    const auto give_up = clock::now() + spin_;
+    for (int k = 1;; ++k) {
+      const std::uint32_t g = generation_.load(std::memory_order_acquire);
+      if (g != seen) return g;
+      cpu_relax();
+      if (k % spins_between_yields == 0) {
+        std::this_thread::yield();
+        if (clock::now() >= give_up) break;
+      }
+    }
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    std::uint32_t g;
+    while ((g = generation_.load(std::memory_order_seq_cst)) == seen) generation_.wait(seen);
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    return g;
+  }
+
+  // The generation the workers poll, the gate and the task counter each on a cache line of their
+  // own: they change at different moments of a region.
+  alignas(64) std::atomic<std::uint32_t> generation_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> stop_{false};
+  alignas(64) std::atomic<std::uint64_t> gate_{0};
+  alignas(64) std::atomic<std::int64_t> next_{0};
+  alignas(64) const task_ref* task_ = nullptr;
+  std::int64_t tasks_ = 0;
+  std::atomic_flag busy_;
+  std::chrono::microseconds spin_;
+  std::vector<std::thread> workers_;
+};
+static_assert(executor<spin_pool>);
 
 }  // namespace dsv4

@@ -9,10 +9,13 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
+#include "dsv4/core/arith.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/status.hpp"
 
@@ -120,10 +123,26 @@ class tensor_view {
 template <class T, std::size_t Rank>
 tensor_view(T*, const extents_t<Rank>&) -> tensor_view<T, Rank>;
 
-// Checks a view against the extents an operation needs; -1 in `expected` accepts any extent.
-// The message names the tensor: "shape mismatch: wq_a.weight: expected (1024, 4096), got (1024, 4095)".
+// An extent an operation accepts whatever it is (in check_shape's `expected`).
+inline constexpr index_t any_extent = -1;
+
+// Checks a view against the extents an operation needs; any_extent in `expected` accepts any
+// extent. A view with a negative extent, or whose span of elements does not fit in 64 bits of
+// bytes, is rejected whatever is expected, so an extent computed from a bad one cannot pass as
+// "any". The message names the tensor: "shape mismatch: wq_a.weight: expected (1024, 4096), got
+// (1024, 4095)".
 template <class T, std::size_t Rank>
 status check_shape(const tensor_view<T, Rank>& v, const extents_t<Rank>& expected, std::string_view name) {
+  std::int64_t elements = 1;
+  for (std::size_t i = 0; i < Rank; ++i) {
+    if (v.extent(i) < 0)
+      return {errc::shape_mismatch,
+              std::string(name) + ": negative extent in " + shape_string<Rank>(v.extents())};
+    if (!checked_mul(elements, v.extent(i), elements) ||
+        elements > INT64_MAX / static_cast<std::int64_t>(sizeof(T)))
+      return {errc::out_of_range, std::string(name) + ": " + shape_string<Rank>(v.extents()) +
+                                      " elements do not fit in 64 bits of bytes"};
+  }
   for (std::size_t i = 0; i < Rank; ++i) {
     if (expected[i] >= 0 && v.extent(i) != expected[i]) {
       return {errc::shape_mismatch, std::string(name) + ": expected " + shape_string<Rank>(expected) +
@@ -131,6 +150,28 @@ status check_shape(const tensor_view<T, Rank>& v, const extents_t<Rank>& expecte
     }
   }
   return {};
+}
+
+// The bytes [first, last) a view's elements span (empty for an empty view).
+template <class T, std::size_t Rank>
+std::pair<const std::byte*, const std::byte*> byte_span(const tensor_view<T, Rank>& v) {
+  if (v.empty() || v.data() == nullptr) return {nullptr, nullptr};
+  index_t lo = 0, hi = 0;
+  for (std::size_t i = 0; i < Rank; ++i) {
+    const index_t reach = (v.extent(i) - 1) * v.stride(i);
+    (reach < 0 ? lo : hi) += reach;
+  }
+  const auto* p = reinterpret_cast<const std::byte*>(v.data());
+  return {p + lo * static_cast<index_t>(sizeof(T)), p + (hi + 1) * static_cast<index_t>(sizeof(T))};
+}
+
+// True when the byte ranges of a and b intersect: an output must not overlap an input or
+// another output it does not own (checked before the first write).
+template <class T, std::size_t RankT, class U, std::size_t RankU>
+bool overlaps(const tensor_view<T, RankT>& a, const tensor_view<U, RankU>& b) {
+  const auto [a0, a1] = byte_span(a);
+  const auto [b0, b1] = byte_span(b);
+  return a0 != nullptr && b0 != nullptr && std::less<>{}(a0, b1) && std::less<>{}(b0, a1);
 }
 
 // Checks that a view is densely packed in row-major order (what vectorized kernels read).
