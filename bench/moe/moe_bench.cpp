@@ -95,7 +95,8 @@ void bm_expert_gemv(benchmark::State& state) {
   std::vector<stored_expert<W>> experts;
   for (int c = 0; c < copies; ++c) experts.emplace_back(static_cast<unsigned>(3 * c + 1));
   const auto x = bench_input(1, 3);
-  std::vector<float> y(static_cast<std::size_t>(d)), scratch(static_cast<std::size_t>(2 * inter));
+  std::vector<float> y(static_cast<std::size_t>(d)),
+      scratch(dsv4::moe::swiglu_scratch_floats(probe.view(), 1));
   const float weight[1] = {1.0f};
   auto run = [&](std::size_t e) {
     return dsv4::moe::swiglu_forward(experts[e].view(), {x.data(), {1, d}}, weight, 10.0f, {y.data(), {1, d}},
@@ -119,7 +120,8 @@ void bm_expert_gemm(benchmark::State& state) {
   const index_t n = state.range(0);
   const stored_expert<W> e(1);
   const auto x = bench_input(n, 4);
-  std::vector<float> y(static_cast<std::size_t>(n * d)), scratch(static_cast<std::size_t>(2 * n * inter));
+  std::vector<float> y(static_cast<std::size_t>(n * d)),
+      scratch(dsv4::moe::swiglu_scratch_floats(e.view(), n));
   auto run = [&] {
     return dsv4::moe::swiglu_forward(e.view(), {x.data(), {n, d}}, {}, 10.0f, {y.data(), {n, d}}, scratch);
   };

@@ -106,3 +106,47 @@ TEST_CASE("dispatch: expert ids outside the expert range are reported") {
   CHECK(st.code() == dsv4::errc::invalid_argument);
   CHECK(st.message().find("experts[1][1] = 6") != std::string::npos);
 }
+
+TEST_CASE(
+    "dispatch: order and inverse entries outside 0 to n*k - 1 are reported before anything is written") {
+  const index_t n = 11, k = 3, n_experts = 5, d = 4, pairs = n * k;
+  const auto ids = random_routes(n, k, n_experts, 6);
+  plan_storage p(n_experts, pairs);
+  REQUIRE(dsv4::moe::plan_dispatch({ids.data(), {n, k}}, n_experts, p.view()).ok());
+  const auto x = dsv4::test::random_normal(n * d, 7);
+  const auto ys = dsv4::test::random_normal(pairs * d, 8);
+  std::vector<float> xs(static_cast<std::size_t>(pairs * d), -7.0f),
+      y(static_cast<std::size_t>(n * d), -7.0f);
+  const auto untouched = [](const std::vector<float>& v) {
+    return std::all_of(v.begin(), v.end(), [](float f) { return f == -7.0f; });
+  };
+  for (const std::int32_t bad :
+       {static_cast<std::int32_t>(pairs), static_cast<std::int32_t>(pairs + 1), -1}) {
+    INFO("bad entry " << bad);
+    auto order = p.order, inverse = p.inverse;
+    order[9] = bad;
+    inverse[pairs - 1] = bad;
+    auto st =
+        dsv4::moe::gather_tokens({x.data(), {n, d}}, {order.data(), {pairs}}, k, {xs.data(), {pairs, d}});
+    CHECK(st.code() == dsv4::errc::invalid_argument);
+    CHECK(st.message().find("order[9] = " + std::to_string(bad)) != std::string::npos);
+    CHECK(untouched(xs));
+    st = dsv4::moe::combine({ys.data(), {pairs, d}}, {inverse.data(), {pairs}}, k, {}, {y.data(), {n, d}});
+    CHECK(st.code() == dsv4::errc::invalid_argument);
+    CHECK(st.message().find("inverse[" + std::to_string(pairs - 1) + "] = " + std::to_string(bad)) !=
+          std::string::npos);
+    CHECK(untouched(y));
+  }
+  // k must be at least 1 for both.
+  for (const index_t bad_k : {0, -2}) {
+    INFO("k " << bad_k);
+    CHECK(
+        dsv4::moe::gather_tokens({x.data(), {n, d}}, p.view().order, bad_k, {xs.data(), {pairs, d}}).code() ==
+        dsv4::errc::invalid_argument);
+    CHECK(
+        dsv4::moe::combine({ys.data(), {pairs, d}}, p.view().inverse, bad_k, {}, {y.data(), {n, d}}).code() ==
+        dsv4::errc::invalid_argument);
+  }
+  CHECK(untouched(xs));
+  CHECK(untouched(y));
+}

@@ -71,7 +71,8 @@ TEST_CASE("experts: a routed expert matches a double reference with the clamp ac
   auto run = [&]<format F>() {
     const random_matrix<F> w1(inter, d, 4, 0.5f), w3(inter, d, 5, 0.5f), w2(d, inter, 6, 0.2f);
     const dsv4::moe::swiglu_weights<decltype(w1.view())> e{w1.view(), w3.view(), w2.view()};
-    std::vector<float> y(static_cast<std::size_t>(n * d)), scratch(static_cast<std::size_t>(2 * n * inter));
+    std::vector<float> y(static_cast<std::size_t>(n * d)),
+        scratch(static_cast<std::size_t>(dsv4::moe::swiglu_scratch_floats(e, n)));
     REQUIRE(dsv4::moe::swiglu_forward(e, {x.data(), {n, d}}, row_weight, limit, {y.data(), {n, d}}, scratch)
                 .ok());
     int clamped = 0;
@@ -91,10 +92,10 @@ TEST_CASE("experts: a routed expert matches a double reference with the clamp ac
   run.operator()<format::fp4>();
 }
 
-TEST_CASE("experts: the dense SwiGLU FFN is the unweighted expert, unclamped by default") {
+TEST_CASE("experts: the dense SwiGLU FFN with limit 0 is the unweighted, unclamped expert") {
   const index_t n = 3, d = 32, inter = 64;
   const random_matrix<format::bf16> w1(inter, d, 7, 0.6f), w3(inter, d, 8, 0.6f), w2(d, inter, 9, 0.2f);
-  const dsv4::moe::dense_swiglu_ffn<dsv4::bf16_matrix> ffn{{w1.view(), w3.view(), w2.view()}};
+  const dsv4::moe::dense_swiglu_ffn<dsv4::bf16_matrix> ffn{{w1.view(), w3.view(), w2.view()}, 0.0f};
   const auto x = dsv4::test::random_normal(n * d, 10, 3.0f);
   std::vector<float> y(static_cast<std::size_t>(n * d));
   alignas(64) std::byte ws[1 << 12];

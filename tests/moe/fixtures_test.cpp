@@ -27,7 +27,8 @@ struct hf_block {
                      bias = fx.tensor("gate.bias").data, gate_up = fx.tensor("experts.gate_up_proj").data,
                      down = fx.tensor("experts.down_proj").data, sh_gate = fx.tensor("shared.gate_proj").data,
                      sh_up = fx.tensor("shared.up_proj").data, sh_down = fx.tensor("shared.down_proj").data;
-  std::vector<std::int32_t> token_ids = as_ids("token_ids"), tid2eid = as_ids("gate.tid2eid");
+  std::vector<std::int32_t> token_ids = as_ids<std::int32_t>("token_ids");
+  std::vector<std::int64_t> tid2eid = as_ids<std::int64_t>("gate.tid2eid");  // int64, as the checkpoint
   std::vector<swiglu_weights<dsv4::f32_matrix>> experts;
   swiglu_weights<dsv4::f32_matrix> shared{
       {{sh_gate.data(), {inter, d}}}, {{sh_up.data(), {inter, d}}}, {{sh_down.data(), {d, inter}}}};
@@ -40,9 +41,10 @@ struct hf_block {
           {{{gu, {inter, d}}}, {{gu + inter * d, {inter, d}}}, {{down.data() + e * d * inter, {d, inter}}}});
     }
   }
-  std::vector<std::int32_t> as_ids(const char* name) const {
+  template <class Id>
+  std::vector<Id> as_ids(const char* name) const {
     const auto f = fx.tensor(name).data;
-    return std::vector<std::int32_t>(f.begin(), f.end());
+    return std::vector<Id>(f.begin(), f.end());
   }
   dsv4::tensor_view<const float, 2> xv() const { return {x.data(), {n, d}}; }
   dsv4::moe::score_router<dsv4::f32_matrix> score() const {
@@ -136,7 +138,7 @@ TEST_CASE("moe fixtures: score and hash routers match DeepseekV4TopKRouter and D
 TEST_CASE("moe fixtures: the shared expert matches DeepseekV4MLP") {
   const hf_block b;
   std::vector<float> y(static_cast<std::size_t>(b.n * b.d)),
-      scratch(static_cast<std::size_t>(2 * b.n * b.inter));
+      scratch(static_cast<std::size_t>(dsv4::moe::swiglu_scratch_floats(b.shared, b.n)));
   REQUIRE(dsv4::moe::swiglu_forward(b.shared, b.xv(), {}, b.limit, {y.data(), {b.n, b.d}}, scratch).ok());
   CHECK(dsv4::test::rel_l2(y, b.fx.tensor("shared_out").data) < 1e-5);
 }

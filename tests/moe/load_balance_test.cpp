@@ -14,10 +14,11 @@ TEST_CASE("load_balance: counts, summary and the sign-rule bias update") {
   REQUIRE(dsv4::moe::count_expert_load({ids.data(), {4, 2}}, {counts.data(), {4}}).ok());
   CHECK(counts == std::vector<std::int64_t>{4, 1, 2, 1});
   const auto s = dsv4::moe::summarize_load({counts.data(), {4}});
-  CHECK(s.mean == 2.0);
-  CHECK(s.max == 4);
-  CHECK(s.min == 1);
-  CHECK(s.max_violation == 1.0);
+  REQUIRE(s.ok());
+  CHECK(s->mean == 2.0);
+  CHECK(s->max == 4);
+  CHECK(s->min == 1);
+  CHECK(s->max_violation == 1.0);
 
   std::vector<float> bias = {0.25f, -0.5f, 0.125f, 0.0f};
   REQUIRE(dsv4::moe::update_bias({bias.data(), {4}}, {counts.data(), {4}}).ok());

@@ -1,10 +1,13 @@
 // The MoE layer: a batch equals its tokens one by one bit for bit (FP4 experts, FP8 shared expert,
 // bf16 gate), the thread count changes nothing, the output matches a reference assembled from the
-// routes, and a bad token id leaves the output untouched.
+// routes, a bad token id leaves the output untouched, and a second forward allocates nothing.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
+#include "allocations.hpp"
 #include "dsv4/moe/moe_ffn.hpp"
 #include "fixture.hpp"
 #include "moe/random_weights.hpp"
@@ -91,7 +94,8 @@ TEST_CASE("moe_ffn: the output is the weighted sum of the routed experts plus th
                      {{ids.data(), {n, k}}, {w.data(), {n, k}}, {scores.data(), {n, n_experts}}})
               .ok());
   std::vector<double> ref(static_cast<std::size_t>(n * d));
-  std::vector<float> ye(static_cast<std::size_t>(d)), scratch(static_cast<std::size_t>(4 * inter));
+  std::vector<float> ye(static_cast<std::size_t>(d)),
+      scratch(static_cast<std::size_t>(dsv4::moe::swiglu_scratch_floats(f.shared.views[0], 1)));
   for (index_t t = 0; t < n; ++t) {
     const dsv4::tensor_view<const float, 2> xt(x.data() + t * d, {1, d});
     for (index_t j = 0; j < k; ++j) {
@@ -113,7 +117,8 @@ TEST_CASE("moe_ffn: hash routing rejects a token id outside the vocabulary and w
   std::vector<std::int32_t> table(static_cast<std::size_t>(vocab * k));
   for (std::size_t i = 0; i < table.size(); ++i)
     table[i] = static_cast<std::int32_t>((i * 3 + i / k) % n_experts);
-  const dsv4::moe::moe_ffn<dsv4::moe::hash_router<dsv4::bf16_matrix>, dsv4::fp4_matrix, dsv4::fp8_matrix>
+  const dsv4::moe::moe_ffn<dsv4::moe::hash_router<dsv4::bf16_matrix, std::int32_t>, dsv4::fp4_matrix,
+                           dsv4::fp8_matrix>
       layer{{f.gate.view(), {table.data(), {vocab, k}}, 1.5f}, f.routed.views, f.shared.views[0], 10.0f};
   const auto x = dsv4::test::random_normal(3 * d, 9);
   std::vector<float> y(static_cast<std::size_t>(3 * d), 42.0f);
@@ -125,4 +130,46 @@ TEST_CASE("moe_ffn: hash routing rejects a token id outside the vocabulary and w
   const std::vector<std::int32_t> good = {1, 15, 2};
   CHECK(run_layer(layer, x, good, y).ok());
   CHECK(std::none_of(y.begin(), y.end(), [](float v) { return v == 42.0f; }));
+}
+
+TEST_CASE("moe_ffn: a second forward allocates nothing, score- and hash-routed, with a shared expert") {
+  // The released formats (FP4 routed, FP8 shared experts, whose GEMMs read x in a lane order of
+  // their own) and BF16 ones, under a BF16 gate.
+  const index_t n = 9, vocab = 16;
+  const random_matrix<format::bf16> gate(n_experts, d, 110, 0.3f);
+  const auto bias = dsv4::test::random_normal(n_experts, 111, 0.1f);
+  std::vector<std::int32_t> table(static_cast<std::size_t>(vocab * k));
+  for (std::size_t i = 0; i < table.size(); ++i)
+    table[i] = static_cast<std::int32_t>((i + 2 * (i / k)) % n_experts);
+  const auto x = dsv4::test::random_normal(n * d, 112, 2.0f);
+  const std::vector<std::int32_t> ids = {3, 0, 15, 7, 7, 1, 12, 9, 4};
+  const auto check = [&]<format R, format S>() {
+    const expert_set<R> routed(n_experts, d, inter, 120);
+    const expert_set<S> shared(1, d, 2 * inter, 130);
+    using rw = decltype(routed.mats[0].view());
+    using sw = decltype(shared.mats[0].view());
+    using score_layer = dsv4::moe::moe_ffn<dsv4::moe::score_router<dsv4::bf16_matrix>, rw, sw>;
+    using hash_layer = dsv4::moe::moe_ffn<dsv4::moe::hash_router<dsv4::bf16_matrix, std::int32_t>, rw, sw>;
+    const score_layer by_score{
+        {gate.view(), {bias.data(), {n_experts}}, k, 1.5f}, routed.views, shared.views[0], 10.0f};
+    const hash_layer by_hash{
+        {gate.view(), {table.data(), {vocab, k}}, 1.5f}, routed.views, shared.views[0], 10.0f};
+    std::vector<float> y1(static_cast<std::size_t>(n * d)), y2(y1.size());
+    dsv4::test::aligned_workspace ws(std::max(by_score.workspace_bytes(n), by_hash.workspace_bytes(n)));
+    dsv4::status s1, s2;
+    const auto forward = [&] {
+      s1 = by_score.forward({{x.data(), {n, d}}, {}}, {y1.data(), {n, d}}, ws.bytes);
+      s2 = by_hash.forward({{x.data(), {n, d}}, ids}, {y2.data(), {n, d}}, ws.bytes);
+    };
+    forward();  // the first call may start the thread pool
+    REQUIRE(s1.ok());
+    REQUIRE(s2.ok());
+    const std::int64_t count = dsv4::test::allocations_during(forward);
+    REQUIRE(s1.ok());
+    REQUIRE(s2.ok());
+    CHECK(count == 0);
+    CHECK(std::none_of(y1.begin(), y1.end(), [](float v) { return v == 0.0f || !std::isfinite(v); }));
+  };
+  check.operator()<format::fp4, format::fp8>();
+  check.operator()<format::bf16, format::bf16>();
 }

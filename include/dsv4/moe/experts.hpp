@@ -5,11 +5,11 @@
 //   a = silu(g) * u * weight                      (a routed expert's mixing weight, before w2)
 //   y = w2 . a
 //
-// The clamp (swiglu_limit, 10 in both releases; 0 or less disables it) applies to the routed and
-// the shared expert alike: the current official revision clamps the shared expert too (§16.3,
-// §18.1). Applying the routing weight before w2 is the released model's order; Hugging Face applies
-// it after w2, which is the same up to fp32 rounding. Weights may be stored in any format of
-// core/gemv.hpp and are decoded on the fly.
+// The clamp (swiglu_limit, 10 in both releases, model_params::swiglu_limit; 0 disables it, a
+// negative or non-finite limit is rejected) applies to the routed and the shared expert alike: the current
+// official revision clamps the shared expert too (§16.3, §18.1). Applying the routing weight before w2 is the
+// released model's order; Hugging Face applies it after w2, which is the same up to fp32 rounding. Weights
+// may be stored in any format of core/gemv.hpp and are decoded on the fly.
 //
 // Numerics (core/numerics.hpp). numerics::exact is the fp32 path above. numerics::released adds the
 // official inference code's roundings (spec §18.3 "Experts"), where every linear is `linear()`:
@@ -27,21 +27,26 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <string_view>
 
+#include "dsv4/config/model_config.hpp"
 #include "dsv4/core/gemv.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
+#include "dsv4/core/workspace.hpp"
+#include "dsv4/moe/checks.hpp"
 #include "dsv4/moe/concepts.hpp"
 
 namespace dsv4::moe {
 
-// silu(min(g, limit)) * clamp(u, -limit, limit); limit <= 0 means no clamp.
+// silu(min(g, limit)) * clamp(u, -limit, limit); limit 0 means no clamp (the operations below
+// reject a negative limit before they get here; this scalar form leaves any limit <= 0 unclamped).
 inline float clamped_swiglu(float g, float u, float limit) {
   if (limit > 0.0f) {
     g = std::min(g, limit);
@@ -60,36 +65,61 @@ struct swiglu_weights {
   index_t dim() const { return w1.cols(); }
   index_t inter() const { return w1.rows(); }
 
+  // Both dimensions positive, w1 and w3 (inter, d), w2 (d, inter), each valid by its own check.
+  // Asked under empty names first (no string is built unless something fails: the MoE layer checks
+  // every expert on every forward), then under `name` for the message.
   status check(std::string_view name) const {
+    if (check_named("", "", "", "").ok()) return {};
     const std::string n(name);
-    DSV4_TRY(w1.check(n + ".w1"));
-    DSV4_TRY(w3.check(n + ".w3"));
-    DSV4_TRY(w2.check(n + ".w2"));
+    return check_named(n, n + ".w1", n + ".w3", n + ".w2");
+  }
+
+ private:
+  status check_named(std::string_view n, std::string_view n1, std::string_view n3,
+                     std::string_view n2) const {
+    DSV4_TRY(detail::check_matrix(w1, n1));
+    DSV4_TRY(detail::check_matrix(w3, n3));
+    DSV4_TRY(detail::check_matrix(w2, n2));
     if (w3.rows() != inter() || w3.cols() != dim() || w2.rows() != dim() || w2.cols() != inter()) {
-      return {errc::shape_mismatch, n + ": expected w1, w3 (inter, d) and w2 (d, inter), got w1 (" +
-                                        std::to_string(inter()) + ", " + std::to_string(dim()) + "), w3 (" +
-                                        std::to_string(w3.rows()) + ", " + std::to_string(w3.cols()) +
-                                        "), w2 (" + std::to_string(w2.rows()) + ", " +
-                                        std::to_string(w2.cols()) + ")"};
+      return {errc::shape_mismatch,
+              std::string(n) + ": expected w1, w3 (inter, d) and w2 (d, inter), got w1 (" +
+                  std::to_string(inter()) + ", " + std::to_string(dim()) + "), w3 (" +
+                  std::to_string(w3.rows()) + ", " + std::to_string(w3.cols()) + "), w2 (" +
+                  std::to_string(w2.rows()) + ", " + std::to_string(w2.cols()) + ")"};
     }
     return {};
   }
 };
 
-// Floats of scratch swiglu_forward needs for n tokens (the released path keeps a rounded copy of x).
+// Floats of scratch swiglu_forward needs for n tokens: g and u (n, inter), the released path's
+// rounded copy of x (n, d), and the GEMM inputs in W's lane order (core/gemv.hpp; FP8 and FP4
+// only): x for w1 and w3, then the activation for w2, one after the other in one region. A
+// negative n counts as none (swiglu_forward rejects it).
 template <weight_matrix W>
 index_t swiglu_scratch_floats(const swiglu_weights<W>& e, index_t n, numerics num = numerics::exact) {
-  return 2 * n * e.inter() + (num == numerics::released ? n * e.dim() : 0);
+  const index_t t = std::max<index_t>(n, 0), inter = std::max<index_t>(e.inter(), 0),
+                d = std::max<index_t>(e.dim(), 0);
+  index_t floats = 0;  // saturated: no scratch that large passes swiglu_forward
+  if (__builtin_mul_overflow(t, 2 * inter + d + std::max(inter, d), &floats))
+    return std::numeric_limits<index_t>::max();
+  const index_t lanes = std::max(gemm_op<W>::workspace_floats(t, d), gemm_op<W>::workspace_floats(t, inter));
+  return 2 * t * inter + (num == numerics::released ? t * d : 0) + lanes;
 }
 
 // y (n, d) = w2 . (clamped_swiglu(w1 . x_t, w3 . x_t) * row_weight[t]) for every token t; an empty
-// row_weight means weight 1 (shared and dense experts). scratch holds swiglu_scratch_floats(e, n,
-// num). Under numerics::released the roundings of the banner are applied and y holds BF16 values.
+// row_weight means weight 1 (shared and dense experts). limit: finite, >= 0, 0 for no clamp.
+// scratch holds swiglu_scratch_floats(e, n, num). Under numerics::released the roundings of the
+// banner are applied and y holds BF16 values. Everything is checked before y is written.
 template <weight_matrix W>
 status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
                       std::span<const float> row_weight, float limit, tensor_view<float, 2> y,
                       std::span<float> scratch, numerics num = numerics::exact) {
+  DSV4_TRY(detail::check_swiglu_limit(limit, "swiglu_forward"));
+  DSV4_TRY(e.check("expert"));
+  DSV4_TRY(detail::check_extents(x, "x"));
   const index_t n = x.extent(0), d = e.dim(), inter = e.inter();
+  DSV4_TRY(check_shape(x, {n, d}, "x"));
+  DSV4_TRY(detail::check_view(y, {n, d}, "y"));
   if (!row_weight.empty() && static_cast<index_t>(row_weight.size()) != n) {
     return {errc::shape_mismatch, "row_weight: expected " + std::to_string(n) + " weights, got " +
                                       std::to_string(row_weight.size())};
@@ -99,27 +129,31 @@ status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
     return {errc::out_of_range, "scratch: expected at least " + std::to_string(need) + " floats, got " +
                                     std::to_string(scratch.size())};
   }
-  DSV4_TRY(check_shape(x, {n, d}, "x"));
-  DSV4_TRY(check_shape(y, {n, d}, "y"));
-  const tensor_view<float, 2> g(scratch.data(), {n, inter});              // (n, inter)
-  const tensor_view<float, 2> u(scratch.data() + n * inter, {n, inter});  // (n, inter)
+  float* const base = scratch.data();
+  const tensor_view<float, 2> g(base, {n, inter});                                               // (n, inter)
+  const tensor_view<float, 2> u(base + n * inter, {n, inter});                                   // (n, inter)
+  const tensor_view<float, 2> xq(base + 2 * n * inter, {n, num == numerics::released ? d : 0});  // (n, d)
+  float* const lanes = xq.data() + xq.size();
+  const std::span<float> x_lanes(lanes, static_cast<std::size_t>(gemm_op<W>::workspace_floats(n, d)));
+  const std::span<float> g_lanes(lanes, static_cast<std::size_t>(gemm_op<W>::workspace_floats(n, inter)));
   const auto row = [](const tensor_view<float, 2>& v, index_t t) {
     return std::span<float>(v.data() + t * v.stride(0), static_cast<std::size_t>(v.extent(1)));
   };
-  tensor_view<const float, 2> in = x;  // (n, d) what w1 and w3 read
+  // (n, d) what w1 and w3 read: x, or its rounded copy under the released numerics.
+  const tensor_view<const float, 2> in = num == numerics::released ? tensor_view<const float, 2>(xq) : x;
+  // Every GEMM's shapes, strides and overlaps (x's and y's among them) before any write.
+  DSV4_TRY(gemm_op<W>::check({e.w1, in, g, x_lanes}));
+  DSV4_TRY(gemm_op<W>::check({e.w3, in, u, x_lanes}));
+  DSV4_TRY(gemm_op<W>::check({e.w2, tensor_view<const float, 2>(g), y, g_lanes}));
   if (num == numerics::released) {
-    const tensor_view<float, 2> xq(scratch.data() + 2 * n * inter, {n, d});  // (n, d)
     parallel_for(0, n, [&](index_t t) {
       for (index_t c = 0; c < d; ++c) xq(t, c) = x(t, c);
       to_linear_input(num, takes_fp8_input<W>, row(xq, t));
     });
-    in = xq;
   }
   // The gate and up projections and the activation in one parallel region: each task computes
   // its rows of g and u for every token, then the activation of those columns.
-  DSV4_TRY(gemm_op<W>::check({e.w1, in, g}));
-  DSV4_TRY(gemm_op<W>::check({e.w3, in, u}));
-  const gemm_input<W> xin(in);
+  const gemm_input<W> xin(in, x_lanes);
   parallel_for(0, gemm_input<W>::tasks(inter), [&](index_t b) {
     xin.run_task(e.w1, g, b);
     xin.run_task(e.w3, u, b);
@@ -134,55 +168,51 @@ status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
   });
   if (num == numerics::released)
     parallel_for(0, n, [&](index_t t) { to_linear_input(num, takes_fp8_input<W>, row(g, t)); });
-  DSV4_TRY(gemm(e.w2, tensor_view<const float, 2>(g), y));
+  DSV4_TRY(gemm(e.w2, tensor_view<const float, 2>(g), y, g_lanes));
   if (num == numerics::released) parallel_for(0, n, [&](index_t t) { to_activation(num, row(y, t)); });
   return {};
 }
 
-namespace detail {
-// Workspace pieces, each rounded up to a cache line so that every piece is aligned. With a null
-// base the layout only adds up sizes, so that a size query and the carving share one code path.
-inline constexpr std::size_t workspace_align = 64;
-struct workspace_layout {
-  std::byte* base = nullptr;
-  std::size_t used = 0;
-
-  template <class T>
-  T* take(index_t count) {
-    T* p = base ? reinterpret_cast<T*>(base + used) : nullptr;
-    used += (static_cast<std::size_t>(count) * sizeof(T) + workspace_align - 1) / workspace_align *
-            workspace_align;
-    return p;
-  }
-};
-inline status check_workspace(std::span<std::byte> ws, std::size_t need) {
-  if (ws.size() >= need && reinterpret_cast<std::uintptr_t>(ws.data()) % workspace_align == 0) return {};
-  return {errc::out_of_range, "workspace: expected at least " + std::to_string(need) +
-                                  " bytes aligned to 64, got " + std::to_string(ws.size())};
-}
-}  // namespace detail
-
-// The dense SwiGLU FFN: the baseline an MoE is compared with (no routing, weight 1, clamp optional),
-// with the numerics Num (core/numerics.hpp).
+// The dense SwiGLU FFN: the baseline an MoE is compared with (no routing, weight 1), with the
+// numerics Num (core/numerics.hpp).
 template <weight_matrix W, numerics Num = numerics::exact>
 struct dense_swiglu_ffn {
   swiglu_weights<W> weights;
-  float swiglu_limit = 0.0f;  // <= 0: the plain SwiGLU
+  float swiglu_limit;  // finite, >= 0, 0: the plain SwiGLU (model_params::swiglu_limit)
+
+  // The FFN of a model: swiglu_limit from its parameters, weights of width d_model.
+  static result<dense_swiglu_ffn> from(const config::model_config& cfg, const config::model_params& params,
+                                       const swiglu_weights<W>& weights) {
+    const dense_swiglu_ffn f{weights, params.swiglu_limit};
+    DSV4_TRY(f.check());
+    if (weights.dim() != cfg.d_model) {
+      return status{errc::shape_mismatch,
+                    "ffn: d = " + std::to_string(weights.dim()) +
+                        " differs from the config's d_model = " + std::to_string(cfg.d_model)};
+    }
+    return f;
+  }
+
+  // The weights and the limit, independent of a batch.
+  status check() const {
+    DSV4_TRY(detail::check_swiglu_limit(swiglu_limit, "dense_swiglu_ffn"));
+    return weights.check("ffn");
+  }
 
   std::size_t workspace_bytes(index_t n) const {
-    detail::workspace_layout size_only;
+    workspace_layout size_only;
     size_only.take<float>(swiglu_scratch_floats(weights, n, Num));
     return size_only.used;
   }
 
   status forward(const ffn_input& in, tensor_view<float, 2> y, std::span<std::byte> ws) const {
-    const index_t n = in.x.extent(0);
-    DSV4_TRY(weights.check("ffn"));
-    DSV4_TRY(check_shape(in.x, {n, weights.dim()}, "x"));
-    DSV4_TRY(check_shape(y, {n, weights.dim()}, "y"));
-    DSV4_TRY(detail::check_workspace(ws, workspace_bytes(n)));
+    DSV4_TRY(check());
+    index_t n = 0;
+    DSV4_TRY(detail::check_input_x(in, weights.dim(), n));
+    DSV4_TRY(detail::check_view(y, {n, weights.dim()}, "y"));
+    DSV4_TRY(check_workspace(ws, workspace_bytes(n)));
     const index_t floats = swiglu_scratch_floats(weights, n, Num);
-    detail::workspace_layout layout{ws.data()};
+    workspace_layout layout{ws.data()};
     return swiglu_forward(weights, in.x, {}, swiglu_limit, y,
                           std::span<float>(layout.take<float>(floats), static_cast<std::size_t>(floats)),
                           Num);
