@@ -59,7 +59,7 @@ std::vector<matrix> residual_matrices(dsv4::mhc::residual_map map, int sites, in
   std::vector<float> x(static_cast<std::size_t>(width)), fn(static_cast<std::size_t>(rows * width));
   std::vector<float> base(static_cast<std::size_t>(rows), 0.0f), scale(3, 1.0f),
       x_in(static_cast<std::size_t>(d));
-  std::vector<float> pre(n), post(n), comb(n * n);
+  std::vector<float> pre(n), post(n), comb(n * n), mix(static_cast<std::size_t>(rows));
   std::vector<matrix> out;
   for (int s = 0; s < sites; ++s) {
     for (float& v : x) v = unit(rng);
@@ -70,7 +70,7 @@ std::vector<matrix> residual_matrices(dsv4::mhc::residual_map map, int sites, in
         {},
         map,
         {x_in.data(), {1, d}},
-        {{pre.data(), {1, n}}, {post.data(), {1, n}}, {comb.data(), {1, n, n}}}};
+        {{pre.data(), {1, n}}, {post.data(), {1, n}}, {comb.data(), {1, n, n}}, {mix.data(), {1, rows}}}};
     if (!dsv4::run<dsv4::cpu>(p).ok()) std::abort();
     matrix b{};
     for (int i = 0; i < n; ++i)

@@ -66,7 +66,7 @@ double site_bytes(index_t tokens) {
 struct flash_site {
   index_t tokens, copies;
   dsv4::numerics num;
-  std::vector<float> fn, scale{0.9f, 1.1f, 1.2f}, base, x, y, x_in, pre, post, comb, out;
+  std::vector<float> fn, scale{0.9f, 1.1f, 1.2f}, base, x, y, x_in, pre, post, comb, mix, out;
 
   flash_site(index_t tokens_, index_t copies_, dsv4::numerics num_)
       : tokens(tokens_), copies(copies_), num(num_) {
@@ -86,10 +86,14 @@ struct flash_site {
     pre.resize(static_cast<std::size_t>(tokens * n));
     post.resize(pre.size());
     comb.resize(static_cast<std::size_t>(tokens * n * n));
+    mix.resize(static_cast<std::size_t>(tokens * rows));
     out.resize(x.size());
   }
   dsv4::mhc::hc_state state() {
-    return {{pre.data(), {tokens, n}}, {post.data(), {tokens, n}}, {comb.data(), {tokens, n, n}}};
+    return {{pre.data(), {tokens, n}},
+            {post.data(), {tokens, n}},
+            {comb.data(), {tokens, n, n}},
+            {mix.data(), {tokens, rows}}};
   }
   dsv4::mhc::hc_pre_op::params pre_params(index_t copy) {
     return {{x.data(), {tokens, n, d}},

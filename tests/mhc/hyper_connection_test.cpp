@@ -65,8 +65,9 @@ TEST_CASE("HC_pre and HC_post match the Hugging Face modules (golden fixtures)",
     const index_t tokens = x.shape[0], n = x.shape[1], d = x.shape[2];
     const hc_settings settings = mhc_test::settings_of(f);
     std::vector<float> x_in(static_cast<std::size_t>(tokens * d)), pre(static_cast<std::size_t>(tokens * n)),
-        post(pre.size()), comb(static_cast<std::size_t>(tokens * n * n)), out(x.data.size());
-    const hc_state s = mhc_test::state_of(pre, post, comb, tokens, n);
+        post(pre.size()), comb(static_cast<std::size_t>(tokens * n * n)), out(x.data.size()),
+        mix(static_cast<std::size_t>(tokens * mix_width(n)));
+    const hc_state s = mhc_test::state_of(pre, post, comb, mix, tokens, n);
     REQUIRE(mhc_test::fixture_pre(x, fn, scale, base, settings, x_in.data(), s).ok());
     // Relative L2 <= 1e-5: both sides are fp32 with different summation orders (and HF normalizes
     // before the matmul where the reference scales after), a few ulps apart.
@@ -280,7 +281,7 @@ TEST_CASE("mhc<4> as a residual policy: expand, two sites, head", "[mhc]") {
       mhc4::pre(direct.weights(), {}, {x.data(), {tokens, n, d}}, {x_in.data(), {tokens, d}}, state).ok());
   REQUIRE(run<cpu>(direct.pre_params()).ok());
   CHECK(x_in == direct.x_in);
-  CHECK(std::vector<float>(scratch.begin() + 2 * tokens * n, scratch.end()) == direct.comb);
+  CHECK(std::vector<float>(state.comb.data(), state.comb.data() + tokens * n * n) == direct.comb);
   const auto y = random_normal(tokens * d, 63);
   const tensor_view<float, 3> xs(x.data(), {tokens, n, d});
   REQUIRE(mhc4::post({y.data(), {tokens, d}}, xs, state, xs).ok());

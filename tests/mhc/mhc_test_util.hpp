@@ -30,10 +30,14 @@ inline hc_settings settings_of(const test::fixture& f) {
           f.meta().at("hc_sinkhorn_iters").get<int>()};
 }
 
-// The hc_state over a site's pre and post (tokens, n) and comb (tokens, n, n) buffers.
+// The hc_state over a site's pre and post (tokens, n), comb (tokens, n, n) and mix
+// (tokens, mix_width(n)) buffers.
 inline hc_state state_of(std::vector<float>& pre, std::vector<float>& post, std::vector<float>& comb,
-                         index_t tokens, index_t n) {
-  return {{pre.data(), {tokens, n}}, {post.data(), {tokens, n}}, {comb.data(), {tokens, n, n}}};
+                         std::vector<float>& mix, index_t tokens, index_t n) {
+  return {{pre.data(), {tokens, n}},
+          {post.data(), {tokens, n}},
+          {comb.data(), {tokens, n, n}},
+          {mix.data(), {tokens, mix_width(n)}}};
 }
 
 // HC_pre (Sinkhorn residual map) of a fixture's streams x (tokens, n, d) with the fixture's site
@@ -106,7 +110,7 @@ inline double spectral_norm(const dmatrix& m, int n) {
 // gives logits of standard deviation ~logit_std.
 struct site_buffers {
   index_t tokens, n, d;
-  std::vector<float> x, fn, scale, base, x_in, pre, post, comb;
+  std::vector<float> x, fn, scale, base, x_in, pre, post, comb, mix;
 
   site_buffers(index_t tokens_, index_t n_, index_t d_, unsigned seed, float logit_std = 1.0f)
       : tokens(tokens_),
@@ -120,15 +124,14 @@ struct site_buffers {
         x_in(static_cast<std::size_t>(tokens * d)),
         pre(static_cast<std::size_t>(tokens * n)),
         post(static_cast<std::size_t>(tokens * n)),
-        comb(static_cast<std::size_t>(tokens * n * n)) {}
+        comb(static_cast<std::size_t>(tokens * n * n)),
+        mix(static_cast<std::size_t>(tokens * mix_width(n))) {}
 
   tensor_view<float, 3> streams() { return {x.data(), {tokens, n, d}}; }
   hc_site_weights weights() const {
     return {{fn.data(), {mix_width(n), n * d}}, {scale.data(), {3}}, {base.data(), {mix_width(n)}}};
   }
-  hc_state state() {
-    return {{pre.data(), {tokens, n}}, {post.data(), {tokens, n}}, {comb.data(), {tokens, n, n}}};
-  }
+  hc_state state() { return state_of(pre, post, comb, mix, tokens, n); }
   hc_pre_op::params pre_params(residual_map map = residual_map::sinkhorn, hc_settings s = {}) {
     return {streams(), weights(), s, map, {x_in.data(), {tokens, d}}, state()};
   }

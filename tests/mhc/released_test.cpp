@@ -72,10 +72,11 @@ struct released_site {
   std::vector<float> x_in = std::vector<float>(static_cast<std::size_t>(tokens * d)),
                      pre = std::vector<float>(static_cast<std::size_t>(tokens * n)), post = pre,
                      comb = std::vector<float>(static_cast<std::size_t>(tokens * n * n)),
+                     mix = std::vector<float>(static_cast<std::size_t>(tokens * mix_width(n))),
                      x_next = std::vector<float>(x.data.size()), h = x_in;
 
   explicit released_site(numerics num) {
-    const hc_state s = mhc_test::state_of(pre, post, comb, tokens, n);
+    const hc_state s = mhc_test::state_of(pre, post, comb, mix, tokens, n);
     REQUIRE(mhc_test::fixture_pre(x, fn, scale, base, settings, x_in.data(), s, num).ok());
     REQUIRE(run<cpu>(hc_post_op::params{
                          view_of<2>(y), view_of<3>(x), s.post, s.comb, {x_next.data(), {tokens, n, d}}, num})

@@ -50,7 +50,7 @@ TEST_CASE("adamw: random batched tensors against the formula in double", "[optim
   const auto slot = opt.add({b, n, m});
   REQUIRE(slot.ok());
   CHECK(opt.state_floats() == 2 * count);
-  CHECK(adamw::state_size({b, n, m}) == 2 * count);
+  CHECK(*adamw::state_size({b, n, m}) == 2 * count);
   const double lr = 0.01;
   for (int t = 1; t <= 4; ++t) {
     std::vector<float> g(w.size());

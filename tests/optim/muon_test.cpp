@@ -104,7 +104,7 @@ TEST_CASE("muon: a batch of matrices steps like each matrix alone", "[optim][muo
   }
   CHECK(w_batch == w_single);
   CHECK(batched.state_floats() == b * n * m);
-  CHECK(muon<>::state_size({b, n, m}) == b * n * m);
+  CHECK(*muon<>::state_size({b, n, m}) == b * n * m);
   CHECK(single.state_floats() == b * n * m);
 }
 

@@ -30,18 +30,28 @@
 // a batch reads fn once per pass of 64 tokens, and its accumulation-order contract (dsv4::dot's
 // lanes and tree, fused products where the target has FMA) makes a batch equal its tokens one at a
 // time bit for bit.
+//
+// Memory: nothing here allocates. The GEMM's (tokens, 24) products land in hc_state::mix, scratch
+// the caller owns with the rest of the site state (hyper_connection::state_floats sizes it,
+// make_state carves it, both from one layout function). Every check runs before the first write:
+// no output or state view may share a byte with an input or with another output (in place only
+// where an operation says so, as the very same view), and a view with a negative extent is refused
+// whatever the other views say.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
-#include <cstring>
+#include <functional>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
 
+#include "dsv4/core/arith.hpp"
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/gemv.hpp"
 #include "dsv4/core/macros.hpp"
@@ -50,6 +60,7 @@
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
+#include "dsv4/core/workspace.hpp"
 #include "dsv4/mhc/concepts.hpp"
 #include "dsv4/mhc/sinkhorn.hpp"
 
@@ -81,12 +92,32 @@ struct hc_head_weights {
   tensor_view<const float, 1> base;   // (n_hc)
 };
 
-// One site's coefficients for a batch of tokens: HC_pre writes them, HC_post reads post and comb.
+// One site's coefficients for a batch of tokens, and HC_pre's scratch: HC_pre writes all four
+// views, HC_post reads post and comb. The four must not overlap one another.
 struct hc_state {
   tensor_view<float, 2> pre;   // (tokens, n_hc)
   tensor_view<float, 2> post;  // (tokens, n_hc)
   tensor_view<float, 3> comb;  // (tokens, n_hc, n_hc)
+  tensor_view<float, 2> mix;   // (tokens, mix_width(n_hc)) the raw mixing products; unit inner stride
 };
+
+// The one layout of a site state over caller memory: with a null base it only counts (the size
+// query), over the caller's floats it carves the same views. Each view starts on a 64-byte line of
+// the offsets (l.used); l.used saturates at SIZE_MAX when tokens < 0 or a size does not fit.
+inline hc_state hc_state_layout(workspace_layout& l, index_t tokens, index_t n_hc) {
+  // tokens * per_token, or a count no memory holds (take() saturates) when tokens < 0 or the
+  // product does not fit.
+  const auto floats = [&](index_t per_token) {
+    index_t c = 0;
+    return tokens >= 0 && checked_mul(tokens, per_token, c) ? c : INT64_MAX;
+  };
+  hc_state s;
+  s.pre = {l.take<float>(floats(n_hc)), {tokens, n_hc}};
+  s.post = {l.take<float>(floats(n_hc)), {tokens, n_hc}};
+  s.comb = {l.take<float>(floats(n_hc * n_hc)), {tokens, n_hc, n_hc}};
+  s.mix = {l.take<float>(floats(mix_width(n_hc))), {tokens, mix_width(n_hc)}};
+  return s;
+}
 
 namespace detail {
 // Channels one parallel_for index handles in the stream collapse and in HC_post.
@@ -94,6 +125,7 @@ inline constexpr index_t channel_block = 256;
 
 // x (tokens, n_hc, d): each token's n_hc * d values must be dense and stream-major (spec §18.3).
 inline status check_streams(const tensor_view<const float, 3>& x, std::string_view name) {
+  DSV4_TRY(check_shape(x, {any_extent, any_extent, any_extent}, name));
   const index_t n = x.extent(1), d = x.extent(2);
   if (n < 1 || n > max_hc_mult || d < 1) {
     return {errc::shape_mismatch, std::string(name) + ": expected (tokens, n_hc, d) with 1 <= n_hc <= " +
@@ -115,30 +147,58 @@ status check_unit_inner(const tensor_view<T, Rank>& v, std::string_view name) {
                                     std::to_string(v.stride(Rank - 1))};
 }
 
-// The elements a view can touch, as [first, last] addresses (strides are non-negative here).
+// An output with memory behind it whose elements are all distinct: sorted by |stride|, each
+// dimension steps past everything the smaller ones reach (a sufficient condition; a stride of 0 over
+// two or more elements fails it). Several threads write an output at once, so two indices on one
+// address would race.
+template <std::size_t Rank>
+status check_output_view(const tensor_view<float, Rank>& v, std::string_view name) {
+  std::array<std::pair<index_t, index_t>, Rank> dims{};  // (|stride|, extent)
+  std::size_t used = 0;
+  for (std::size_t k = 0; k < Rank; ++k) {
+    if (v.extent(k) == 0) return {};  // no element at all
+    if (v.extent(k) > 1) dims[used++] = {v.stride(k) < 0 ? -v.stride(k) : v.stride(k), v.extent(k)};
+  }
+  if (v.data() == nullptr) return {errc::invalid_argument, std::string(name) + ": null data"};
+  for (std::size_t a = 1; a < used; ++a)  // insertion sort of at most Rank dimensions
+    for (std::size_t b = a; b > 0 && dims[b].first < dims[b - 1].first; --b) std::swap(dims[b], dims[b - 1]);
+  index_t reach = 1;  // elements spanned by the smaller dimensions
+  for (std::size_t k = 0; k < used; ++k) {
+    if (dims[k].first < reach)
+      return {errc::invalid_argument, std::string(name) + ": strides " + shape_string<Rank>(v.strides()) +
+                                          " make two elements share memory"};
+    if (!checked_mul(dims[k].first, dims[k].second, reach)) reach = INT64_MAX;
+  }
+  return {};
+}
+
+// A view's name and the bytes it spans (core's byte_span), for the overlap checks.
+struct named_span {
+  std::pair<const std::byte*, const std::byte*> bytes;
+  std::string_view name;
+};
 template <class T, std::size_t Rank>
-std::pair<std::uintptr_t, std::uintptr_t> address_range(const tensor_view<T, Rank>& v) {
-  index_t last = 0;
-  for (std::size_t k = 0; k < Rank; ++k) last += (v.extent(k) - 1) * v.stride(k);
-  const auto first = reinterpret_cast<std::uintptr_t>(v.data());
-  return {first, first + static_cast<std::uintptr_t>(last) * sizeof(T)};
+named_span span_of(const tensor_view<T, Rank>& v, std::string_view name) {
+  return {byte_span(v), name};
+}
+inline bool intersect(const named_span& a, const named_span& b) {
+  const auto [a0, a1] = a.bytes;
+  const auto [b0, b1] = b.bytes;
+  return a0 != nullptr && b0 != nullptr && std::less<>{}(a0, b1) && std::less<>{}(b0, a1);
 }
 
-// Whether two views can touch a common element.
-template <class T, std::size_t R, class U, std::size_t S>
-bool overlaps(const tensor_view<T, R>& a, const tensor_view<U, S>& b) {
-  if (a.empty() || b.empty()) return false;
-  const auto [a0, a1] = address_range(a);
-  const auto [b0, b1] = address_range(b);
-  return !(a1 < b0 || b1 < a0);
-}
-
-// An output that must not share memory with an input.
-template <class T, std::size_t R, class U, std::size_t S>
-status check_disjoint(const tensor_view<T, R>& out, const tensor_view<U, S>& in, std::string_view out_name,
-                      std::string_view in_name) {
-  if (!overlaps(out, in)) return {};
-  return {errc::invalid_argument, std::string(out_name) + ": overlaps " + std::string(in_name)};
+// Every output disjoint from every input and from every other output: "comb: overlaps fn".
+inline status check_disjoint(std::initializer_list<named_span> outputs,
+                             std::initializer_list<named_span> inputs) {
+  for (auto o = outputs.begin(); o != outputs.end(); ++o) {
+    for (const named_span& i : inputs)
+      if (intersect(*o, i))
+        return {errc::invalid_argument, std::string(o->name) + ": overlaps " + std::string(i.name)};
+    for (auto earlier = outputs.begin(); earlier != o; ++earlier)
+      if (intersect(*o, *earlier))
+        return {errc::invalid_argument, std::string(o->name) + ": overlaps " + std::string(earlier->name)};
+  }
+  return {};
 }
 
 // An output that is either exactly the input view (in place) or disjoint from it.
@@ -152,13 +212,24 @@ status check_in_place_or_disjoint(const tensor_view<float, Rank>& out,
           std::string(out_name) + ": overlaps " + std::string(in_name) + " without being the same view"};
 }
 
+inline status check_positive_finite(float v, std::string_view name) {
+  if (v > 0.0f && std::isfinite(v)) return {};
+  return {errc::invalid_argument,
+          std::string(name) + ": expected a finite value > 0, got " + std::to_string(v)};
+}
+
 inline status check_settings(const hc_settings& s) {
   if (s.sinkhorn_iters < 1)
     return {errc::invalid_argument,
             "hc_settings.sinkhorn_iters: expected >= 1, got " + std::to_string(s.sinkhorn_iters)};
-  if (!(s.rms_norm_eps >= 0.0f) || !(s.hc_eps >= 0.0f))
-    return {errc::invalid_argument, "hc_settings: rms_norm_eps and hc_eps must be non-negative"};
-  return {};
+  DSV4_TRY(check_positive_finite(s.rms_norm_eps, "hc_settings.rms_norm_eps"));
+  return check_positive_finite(s.hc_eps, "hc_settings.hc_eps");
+}
+
+inline status check_numerics(numerics num) {
+  if (num == numerics::exact || num == numerics::released) return {};
+  return {errc::invalid_argument,
+          "num: not a dsv4::numerics value (" + std::to_string(static_cast<int>(num)) + ")"};
 }
 
 // out[k] = sum_j a[j] * x[j*d + k] for k in [k0, k1), stored as `num` stores activations; x is one
@@ -188,14 +259,17 @@ struct hc_pre_op {
     hc_site_weights w;
     hc_settings settings;
     residual_map map = residual_map::sinkhorn;
-    tensor_view<float, 2> x_in;      // (tokens, d) sublayer input; must not overlap x (checked)
-    hc_state s;                      // (tokens, n_hc), (tokens, n_hc), (tokens, n_hc, n_hc)
+    tensor_view<float, 2> x_in;      // (tokens, d) sublayer input
+    hc_state s;                      // (tokens, n_hc), (tokens, n_hc), (tokens, n_hc, n_hc), mix
     numerics num = numerics::exact;  // released: x_in rounded to BF16
   };
 
   static status check(const params& p) {
     DSV4_TRY(detail::check_streams(p.x, "x"));
     DSV4_TRY(detail::check_settings(p.settings));
+    DSV4_TRY(detail::check_numerics(p.num));
+    if (p.map != residual_map::sinkhorn && p.map != residual_map::unconstrained)
+      return {errc::invalid_argument, "map: not a residual_map value"};
     const index_t t = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
     DSV4_TRY(check_shape(p.w.fn, {mix_width(n), n * d}, "fn"));
     DSV4_TRY(detail::check_unit_inner(p.w.fn, "fn"));
@@ -203,63 +277,51 @@ struct hc_pre_op {
     DSV4_TRY(check_shape(p.w.base, {mix_width(n)}, "base"));
     DSV4_TRY(check_shape(p.x_in, {t, d}, "x_in"));
     DSV4_TRY(detail::check_unit_inner(p.x_in, "x_in"));
+    DSV4_TRY(detail::check_output_view(p.x_in, "x_in"));
     DSV4_TRY(check_shape(p.s.pre, {t, n}, "pre"));
+    DSV4_TRY(detail::check_output_view(p.s.pre, "pre"));
     DSV4_TRY(check_shape(p.s.post, {t, n}, "post"));
+    DSV4_TRY(detail::check_output_view(p.s.post, "post"));
     DSV4_TRY(check_shape(p.s.comb, {t, n, n}, "comb"));
-    return detail::check_disjoint(p.x_in, p.x, "x_in", "x");
+    DSV4_TRY(detail::check_output_view(p.s.comb, "comb"));
+    DSV4_TRY(check_shape(p.s.mix, {t, mix_width(n)}, "mix"));
+    DSV4_TRY(detail::check_unit_inner(p.s.mix, "mix"));
+    DSV4_TRY(detail::check_output_view(p.s.mix, "mix"));
+    using detail::span_of;
+    return detail::check_disjoint(
+        {span_of(p.x_in, "x_in"), span_of(p.s.pre, "pre"), span_of(p.s.post, "post"),
+         span_of(p.s.comb, "comb"), span_of(p.s.mix, "mix")},
+        {span_of(p.x, "x"), span_of(p.w.fn, "fn"), span_of(p.w.scale, "scale"), span_of(p.w.base, "base")});
   }
 };
 
 namespace detail {
-
-// emit(t, r, fn_r . x_t) for every mixing row r and token t, then emit(t, rows, x_t . x_t).
-template <class Emit>
-void mix_rows(const tensor_view<const float, 3>& x, const tensor_view<const float, 2>& fn, Emit&& emit) {
-  const index_t tokens = x.extent(0), width = x.extent(1) * x.extent(2), rows = fn.extent(0);
-  std::vector<float> mix(static_cast<std::size_t>(tokens * rows));  // (tokens, rows)
-  [[maybe_unused]] const status st =
-      gemm(f32_matrix{fn}, tensor_view<const float, 2>(x.data(), {tokens, width}, {x.stride(0), 1}),
-           tensor_view<float, 2>(mix.data(), {tokens, rows}));
-  DSV4_ASSERT(st.ok(), "hc_pre: mixing GEMM shapes");
-  for (index_t t = 0; t < tokens; ++t)
-    for (index_t r = 0; r < rows; ++r) emit(t, r, mix[static_cast<std::size_t>(t * rows + r)]);
-  parallel_for(0, tokens, [&](index_t t) { emit(t, rows, sum_squares(x.data() + t * x.stride(0), width)); });
-}
-
 // The CPU kernel of hc_pre_op.
 inline status hc_pre_cpu(const hc_pre_op::params& p) {
   DSV4_TRY(hc_pre_op::check(p));
   const index_t tokens = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
-  const index_t width = n * d, rows = mix_width(n);
+  const index_t width = n * d;
+  if (tokens == 0) return {};
   const auto token = [&](index_t t) { return p.x.data() + t * p.x.stride(0); };
-  // The slot raw mixing row r of token t is parked in until stage 2 turns it into a coefficient.
-  const auto slot = [&](index_t t, index_t r) -> float& {
-    if (r < n) return p.s.pre(t, r);
-    if (r < 2 * n) return p.s.post(t, r - n);
-    return p.s.comb(t, (r - 2 * n) / n, (r - 2 * n) % n);
-  };
 
-  // Stage 1: the raw mixing rows into their slots and each token's sum of squares (for the RMS)
-  // into x_in(t, 0), until stage 3 overwrites it.
-  mix_rows(p.x, p.w.fn, [&](index_t t, index_t r, float v) {
-    if (r == rows)
-      p.x_in(t, 0) = v;
-    else
-      slot(t, r) = v;
-  });
+  // Stage 1: the raw mixing rows of every token, fn . x_t, into the scratch mix (tokens, rows),
+  // and each token's sum of squares (for the RMS) into x_in(t, 0), until stage 3 overwrites it.
+  DSV4_TRY(gemm(f32_matrix{p.w.fn},
+                tensor_view<const float, 2>(p.x.data(), {tokens, width}, {p.x.stride(0), 1}), p.s.mix));
+  parallel_for(0, tokens, [&](index_t t) { p.x_in(t, 0) = sum_squares(token(t), width); });
 
   // Stage 2: per token, the activations and the residual matrix.
   const float s_pre = p.w.scale(0), s_post = p.w.scale(1), s_res = p.w.scale(2);
   parallel_for(0, tokens, [&](index_t t) {
     const float rho = detail::rms_factor(p.x_in(t, 0), width, p.settings.rms_norm_eps);
     for (index_t j = 0; j < n; ++j) {
-      p.s.pre(t, j) = sigmoid(p.s.pre(t, j) * rho * s_pre + p.w.base(j)) + p.settings.hc_eps;
-      p.s.post(t, j) = 2.0f * sigmoid(p.s.post(t, j) * rho * s_post + p.w.base(n + j));
+      p.s.pre(t, j) = sigmoid(p.s.mix(t, j) * rho * s_pre + p.w.base(j)) + p.settings.hc_eps;
+      p.s.post(t, j) = 2.0f * sigmoid(p.s.mix(t, n + j) * rho * s_post + p.w.base(n + j));
     }
     float m[max_hc_mult * max_hc_mult];  // (n, n) logits, then the residual matrix
     for (index_t i = 0; i < n; ++i)
       for (index_t j = 0; j < n; ++j)
-        m[i * n + j] = p.s.comb(t, i, j) * rho * s_res + p.w.base(2 * n + i * n + j);
+        m[i * n + j] = p.s.mix(t, 2 * n + i * n + j) * rho * s_res + p.w.base(2 * n + i * n + j);
     if (p.map == residual_map::sinkhorn)
       sinkhorn_project(m, static_cast<int>(n), p.settings.sinkhorn_iters, p.settings.hc_eps);
     for (index_t i = 0; i < n; ++i)
@@ -287,12 +349,14 @@ struct hc_post_op {
     tensor_view<const float, 3> x;     // (tokens, n_hc, d) residual streams before the sublayer
     tensor_view<const float, 2> post;  // (tokens, n_hc)
     tensor_view<const float, 3> comb;  // (tokens, n_hc, n_hc)
-    tensor_view<float, 3> out;       // (tokens, n_hc, d); the very view x (in place) or disjoint from x and y
-    numerics num = numerics::exact;  // released: out rounded to BF16 once
+    tensor_view<float, 3> out;         // (tokens, n_hc, d); the very view x (in place) or disjoint from x,
+                                       // and disjoint from y, post and comb
+    numerics num = numerics::exact;    // released: out rounded to BF16 once
   };
 
   static status check(const params& p) {
     DSV4_TRY(detail::check_streams(p.x, "x"));
+    DSV4_TRY(detail::check_numerics(p.num));
     const index_t t = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
     DSV4_TRY(check_shape(p.y, {t, d}, "y"));
     DSV4_TRY(detail::check_unit_inner(p.y, "y"));
@@ -300,8 +364,11 @@ struct hc_post_op {
     DSV4_TRY(check_shape(p.comb, {t, n, n}, "comb"));
     DSV4_TRY(check_shape(p.out, {t, n, d}, "out"));
     DSV4_TRY(detail::check_streams(tensor_view<const float, 3>(p.out), "out"));
+    DSV4_TRY(detail::check_output_view(p.out, "out"));
     DSV4_TRY(detail::check_in_place_or_disjoint(p.out, p.x, "out", "x"));
-    return detail::check_disjoint(p.out, p.y, "out", "y");
+    using detail::span_of;
+    return detail::check_disjoint({span_of(p.out, "out")},
+                                  {span_of(p.y, "y"), span_of(p.post, "post"), span_of(p.comb, "comb")});
   }
 };
 
@@ -341,15 +408,21 @@ struct hc_expand_op {
   struct params {
     using op = hc_expand_op;
     tensor_view<const float, 2> e;   // (tokens, d)
-    tensor_view<float, 3> x;         // (tokens, n_hc, d)
+    tensor_view<float, 3> x;         // (tokens, n_hc, d); must not overlap e
     numerics num = numerics::exact;  // released: x rounded to BF16
   };
 
   static status check(const params& p) {
-    DSV4_TRY(check_shape(p.x, {p.e.extent(0), -1, p.e.extent(1)}, "x"));
+    DSV4_TRY(check_shape(p.e, {any_extent, any_extent}, "e"));
+    if (p.e.extent(1) < 1)
+      return {errc::shape_mismatch,
+              "e: expected (tokens, d) with d >= 1, got " + shape_string<2>(p.e.extents())};
+    DSV4_TRY(detail::check_numerics(p.num));
+    DSV4_TRY(check_shape(p.x, {p.e.extent(0), any_extent, p.e.extent(1)}, "x"));
     if (p.x.extent(1) < 1)
       return {errc::shape_mismatch, "x: expected at least one stream, got " + shape_string<3>(p.x.extents())};
-    return {};
+    DSV4_TRY(detail::check_output_view(p.x, "x"));
+    return detail::check_disjoint({detail::span_of(p.x, "x")}, {detail::span_of(p.e, "e")});
   }
 };
 
@@ -374,13 +447,14 @@ struct hc_head_op {
     tensor_view<const float, 3> x;  // (tokens, n_hc, d)
     hc_head_weights w;
     hc_settings settings;
-    tensor_view<float, 2> h;         // (tokens, d); must not overlap x
+    tensor_view<float, 2> h;         // (tokens, d); must not overlap x or the weights
     numerics num = numerics::exact;  // released: h rounded to BF16
   };
 
   static status check(const params& p) {
     DSV4_TRY(detail::check_streams(p.x, "x"));
     DSV4_TRY(detail::check_settings(p.settings));
+    DSV4_TRY(detail::check_numerics(p.num));
     const index_t t = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
     DSV4_TRY(check_shape(p.w.fn, {n, n * d}, "head fn"));
     DSV4_TRY(detail::check_unit_inner(p.w.fn, "head fn"));
@@ -388,7 +462,11 @@ struct hc_head_op {
     DSV4_TRY(check_shape(p.w.base, {n}, "head base"));
     DSV4_TRY(check_shape(p.h, {t, d}, "h"));
     DSV4_TRY(detail::check_unit_inner(p.h, "h"));
-    return detail::check_disjoint(p.h, p.x, "h", "x");
+    DSV4_TRY(detail::check_output_view(p.h, "h"));
+    using detail::span_of;
+    return detail::check_disjoint(
+        {span_of(p.h, "h")}, {span_of(p.x, "x"), span_of(p.w.fn, "head fn"), span_of(p.w.scale, "head scale"),
+                              span_of(p.w.base, "head base")});
   }
 };
 
@@ -457,13 +535,18 @@ struct hyper_connection {
   using head_weights = hc_head_weights;
   using site_state = hc_state;
 
-  static constexpr index_t state_floats(index_t tokens) { return tokens * mix_width(N); }
+  // Floats of scratch one site's state needs for `tokens` tokens (hc_state_layout); -1 when
+  // tokens < 0 or the size does not fit in 64 bits.
+  static index_t state_floats(index_t tokens) {
+    workspace_layout size_only;
+    hc_state_layout(size_only, tokens, N);
+    return size_only.used == SIZE_MAX ? -1 : static_cast<index_t>(size_only.used / sizeof(float));
+  }
 
-  // scratch: state_floats(tokens) floats, laid out as pre, post, comb.
+  // The site state carved from state_floats(tokens) floats of scratch (the same layout).
   static site_state make_state(float* scratch, index_t tokens) {
-    return {{scratch, {tokens, N}},
-            {scratch + tokens * N, {tokens, N}},
-            {scratch + 2 * tokens * N, {tokens, N, N}}};
+    workspace_layout layout{reinterpret_cast<std::byte*>(scratch)};
+    return hc_state_layout(layout, tokens, N);
   }
 
   template <class Backend = cpu, class... Extra>

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/parallel.hpp"
@@ -22,13 +23,16 @@ struct residual_add_op {
     using op = residual_add_op;
     tensor_view<const float, 2> x;  // (tokens, d) residual
     tensor_view<const float, 2> y;  // (tokens, d) sublayer output
-    tensor_view<float, 2> out;      // (tokens, d); may be the very view x (in place)
+    tensor_view<float, 2> out;      // (tokens, d); the very view x or y (in place), or disjoint from both
   };
 
   static status check(const params& p) {
+    DSV4_TRY(check_shape(p.x, {any_extent, any_extent}, "x"));
     DSV4_TRY(check_shape(p.y, p.x.extents(), "y"));
     DSV4_TRY(check_shape(p.out, p.x.extents(), "out"));
-    return detail::check_in_place_or_disjoint(p.out, p.x, "out", "x");
+    DSV4_TRY(detail::check_output_view(p.out, "out"));
+    DSV4_TRY(detail::check_in_place_or_disjoint(p.out, p.x, "out", "x"));
+    return detail::check_in_place_or_disjoint(p.out, p.y, "out", "y");
   }
 };
 
@@ -72,7 +76,7 @@ struct plain_residual {
   template <class Backend = cpu, class... Extra>
   static status pre(const site_weights&, const hc_settings&, tensor_view<const float, 3> x,
                     tensor_view<float, 2> x_in, const site_state&, Extra&&... extra) {
-    return copy_stream<Backend>(x, x_in, static_cast<Extra&&>(extra)...);
+    return copy_stream<Backend>(x, x_in, "x_in", static_cast<Extra&&>(extra)...);
   }
 
   template <class Backend = cpu, class... Extra>
@@ -86,7 +90,7 @@ struct plain_residual {
   template <class Backend = cpu, class... Extra>
   static status head(const head_weights&, const hc_settings&, tensor_view<const float, 3> x,
                      tensor_view<float, 2> h, Extra&&... extra) {
-    return copy_stream<Backend>(x, h, static_cast<Extra&&>(extra)...);
+    return copy_stream<Backend>(x, h, "h", static_cast<Extra&&>(extra)...);
   }
 
  private:
@@ -96,10 +100,15 @@ struct plain_residual {
     return {x.data(), {x.extent(0), x.extent(2)}, {x.stride(0), x.stride(2)}};
   }
 
-  // rows (tokens, d) <- the single stream of x: the expansion run backwards, onto one stream.
+  // rows (tokens, d) <- the single stream of x: the expansion run backwards, onto one stream. The
+  // arguments are checked here under the caller's names before the expansion sees them as e and x.
   template <class Backend, class... Extra>
-  static status copy_stream(tensor_view<const float, 3> x, tensor_view<float, 2> rows, Extra&&... extra) {
+  static status copy_stream(tensor_view<const float, 3> x, tensor_view<float, 2> rows,
+                            std::string_view rows_name, Extra&&... extra) {
+    DSV4_TRY(check_shape(x, {any_extent, any_extent, any_extent}, "x"));
     DSV4_TRY(detail::check_stream_count(x.extent(1), streams, "x"));
+    DSV4_TRY(check_shape(rows, {x.extent(0), x.extent(2)}, rows_name));
+    if (overlaps(rows, x)) return {errc::invalid_argument, std::string(rows_name) + ": overlaps x"};
     const tensor_view<float, 3> one(rows.data(), {rows.extent(0), 1, rows.extent(1)},
                                     {rows.stride(0), rows.extent(1) * rows.stride(1), rows.stride(1)});
     return run<Backend>(hc_expand_op::params{rows_of(x), one}, static_cast<Extra&&>(extra)...);

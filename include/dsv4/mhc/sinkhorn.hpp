@@ -13,8 +13,11 @@
 #pragma once
 
 #include <cmath>
+#include <string>
 
 #include "dsv4/core/macros.hpp"
+#include "dsv4/core/status.hpp"
+#include "dsv4/core/tensor_view.hpp"
 
 namespace dsv4::mhc {
 
@@ -38,8 +41,10 @@ DSV4_HOST_DEVICE inline void normalize_columns(float* p, int n, float eps) {
 
 // p (n, n) row-major, in place: the logits L[i][j] (i = source stream, j = destination stream) in,
 // the residual matrix P out. iters >= 1 is the number of column normalizations (config
-// hc_sinkhorn_iters, 20 in both released models); eps is hc_eps.
+// hc_sinkhorn_iters, 20 in both released models); eps is hc_eps. The building block of kernels,
+// unchecked beyond debug assertions: host code with arguments of unknown origin calls sinkhorn().
 DSV4_HOST_DEVICE inline void sinkhorn_project(float* p, int n, int iters, float eps) {
+  DSV4_ASSERT(p != nullptr && n >= 1 && iters >= 1, "sinkhorn_project: p non-null, n >= 1, iters >= 1");
   // Row softmax, shifted by the row maximum so large logits cannot overflow exp.
   for (int i = 0; i < n; ++i) {
     float* row = p + i * n;
@@ -54,6 +59,22 @@ DSV4_HOST_DEVICE inline void sinkhorn_project(float* p, int n, int iters, float 
     detail::normalize_rows(p, n, eps);
     detail::normalize_columns(p, n, eps);
   }
+}
+
+// The checked host entry point: p (n, n) contiguous, 1 <= n <= 46340 (n * n fits an int),
+// iters >= 1, eps finite and > 0. Refuses anything else with a status naming the argument, before
+// touching p.
+inline status sinkhorn(tensor_view<float, 2> p, int iters, float eps) {
+  DSV4_TRY(check_shape(p, {any_extent, p.extent(0) < 0 ? any_extent : p.extent(0)}, "p"));
+  DSV4_TRY(check_contiguous(p, "p"));
+  if (p.extent(0) < 1 || p.extent(0) > 46340)
+    return {errc::shape_mismatch,
+            "p: expected (n, n) with 1 <= n <= 46340, got " + shape_string<2>(p.extents())};
+  if (iters < 1) return {errc::invalid_argument, "iters: expected >= 1, got " + std::to_string(iters)};
+  if (!(eps > 0.0f) || !std::isfinite(eps))
+    return {errc::invalid_argument, "eps: expected a finite value > 0, got " + std::to_string(eps)};
+  sinkhorn_project(p.data(), static_cast<int>(p.extent(0)), iters, eps);
+  return {};
 }
 
 }  // namespace dsv4::mhc

@@ -20,13 +20,16 @@ template <class O>
 concept optimizer = requires(O& o, const O& co, const extents_t<3>& shape, index_t slot,
                              tensor_view<float, 3> weights, tensor_view<const float, 3> grads, float lr) {
   typename O::hyper_params;
-  // Floats of state one parameter of this shape needs.
-  { O::state_size(shape) } -> std::same_as<index_t>;
-  // Registers a parameter and allocates its state (zeros); returns its slot.
+  // Floats of state one parameter of this shape needs (a status for a shape with an extent < 1
+  // or a size that does not fit in 64 bits).
+  { O::state_size(shape) } -> std::same_as<result<index_t>>;
+  // Registers a parameter and allocates its state (zeros); returns its slot, or a status (bad or
+  // overflowing shape, allocation failure, invalid hyper-parameters) with the optimizer unchanged.
   { o.add(shape) } -> std::same_as<result<index_t>>;
   // Floats of state held for all registered parameters.
   { co.state_floats() } -> std::same_as<index_t>;
-  // One update of the parameter in `slot`; validates everything before changing anything.
+  // One update of the parameter in `slot`; validates everything (shapes, lr, overlaps, and that no
+  // non-finite value would enter the state) before changing anything.
   { o.step(slot, weights, grads, lr) } -> std::same_as<status>;
 };
 

@@ -27,6 +27,7 @@
 #include <string>
 #include <type_traits>
 
+#include "dsv4/core/arith.hpp"
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/dtype.hpp"
 #include "dsv4/core/gemm.hpp"
@@ -101,17 +102,23 @@ struct newton_schulz {
   struct params {
     using op = newton_schulz;
     tensor_view<const float, 2> in;  // (n, m) the matrix G to orthogonalize
-    tensor_view<float, 2> out;       // (n, m) contiguous; may be the same view as `in`
-    std::span<float> workspace;      // workspace_size(n, m) floats
+    tensor_view<float, 2> out;       // (n, m) contiguous; the same view as `in`, or disjoint from it
+    std::span<float> workspace;      // workspace_size(n, m) floats, disjoint from in and out
     ns_precision precision = ns_precision::fp32;
   };
 
   // Floats of workspace for an (n, m) input: one more copy of X, the Gram matrix A, the
   // polynomial B = b A + c A^2, one partial sum per row for the norm, and the largest product's
-  // packing buffers.
+  // packing buffers. -1 for a negative extent, or an n m or max(n, m) past 2^50 (where the packing
+  // buffers could overflow).
   static constexpr index_t workspace_size(index_t n, index_t m) {
+    index_t nm = 0;
+    if (n < 0 || m < 0 || !checked_mul(n, m, nm) || nm > (index_t{1} << 50) ||
+        std::max(n, m) > (index_t{1} << 50))
+      return -1;
+    // Every term below is at most a few times n m (s^2 <= n m): no overflow from here.
     const index_t s = std::min(n, m);
-    return n * m + 2 * s * s + n + gemm_workspace(n, m);
+    return nm + 2 * s * s + n + gemm_workspace(n, m);
   }
 
   // FLOPs of one call's products as executed: the Gram matrix and A^2 count their upper
@@ -128,13 +135,25 @@ struct newton_schulz {
   }
 
   static status check(const params& p) {
+    DSV4_TRY(check_shape(p.in, {any_extent, any_extent}, "newton_schulz in"));
     DSV4_TRY(check_shape(p.out, p.in.extents(), "newton_schulz out"));
     DSV4_TRY(check_contiguous(p.out, "newton_schulz out"));
+    if (p.precision != ns_precision::fp32 && p.precision != ns_precision::bf16)
+      return {errc::invalid_argument, "newton_schulz precision: not an ns_precision value"};
     const index_t need = workspace_size(p.in.extent(0), p.in.extent(1));
+    if (need < 0)
+      return {errc::out_of_range, "newton_schulz in: " + shape_string<2>(p.in.extents()) +
+                                      " is too large for a workspace size in 64 bits"};
     if (static_cast<index_t>(p.workspace.size()) < need) {
       return {errc::invalid_argument, "newton_schulz workspace: " + std::to_string(p.workspace.size()) +
                                           " floats, needs workspace_size(n, m) = " + std::to_string(need)};
     }
+    const bool same = p.out.data() == p.in.data() && p.out.strides() == p.in.strides();
+    if (!same && overlaps(p.out, p.in))
+      return {errc::invalid_argument, "newton_schulz out: overlaps in without being the same view"};
+    const tensor_view<const float, 1> ws(p.workspace.data(), {need});  // the part a call uses
+    if (overlaps(ws, p.in) || overlaps(ws, p.out))
+      return {errc::invalid_argument, "newton_schulz workspace: overlaps in or out"};
     return {};
   }
 
