@@ -208,7 +208,12 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
       const index_t k0 = b * key_block, rows = std::min(key_block, n - k0);
       // Every codec's rows go through the tile, fp32 ones copied: the products read each row once
       // per 16 heads, so rows read in place would come from memory four times over.
-      for (index_t r = 0; r < rows; ++r) keys.read_into(k0 + r, tile + r * c);
+      for (index_t r = 0; r < rows;) {
+        const auto [page, first] = keys.page_at(k0 + r);
+        const index_t run = std::min(rows - r, page.rows - first);
+        for (index_t j = 0; j < run; ++j) page.read_into(first + j, tile + (r + j) * c);
+        r += run;
+      }
       const sgemm_direct_params product{.a = tile,
                                         .lda = c,
                                         .b = q_packed,

@@ -7,12 +7,12 @@
 //   entries       floor(tokens / ratio) compressed latent rows                   (entry rows)
 //   index keys    floor(tokens / ratio) indexer keys, indexed layers only        (key rows)
 //   compressors   the fp32 tails of the compressors (compressor.hpp), in a fixed per-sequence area
-// Rows live in pages: fixed-size blocks of page_bytes bytes from the pool, each holding rows of one
-// kind laid out as a contiguous row_region (payloads, then scale groups; kv_codec.hpp). A sequence
-// has one block table per layer: [ring pages | entry pages | key pages], -1 where no page is held.
-// The attention layer reads the ring and the entries as one paged region (ring rows, then entry e
-// at row ring + e), which the sparse attention core and the indexer address through the table.
-// Pages are taken when a row is first written and returned when a sequence is released or
+// Rows live in pages: fixed-size blocks of page_bytes bytes from the pool, each holding a power of
+// two of rows of one kind (as many as fit), laid out as a contiguous row_region (payloads, then
+// scale groups; kv_codec.hpp). A sequence has one block table per layer: [ring pages | entry pages | key
+// pages], -1 where no page is held. The attention layer reads the ring and the entries as one paged region
+// (ring rows, then entry e at row ring + e), which the sparse attention core and the indexer address through
+// the table. Pages are taken when a row is first written and returned when a sequence is released or
 // truncated, so a short sequence holds few pages whatever the capacity.
 //
 // Sequences: open() takes a free slot and returns a sequence_id (slot + generation, so a released
@@ -37,6 +37,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -356,9 +357,9 @@ class kv_cache {
     float* state = &states_[static_cast<std::size_t>(s * state_stride_ + l.state_offset)];
     const index_t main_floats = l.geometry.ratio > 0 ? compressor_state::floats(l.main, l.state_rows) : 0;
     sequence_view v{
-        .rows = {pool_, l.ring + l.max_entries, C.head_dim, C.rope_dim, t, entry_rpp_, page_bytes_},
+        .rows = {pool_, l.ring + l.max_entries, C.head_dim, C.rope_dim, t, entry_shift_, page_bytes_},
         .keys = {pool_, l.geometry.indexed ? l.max_entries : 0, C.index_head_dim, 0,
-                 t + l.ring_pages + l.entry_pages, key_rpp_, page_bytes_},
+                 t + l.ring_pages + l.entry_pages, key_shift_, page_bytes_},
         .window = l.geometry.window,
         .ring = l.ring,
         .tokens = p.tokens,
@@ -461,8 +462,13 @@ class kv_cache {
       return {errc::invalid_argument, "kv_cache: page_bytes = " + std::to_string(page_bytes_) +
                                           " must be a multiple of 64 holding at least one row of each kind"};
     options_ = o;
-    entry_rpp_ = page_bytes_ / entry_row_bytes;
-    key_rpp_ = page_bytes_ / key_row_bytes;
+    // Rows per page: the largest power of two that fits, so that a row's page is a shift away.
+    entry_shift_ =
+        static_cast<int>(std::bit_width(static_cast<std::uint64_t>(page_bytes_ / entry_row_bytes))) - 1;
+    key_shift_ =
+        static_cast<int>(std::bit_width(static_cast<std::uint64_t>(page_bytes_ / key_row_bytes))) - 1;
+    entry_rpp_ = index_t{1} << entry_shift_;
+    key_rpp_ = index_t{1} << key_shift_;
     table_stride_ = 0;
     state_stride_ = 0;
     for (std::size_t i = 0; i < layers.size(); ++i) {
@@ -600,8 +606,9 @@ class kv_cache {
   }
 
   kv_cache_options options_{};
-  index_t page_bytes_ = 0, entry_rpp_ = 0, key_rpp_ = 0;
-  index_t table_stride_ = 0, state_stride_ = 0;  // per sequence: block table entries, tail floats
+  index_t page_bytes_ = 0, entry_rpp_ = 0, key_rpp_ = 0;  // bytes, rows of each kind per page
+  int entry_shift_ = 0, key_shift_ = 0;                   // log2 of the rows per page
+  index_t table_stride_ = 0, state_stride_ = 0;           // per sequence: block table entries, tail floats
   std::vector<layer_plan> layers_;
   std::vector<std::int32_t> tables_;      // (max_sequences, table_stride) page ids, -1 for none
   std::vector<float> states_;             // (max_sequences, state_stride) compressor tails

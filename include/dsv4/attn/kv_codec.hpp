@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "dsv4/config/model_config.hpp"
 #include "dsv4/core/dtype.hpp"
@@ -196,7 +197,10 @@ struct row_region {
   Byte* base = nullptr;
   index_t rows = 0, width = 0, rope = 0;
   const std::int32_t* pages = nullptr;  // (ceil(rows / page_rows)) page of each run of page_rows rows
-  index_t page_rows = 0, page_bytes = 0;
+  int page_shift = 0;                   // page_rows = 2^page_shift: a row's page is a shift away
+  index_t page_bytes = 0;
+
+  index_t page_rows() const { return index_t{1} << page_shift; }
 
   static constexpr index_t bytes_per_row(index_t width, index_t rope) {
     return Codec::payload_bytes(width, rope) + Codec::scale_bytes(width, rope);
@@ -206,12 +210,12 @@ struct row_region {
   Byte* payload(index_t i) const {
     const index_t pb = Codec::payload_bytes(width, rope);
     if (pages == nullptr) return base + i * pb;
-    return page(i) + (i % page_rows) * pb;
+    return page(i) + (i & (page_rows() - 1)) * pb;
   }
   Byte* scales(index_t i) const {
     const index_t pb = Codec::payload_bytes(width, rope), sb = Codec::scale_bytes(width, rope);
     if (pages == nullptr) return base + rows * pb + i * sb;
-    return page(i) + page_rows * pb + (i % page_rows) * sb;
+    return page(i) + page_rows() * pb + (i & (page_rows() - 1)) * sb;
   }
   // Row i as floats: a pointer into the payload (f32) or into buf (width floats), decoded.
   const float* read(index_t i, float* buf) const {
@@ -225,12 +229,18 @@ struct row_region {
   void write(index_t i, const float* x) const requires(!std::is_const_v<Byte>) {
     Codec::encode(x, width, rope, payload(i), scales(i));
   }
+  // The page holding row i as a contiguous region, and i's row in it (the region itself and i
+  // when it is not paged): a loop over consecutive rows reads them a page at a time.
+  std::pair<row_region, index_t> page_at(index_t i) const {
+    if (pages == nullptr) return {*this, i};
+    return {row_region{page(i), page_rows(), width, rope}, i & (page_rows() - 1)};
+  }
   operator row_region<Codec, const std::byte>() const {  // NOLINT(google-explicit-constructor)
-    return {base, rows, width, rope, pages, page_rows, page_bytes};
+    return {base, rows, width, rope, pages, page_shift, page_bytes};
   }
 
  private:
-  Byte* page(index_t i) const { return base + static_cast<index_t>(pages[i / page_rows]) * page_bytes; }
+  Byte* page(index_t i) const { return base + static_cast<index_t>(pages[i >> page_shift]) * page_bytes; }
 };
 
 // fp32 rows (n, width), contiguous, seen as a region of f32_codec rows.

@@ -79,7 +79,7 @@ struct sparse_attention_op {
       if (j < -1 || j >= p.kv.rows)
         return {errc::out_of_range,
                 "candidates: row " + std::to_string(j) + " outside [-1, " + std::to_string(p.kv.rows) + ")"};
-      if (j >= 0 && p.kv.pages != nullptr && p.kv.pages[j / p.kv.page_rows] < 0)
+      if (j >= 0 && p.kv.pages != nullptr && p.kv.pages[j >> p.kv.page_shift] < 0)
         return {errc::out_of_range,
                 "candidates: row " + std::to_string(j) + " lies in a page the region does not hold"};
     }
