@@ -253,13 +253,11 @@ class kv_cache {
     const index_t s = free_slot();
     if (s < 0) return no_slot();
     const index_t from = seq.slot();
-    std::copy_n(&tables_[static_cast<std::size_t>(from * table_stride_)], table_stride_,
-                &tables_[static_cast<std::size_t>(s * table_stride_)]);
+    std::copy_n(tables_.data() + from * table_stride_, table_stride_, tables_.data() + s * table_stride_);
     for (index_t i = 0; i < table_stride_; ++i)
       if (const std::int32_t p = tables_[static_cast<std::size_t>(s * table_stride_ + i)]; p >= 0)
         ++refcount_[static_cast<std::size_t>(p)];
-    std::copy_n(&states_[static_cast<std::size_t>(from * state_stride_)], state_stride_,
-                &states_[static_cast<std::size_t>(s * state_stride_)]);
+    std::copy_n(states_.data() + from * state_stride_, state_stride_, states_.data() + s * state_stride_);
     for (int l = 0; l < layers(); ++l) {
       progress(s, l) = progress(from, l);
     }
@@ -354,7 +352,7 @@ class kv_cache {
     const index_t s = seq.slot();
     const std::int32_t* t = table(s, layer);
     const token_progress& p = progress(s, layer);
-    float* state = &states_[static_cast<std::size_t>(s * state_stride_ + l.state_offset)];
+    float* state = states_.data() + s * state_stride_ + l.state_offset;
     const index_t main_floats = l.geometry.ratio > 0 ? compressor_state::floats(l.main, l.state_rows) : 0;
     sequence_view v{
         .rows = {pool_, l.ring + l.max_entries, C.head_dim, C.rope_dim, t, entry_shift_, page_bytes_},
@@ -551,8 +549,7 @@ class kv_cache {
   }
 
   std::int32_t* table(index_t slot, int layer) {
-    return &tables_[static_cast<std::size_t>(slot * table_stride_ +
-                                             layers_[static_cast<std::size_t>(layer)].table_offset)];
+    return tables_.data() + slot * table_stride_ + layers_[static_cast<std::size_t>(layer)].table_offset;
   }
   const std::int32_t* table(index_t slot, int layer) const {
     return const_cast<kv_cache*>(this)->table(slot, layer);

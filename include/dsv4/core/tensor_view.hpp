@@ -174,6 +174,28 @@ bool overlaps(const tensor_view<T, RankT>& a, const tensor_view<U, RankU>& b) {
   return a0 != nullptr && b0 != nullptr && std::less<>{}(a0, b1) && std::less<>{}(b0, a1);
 }
 
+// True when no two elements of v share an address: sorted by |stride|, each dimension of two or
+// more elements steps past everything the smaller ones reach (a sufficient condition; a stride
+// of 0 over two or more elements fails it). Several threads write an output at once, so an
+// output must pass it.
+template <class T, std::size_t Rank>
+bool has_distinct_elements(const tensor_view<T, Rank>& v) {
+  std::array<std::pair<index_t, index_t>, Rank> dims{};  // (|stride|, extent)
+  std::size_t used = 0;
+  for (std::size_t k = 0; k < Rank; ++k) {
+    if (v.extent(k) == 0) return true;  // no element at all
+    if (v.extent(k) > 1) dims[used++] = {v.stride(k) < 0 ? -v.stride(k) : v.stride(k), v.extent(k)};
+  }
+  for (std::size_t a = 1; a < used; ++a)  // insertion sort of at most Rank dimensions
+    for (std::size_t b = a; b > 0 && dims[b].first < dims[b - 1].first; --b) std::swap(dims[b], dims[b - 1]);
+  index_t reach = 1;  // elements spanned by the smaller dimensions
+  for (std::size_t k = 0; k < used; ++k) {
+    if (dims[k].first < reach) return false;
+    if (!checked_mul(dims[k].first, dims[k].second, reach)) reach = INT64_MAX;
+  }
+  return true;
+}
+
 // Checks that a view is densely packed in row-major order (what vectorized kernels read).
 template <class T, std::size_t Rank>
 status check_contiguous(const tensor_view<T, Rank>& v, std::string_view name) {

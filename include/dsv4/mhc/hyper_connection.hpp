@@ -147,28 +147,14 @@ status check_unit_inner(const tensor_view<T, Rank>& v, std::string_view name) {
                                     std::to_string(v.stride(Rank - 1))};
 }
 
-// An output with memory behind it whose elements are all distinct: sorted by |stride|, each
-// dimension steps past everything the smaller ones reach (a sufficient condition; a stride of 0 over
-// two or more elements fails it). Several threads write an output at once, so two indices on one
-// address would race.
+// An output with memory behind it whose elements are all distinct (core's has_distinct_elements).
 template <std::size_t Rank>
 status check_output_view(const tensor_view<float, Rank>& v, std::string_view name) {
-  std::array<std::pair<index_t, index_t>, Rank> dims{};  // (|stride|, extent)
-  std::size_t used = 0;
-  for (std::size_t k = 0; k < Rank; ++k) {
-    if (v.extent(k) == 0) return {};  // no element at all
-    if (v.extent(k) > 1) dims[used++] = {v.stride(k) < 0 ? -v.stride(k) : v.stride(k), v.extent(k)};
-  }
+  if (v.empty()) return {};
   if (v.data() == nullptr) return {errc::invalid_argument, std::string(name) + ": null data"};
-  for (std::size_t a = 1; a < used; ++a)  // insertion sort of at most Rank dimensions
-    for (std::size_t b = a; b > 0 && dims[b].first < dims[b - 1].first; --b) std::swap(dims[b], dims[b - 1]);
-  index_t reach = 1;  // elements spanned by the smaller dimensions
-  for (std::size_t k = 0; k < used; ++k) {
-    if (dims[k].first < reach)
-      return {errc::invalid_argument, std::string(name) + ": strides " + shape_string<Rank>(v.strides()) +
-                                          " make two elements share memory"};
-    if (!checked_mul(dims[k].first, dims[k].second, reach)) reach = INT64_MAX;
-  }
+  if (!has_distinct_elements(v))
+    return {errc::invalid_argument, std::string(name) + ": strides " + shape_string<Rank>(v.strides()) +
+                                        " make two elements share memory"};
   return {};
 }
 

@@ -72,25 +72,6 @@ inline status check_positive(float v, std::string_view name) {  // finite, > 0
           std::string(name) + ": expected a finite value > 0, got " + std::to_string(v)};
 }
 
-// Whether every element of w is its own memory: sorted by |stride|, each dimension steps past
-// what the smaller ones reach. The step writes weights from several threads.
-inline bool distinct_elements(const tensor_view<float, 3>& w) {
-  std::pair<index_t, index_t> dims[3];  // (|stride|, extent) of the dimensions with extent > 1
-  int used = 0;
-  for (std::size_t k = 0; k < 3; ++k) {
-    if (w.extent(k) == 0) return true;
-    if (w.extent(k) > 1) dims[used++] = {w.stride(k) < 0 ? -w.stride(k) : w.stride(k), w.extent(k)};
-  }
-  for (int a = 0; a < used; ++a)  // sort the (at most 3) dimensions by stride
-    for (int b = a + 1; b < used; ++b)
-      if (dims[b].first < dims[a].first) std::swap(dims[a], dims[b]);
-  index_t reach = 1;
-  for (int k = 0; k < used; ++k) {
-    if (dims[k].first < reach) return false;
-    if (!checked_mul(dims[k].first, dims[k].second, reach)) reach = INT64_MAX;
-  }
-  return true;
-}
 }  // namespace detail
 
 class optimizer_state {
@@ -148,7 +129,7 @@ class optimizer_state {
     if (!(lr >= 0.0f) || !std::isfinite(lr))
       return {errc::invalid_argument,
               owner_ + " step: learning rate must be finite and >= 0, got " + std::to_string(lr)};
-    if (!detail::distinct_elements(w))
+    if (!has_distinct_elements(w))
       return {errc::invalid_argument, owner_ + " weights (slot " + std::to_string(slot) +
                                           "): strides make two elements share memory"};
     const tensor_view<const float, 1> state(data_.data(), {floats()});
