@@ -13,6 +13,7 @@
 #include "dsv4/attn/attention.hpp"
 #include "dsv4/config/presets.hpp"
 #include "fixture.hpp"
+#include "random.hpp"
 
 namespace {
 using namespace dsv4;
@@ -223,9 +224,8 @@ std::int64_t steady_state_allocations() {
   using layer_t = attn::attention_layer<C, P, Num>;
   auto cache = layer_t::make_cache(2, S);
   const auto a = *cache->open(), b = *cache->open();
-  std::vector<std::byte> memory(std::size_t(layer_t::workspace_bytes(S)) + 64);
-  const std::span<std::byte> ws(memory.data() + (64 - std::uintptr_t(memory.data()) % 64) % 64,
-                                std::size_t(layer_t::workspace_bytes(S)));
+  const test::aligned_workspace workspace(layer_t::workspace_bytes(S));
+  const std::span<std::byte> ws = workspace.bytes;
   const auto step = [&](attn::sequence_id seq, index_t from, index_t n) {
     const std::array<attn::sequence_tokens, 1> batch{{{seq, n}}};
     return r.layer.forward(*cache, 0, batch, {x.data() + from * d, {n, d}}, {y.data() + from * d, {n, d}},

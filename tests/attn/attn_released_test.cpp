@@ -25,6 +25,7 @@
 #include "dsv4/config/presets.hpp"
 #include "fixture.hpp"
 #include "hashed_weights.hpp"
+#include "random.hpp"
 
 namespace {
 
@@ -112,9 +113,8 @@ struct released_fixture {
     const index_t d = released_config.d_model;
     const std::vector<float>& x = grid.at("x");
     std::vector<float> y(x.size());
-    const auto bytes = std::size_t(layer_t::workspace_bytes(tokens));
-    std::vector<std::byte> memory(bytes + 64);
-    const std::span<std::byte> ws(memory.data() + (64 - std::uintptr_t(memory.data()) % 64) % 64, bytes);
+    const test::aligned_workspace workspace(layer_t::workspace_bytes(tokens));
+    const std::span<std::byte> ws = workspace.bytes;
     std::int64_t later = 0;
     for (index_t t = 0; t < tokens; t += per_call) {
       const index_t n = std::min(per_call, tokens - t);

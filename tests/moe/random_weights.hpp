@@ -15,16 +15,6 @@
 
 namespace dsv4::test {
 
-// `bytes` bytes of workspace aligned to a cache line, as the MoE layers require.
-struct aligned_workspace {
-  std::vector<std::byte> storage;
-  std::span<std::byte> bytes;
-  explicit aligned_workspace(std::size_t size) : storage(size + 64) {
-    const auto skew = reinterpret_cast<std::uintptr_t>(storage.data()) % 64;
-    bytes = std::span<std::byte>(storage.data() + (64 - skew) % 64, size);
-  }
-};
-
 enum class format { f32, bf16, fp8, fp4 };
 
 // An (out, in) matrix of roughly unit-variance entries times `stddev`, stored in format F.
