@@ -45,10 +45,10 @@ void print_context_table() {
   std::printf("%-7s %-10s %9s %10s %8s %11s %8s %12s %8s\n", "context", "model", "KV GB", "entries GB",
               "vs V3.2", "attn GFLOP", "vs V3.2", "token GFLOP", "vs V3.2");
   for (const context& ctx : contexts) {
-    const auto base_kv = static_cast<double>(kv_sequence_bytes(v32, v32.kv_cache, ctx.tokens).total());
+    const auto base_kv = static_cast<double>(kv_sequence_bytes(v32, v32.cache_format, ctx.tokens).total());
     const token_flops base = decode_flops(v32, ctx.tokens);
     for (const named_model& m : models) {
-      const kv_bytes bytes = kv_sequence_bytes(m.config, m.config.kv_cache, ctx.tokens).backbone();
+      const kv_bytes bytes = kv_sequence_bytes(m.config, m.config.cache_format, ctx.tokens).backbone();
       const auto kv = static_cast<double>(bytes.total());
       const token_flops f = decode_flops(m.config, ctx.tokens);
       std::printf("%-7s %-10s %9.3f %10.3f %7.1f%% %11.2f %7.1f%% %12.2f %7.1f%%\n",
@@ -67,7 +67,7 @@ int main() {
   print_parameters();
   std::printf("\nAsymptotic KV bytes per token (released format, backbone):");
   for (const named_model& m : models)
-    std::printf("  %s %.2f", m.name, kv_bytes_per_token(m.config, m.config.kv_cache));
+    std::printf("  %s %.2f", m.name, kv_bytes_per_token(m.config, m.config.cache_format));
   std::printf("\n");
   print_context_table();
   return 0;

@@ -41,7 +41,7 @@ using config::model_config;
 constexpr model_config flash = config::v4_flash;  // released layout
 constexpr model_config flash_exact = [] {         // fp32 cache and weights
   model_config c = config::v4_flash;
-  c.kv_cache = config::kv_format::f32;
+  c.cache_format = config::kv_format::f32;
   c.linear_format = c.other_format = config::weight_format::f32;
   return c;
 }();

@@ -44,8 +44,8 @@ double other_layer_bytes(const cfg::model_config& c, std::int64_t context) {
   double bytes = 0;
   for (int l = 0; l < c.n_layers; ++l) {
     cfg::for_each_layer_tensor(c, l, [&](const cfg::tensor_desc& t) {
-      if (t.group == cfg::param_group::mhc || t.group == cfg::param_group::hash_table) return;
-      const double share = t.group == cfg::param_group::routed_experts
+      if (t.group == cfg::tensor_group::mhc || t.group == cfg::tensor_group::hash_table) return;
+      const double share = t.group == cfg::tensor_group::routed_experts
                                ? static_cast<double>(c.n_experts_per_tok) / static_cast<double>(t.copies)
                                : 1.0;
       bytes += static_cast<double>(t.stored_bytes()) * share;

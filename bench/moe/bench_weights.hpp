@@ -1,4 +1,4 @@
-// Random weight matrices in the storage formats of core/gemv.hpp for the benchmarks: codes are
+// Random weight matrices in the storage formats of core/weight_matrix.hpp for the benchmarks: codes are
 // random bytes (NaN codes of FP8 excluded), scales keep entries near unit size. bytes() is what
 // one pass over the matrix reads, the figure the bandwidth fractions are computed from.
 #pragma once
@@ -8,7 +8,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/linear.hpp"
 
 namespace dsv4::bench {
 
@@ -42,7 +42,7 @@ struct stored_matrix {
       fill(n);
       for (auto& c : codes) c = static_cast<std::uint8_t>(c & 0xbf);  // exponent <= 7: no NaN
       scale.assign(
-          static_cast<std::size_t>(detail::blocks_of(rows, fp8_block) * detail::blocks_of(cols, fp8_block)),
+          static_cast<std::size_t>(ceil_div(rows, fp8_block) * ceil_div(cols, fp8_block)),
           ue8m0::from_exponent(-3));
     } else {
       fill(n / 2);
@@ -57,7 +57,7 @@ struct stored_matrix {
       return {{reinterpret_cast<const bf16*>(codes.data()), {out, in}}};
     } else if constexpr (std::is_same_v<W, fp8_matrix>) {
       return {{reinterpret_cast<const fp8_e4m3*>(codes.data()), {out, in}},
-              {scale.data(), {detail::blocks_of(out, fp8_block), detail::blocks_of(in, fp8_block)}}};
+              {scale.data(), {ceil_div(out, fp8_block), ceil_div(in, fp8_block)}}};
     } else {
       return {{reinterpret_cast<const fp4x2*>(codes.data()), {out, in / 2}},
               {scale.data(), {out, in / fp4_block}}};

@@ -4,13 +4,13 @@
 
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/dtype.hpp"
-#include "dsv4/core/gemm.hpp"
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/linear.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/quant.hpp"
+#include "dsv4/core/sgemm.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 

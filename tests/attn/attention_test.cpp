@@ -38,7 +38,7 @@ constexpr model_config tiny_released = [] {
   c.nope_dim = 64;
   c.rope_dim = 16;
   c.index_head_dim = 32;
-  c.kv_cache = config::kv_format::fp8_released;
+  c.cache_format = config::kv_format::fp8_released;
   return c;
 }();
 // A top-k larger than any number of visible entries in these tests.

@@ -51,7 +51,7 @@ constexpr config::model_config released_config = [] {
   c.index_topk = 4;
   c.linear_format = config::weight_format::fp8_e4m3_block128;
   c.other_format = config::weight_format::bf16;
-  c.kv_cache = config::kv_format::fp8_released;
+  c.cache_format = config::kv_format::fp8_released;
   return c;
 }();
 static_assert(config::is_valid_config<released_config>);
@@ -268,7 +268,7 @@ TEST_CASE("FP8 and BF16 projection weights compute what their values do as fp32"
   REQUIRE(w.wo_a.block_scale(0, 0).bits != w.wo_a.block_scale(c.o_lora_rank, 0).bits);
   const auto y8 = run.template operator()<grouped_fp8>(w);
   const auto y32 = run.template operator()<grouped_f32>(w32);
-  // FP8 and fp32 weights sum their products in different lane orders (core/gemv.hpp), so the two
+  // FP8 and fp32 weights sum their products in different lane orders (core/linear_op.hpp), so the two
   // agree to rounding; a misread scale or a group sliced at the wrong block would be off by far
   // more.
   CHECK(test::rel_l2(y8, y32) < 1e-6);

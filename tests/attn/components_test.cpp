@@ -82,8 +82,8 @@ namespace {
 std::pair<std::vector<float>, std::vector<float>> project(const attn::compressor_weights<>& w,
                                                           tensor_view<const float, 2> x) {
   std::vector<float> kv(std::size_t(w.wkv.rows())), gate(kv.size());
-  REQUIRE(gemm(w.wkv, x, {kv.data(), {1, w.wkv.rows()}}).ok());
-  REQUIRE(gemm(w.wgate, x, {gate.data(), {1, w.wgate.rows()}}).ok());
+  REQUIRE(linear(w.wkv, x, {kv.data(), {1, w.wkv.rows()}}).ok());
+  REQUIRE(linear(w.wgate, x, {gate.data(), {1, w.wgate.rows()}}).ok());
   return {kv, gate};
 }
 

@@ -34,7 +34,7 @@ constexpr model_config with_format(kv_format f, int top_k = config::tiny_hybrid.
   c.nope_dim = 64;
   c.rope_dim = 16;
   c.index_head_dim = 32;
-  c.kv_cache = f;
+  c.cache_format = f;
   return c;
 }
 constexpr model_config exact = with_format(kv_format::f32);
@@ -44,7 +44,7 @@ constexpr model_config released = with_format(kv_format::fp8_released);
 // What config/accounting.hpp says one sequence of `tokens` tokens holds in every layer of C.
 template <model_config C>
 std::int64_t accounted(index_t tokens) {
-  return config::kv_sequence_bytes(C, C.kv_cache, tokens).total(config::mtp_mode::include);
+  return config::kv_sequence_bytes(C, C.cache_format, tokens).total(config::mtp_mode::include);
 }
 
 // x (S, d) through a fresh one-sequence cache of policy P, in one call.

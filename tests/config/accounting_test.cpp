@@ -83,7 +83,7 @@ TEST_CASE("parameter breakdown: groups sum to the totals and match hand formulas
   constexpr auto attention_of = [](int layer) {
     std::int64_t n = 0;
     for_each_layer_tensor(v4_flash, layer, [&n](const tensor_desc& t) {
-      if (t.group == param_group::attention) n += t.elements();
+      if (t.group == tensor_group::attention) n += t.elements();
     });
     return n;
   };
@@ -212,7 +212,7 @@ TEST_CASE("KV breakdown: kinds sum to the backbone, the MTP block is separate an
   const auto kind = [&s](layer_kind k) { return s.by_kind[static_cast<std::size_t>(k)]; };
   CHECK(kind(layer_kind::swa).total() == 2 * 74752);
   CHECK(kind(layer_kind::csa).total() ==
-        21 * kv_layer_bytes(v4_flash, layer_kind::csa, v4_flash.kv_cache, one_m).total());
+        21 * kv_layer_bytes(v4_flash, layer_kind::csa, v4_flash.cache_format, one_m).total());
   CHECK(kind(layer_kind::swa).total() + kind(layer_kind::csa).total() + kind(layer_kind::hca).total() ==
         s.backbone().total());
   CHECK(s.mtp.total() == 74752);

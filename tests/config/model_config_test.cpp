@@ -156,7 +156,7 @@ TEST_CASE("presets match the released configs (spec 1.1, 15)") {
       CHECK(c->n_mtp_layers == 1);
       CHECK(c->expert_format == weight_format::fp4_e2m1_block32);
       CHECK(c->linear_format == weight_format::fp8_e4m3_block128);
-      CHECK(c->kv_cache == kv_format::fp8_released);
+      CHECK(c->cache_format == kv_format::fp8_released);
     }
     for (const model_params* p : {&v4_flash_params, &v4_pro_params}) {
       CHECK(p->rms_norm_eps == 1e-6f);
@@ -212,7 +212,7 @@ TEST_CASE("each validation rule rejects the config that breaks it") {
        })},
       {"mtp 2", rules::mtp_depth, with([](model_config& c) { c.n_mtp_layers = 2; })},
       {"fp8 kv tiles", rules::kv_layout_tiles,
-       with([](model_config& c) { c.kv_cache = kv_format::fp8_released; })},
+       with([](model_config& c) { c.cache_format = kv_format::fp8_released; })},
       {"fp4 tiles", rules::fp4_expert_tiles, with([](model_config& c) {
          c.expert_format = weight_format::fp4_e2m1_block32;
          c.moe_inter_dim = 48;

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "allocations.hpp"
-#include "dsv4/core/gemm.hpp"
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/sgemm.hpp"
+#include "dsv4/core/linear.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "moe/random_weights.hpp"
 
@@ -192,7 +192,7 @@ TEST_CASE("fp8 GEMM and sgemm give the same bits under every executor", "[core][
     c[std::size_t(s)].assign(static_cast<std::size_t>(m * sn), 0.0f);
     bool ok = false;
     under(s, [&] {
-      ok = dsv4::gemm(w.view(), {x.data(), {n, in}}, {y[std::size_t(s)].data(), {n, out}}).ok();
+      ok = dsv4::linear(w.view(), {x.data(), {n, in}}, {y[std::size_t(s)].data(), {n, out}}).ok();
       const dsv4::sgemm_op::params p{
           {a.data(), {m, k}}, {b.data(), {k, sn}}, {c[std::size_t(s)].data(), {m, sn}}, ws};
       ok = ok && dsv4::run<dsv4::cpu>(p).ok();

@@ -19,7 +19,7 @@ using namespace dsv4::mhc;
 using mhc_test::random_normal;
 using mhc_test::site_buffers;
 using mhc_test::view_of;
-using mhc4 = dsv4::mhc::mhc<4>;
+using mhc4 = dsv4::mhc::constrained_hc<4>;
 using dsv4::test::fixture;
 using dsv4::test::rel_l2;
 
@@ -262,7 +262,7 @@ TEST_CASE("Shape and setting errors name the offending tensor and leave the outp
         errc::shape_mismatch);
 }
 
-TEST_CASE("mhc<4> as a residual policy: expand, two sites, head", "[mhc]") {
+TEST_CASE("constrained_hc<4> as a residual policy: expand, two sites, head", "[mhc]") {
   constexpr index_t tokens = 2, n = 4, d = 24;
   const auto e = random_normal(tokens * d, 61);
   std::vector<float> x(tokens * n * d);

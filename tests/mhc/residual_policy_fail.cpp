@@ -29,7 +29,7 @@ struct no_head {
 static_assert(dsv4::mhc::residual_policy<no_head>);
 #endif
 #if defined(DSV4_EXPECT_FAILURE) && defined(DSV4_CASE_bad_width)
-static_assert(dsv4::mhc::mhc<17>::streams == 17);
+static_assert(dsv4::mhc::constrained_hc<17>::streams == 17);
 #endif
 
 int main() { return dsv4::mhc::residual_policy<no_head> ? 1 : 0; }

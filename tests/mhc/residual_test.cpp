@@ -72,7 +72,7 @@ TEST_CASE("one block source runs with mHC, unconstrained HC and the plain residu
   const auto head_fn = random_normal(4 * 4 * d, 83, 0.1f);
   const float head_scale[] = {1.0f}, head_base[] = {0.0f, 0.1f, 0.2f, 0.3f};
   const mhc::hc_head_weights head{{head_fn.data(), {4, 4 * d}}, {head_scale, {1}}, {head_base, {4}}};
-  const auto constrained = run_block<mhc::mhc<4>>(e, tokens, d, site.weights(), head);
+  const auto constrained = run_block<mhc::constrained_hc<4>>(e, tokens, d, site.weights(), head);
   const auto unconstrained = run_block<mhc::unconstrained_hc<4>>(e, tokens, d, site.weights(), head);
   const auto plain = run_block<mhc::plain_residual>(e, tokens, d, {}, {});
   for (const auto* h : {&constrained, &unconstrained, &plain})

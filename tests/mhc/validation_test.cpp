@@ -17,7 +17,7 @@ using namespace dsv4;
 using namespace dsv4::mhc;
 using mhc_test::random_normal;
 using mhc_test::site_buffers;
-using mhc4 = dsv4::mhc::mhc<4>;
+using mhc4 = dsv4::mhc::constrained_hc<4>;
 
 namespace {
 bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }

@@ -1,4 +1,4 @@
-// Random weight matrices in every storage format of core/gemv.hpp, owning their bytes, for the
+// Random weight matrices in every storage format of core/weight_matrix.hpp, owning their bytes, for the
 // GEMV/GEMM and MoE tests. dequantized() decodes with the scalar element helpers of quant.hpp, an
 // implementation independent of the vectorized decoders under test.
 #pragma once
@@ -10,7 +10,7 @@
 #include <span>
 #include <vector>
 
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/linear.hpp"
 #include "random.hpp"
 
 namespace dsv4::test {
@@ -47,7 +47,7 @@ struct random_matrix {
         while (c.is_nan() || (c.bits & 0x7f) > 0x58);  // codes up to 2^4 in magnitude
       }
       scale.resize(
-          static_cast<std::size_t>(detail::blocks_of(rows, fp8_block) * detail::blocks_of(cols, fp8_block)));
+          static_cast<std::size_t>(ceil_div(rows, fp8_block) * ceil_div(cols, fp8_block)));
       for (auto& s : scale) s = random_scale(2);
     } else {
       e2m1.resize(n / 2);
@@ -65,7 +65,7 @@ struct random_matrix {
     } else if constexpr (F == format::fp8) {
       return fp8_matrix{
           {e4m3.data(), {out, in}},
-          {scale.data(), {detail::blocks_of(out, fp8_block), detail::blocks_of(in, fp8_block)}}};
+          {scale.data(), {ceil_div(out, fp8_block), ceil_div(in, fp8_block)}}};
     } else {
       return fp4_matrix{{e2m1.data(), {out, in / 2}}, {scale.data(), {out, in / fp4_block}}};
     }
@@ -80,7 +80,7 @@ struct random_matrix {
       return b16[i].to_float();
     } else if constexpr (F == format::fp8) {
       return dequantize_fp8_at(e4m3.data() + r * in,
-                               scale.data() + (r / fp8_block) * detail::blocks_of(in, fp8_block), c);
+                               scale.data() + (r / fp8_block) * ceil_div(in, fp8_block), c);
     } else {
       return dequantize_fp4_at(e2m1.data() + r * in / 2, scale.data() + r * (in / fp4_block), c);
     }

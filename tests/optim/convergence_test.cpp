@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "dsv4/core/gemm.hpp"
+#include "dsv4/core/sgemm.hpp"
 #include "dsv4/optim/adamw.hpp"
 #include "dsv4/optim/muon.hpp"
 #include "svd.hpp"

@@ -15,11 +15,11 @@
 // batch of sequences, each at its own position, and appends a number of tokens to each: a prefill
 // from position 0, a chunk of a longer prefill and a single-token decode are the same call. The
 // projections of a sequence's tokens run as GEMMs over blocks of up to chunk_rows tokens (core/
-// gemv.hpp, whose rows equal one-token products), then the tokens go through the cache in order
+// linear.hpp, whose rows equal one-token products), then the tokens go through the cache in order
 // with the same arithmetic whatever the call's length: decoding token by token, prefilling in
 // chunks and prefilling at once give identical outputs.
 //
-// Weights: the projections are matrices of core/gemv.hpp in the formats the config names
+// Weights: the projections are matrices of core/weight_matrix.hpp in the formats the config names
 // (attention_weights_for<C>: linear_format for wq_a, wq_b, wkv, wo_a, wo_b and the indexer's wq_b,
 // FP8 with 128x128 block scales in the releases; other_format for the compressors and the
 // indexer's weights_proj, BF16), decoded on the fly; norms, ape and the sink are fp32 views.
@@ -64,7 +64,7 @@
 namespace dsv4::attn {
 
 // Views of one layer's attention parameters (checkpoint names attn.*), the projections in the
-// formats Linear and Other of core/gemv.hpp. The compressor is read only by compressing policies
+// formats Linear and Other of core/weight_matrix.hpp. The compressor is read only by compressing policies
 // and the indexer only by top-k policies.
 template <weight_matrix Linear = f32_matrix, weight_matrix Other = f32_matrix>
 struct attention_weights {
@@ -127,7 +127,7 @@ struct attend_buffers {
 
   static attend_buffers carve(workspace_layout& l, index_t window, index_t max_entries) {
     using shape = layer_shape<C, P>;
-    using core_op = sparse_attention_op<typename kv_codecs<C.kv_cache>::entry>;
+    using core_op = sparse_attention_op<typename kv_codecs<C.cache_format>::entry>;
     const index_t n = window + max_entries;
     attend_buffers b;
     b.candidates = l.take_span<std::int32_t>(n);

@@ -25,7 +25,7 @@
 
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/linear.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
 #include "dsv4/core/status.hpp"
@@ -44,7 +44,7 @@ struct compressor_shape {
 };
 
 // Views of one compressor's parameters (checkpoint names compressor.{wkv,wgate,ape,norm}); the two
-// projections in the format W of core/gemv.hpp (BF16 in the released checkpoints).
+// projections in the format W of core/weight_matrix.hpp (BF16 in the released checkpoints).
 template <weight_matrix W = f32_matrix>
 struct compressor_weights {
   W wkv;                             // (coff*dim, d)

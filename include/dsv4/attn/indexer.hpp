@@ -30,7 +30,7 @@
 #include "dsv4/attn/kv_codec.hpp"
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
-#include "dsv4/core/gemm.hpp"
+#include "dsv4/core/sgemm.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
@@ -99,7 +99,7 @@ inline void indexer_query(const indexer_shape& s, const rope_table& rope, index_
   for (float& v : head_weights) v = to_activation(num, v * scale);
 }
 
-// Scoring runs as products with sgemm's micro-kernel (core/gemm.hpp's sgemm_direct): the query
+// Scoring runs as products with sgemm's micro-kernel (core/sgemm.hpp's sgemm_direct): the query
 // heads are packed once per call, keys are decoded (or copied) key_block at a time into a tile,
 // (key_block, c_I) x (c_I, n_I); the blocks are spread over at most max_score_lanes lanes with a
 // workspace each. A key's score depends only on its own row, so it is the same whatever the lane,
@@ -113,7 +113,7 @@ inline constexpr index_t score_lanes(index_t n) {
 // Floats of one lane: the decoded tile (key_block, c) and the scores (key_block, heads), on whole
 // cache lines.
 inline constexpr index_t score_lane_floats(index_t heads, index_t c) {
-  return sgemm_op::round_up(key_block * (c + heads), sgemm_op::line_floats);
+  return round_up(key_block * (c + heads), sgemm_op::line_floats);
 }
 // Floats of workspace indexer_scores needs for n keys of width c scored by `heads` heads.
 inline constexpr index_t indexer_workspace_floats(index_t heads, index_t c, index_t n) {

@@ -114,7 +114,7 @@ class kv_cache {
   static_assert(config::is_valid_config<C>);
 
  public:
-  using codecs = kv_codecs<C.kv_cache>;
+  using codecs = kv_codecs<C.cache_format>;
   using entry_region = row_region<typename codecs::entry>;
   using key_region = row_region<typename codecs::key>;
   static constexpr index_t entry_row_bytes = entry_region::bytes_per_row(C.head_dim, C.rope_dim);

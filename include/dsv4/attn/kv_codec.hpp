@@ -19,7 +19,7 @@
 // amax floored at 1e-4 and s = 2^ceil(log2(amax/448)); FP4 per 32 with s = 2^ceil(log2(amax/6)).
 // Decoding gives exactly the values fp8_simulate / fp4_simulate produce, so the released storage
 // holds what the reference model attends to; it runs 32 values at a time through the checkpoint
-// decoders of core/gemv.hpp (vectorized, exact).
+// decoders of core/chunk_decode.hpp (vectorized, exact).
 //
 // kv_codecs<F> names the entry and index-key codec of each config::kv_format.
 #pragma once
@@ -35,7 +35,7 @@
 
 #include "dsv4/config/model_config.hpp"
 #include "dsv4/core/dtype.hpp"
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/chunk_decode.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/quant.hpp"
 #include "dsv4/core/tensor_view.hpp"

@@ -13,7 +13,7 @@
 // into chunks whose number depends only on its length, never on the thread count. Each chunk
 // gathers its rows `block` at a time into a tile (decoding them once for all heads), computes the
 // (heads, block) scores and the weighted sum of the tile as two products with sgemm's
-// micro-kernel (core/gemm.hpp's sgemm_direct: the query heads are packed once per call, the tile
+// micro-kernel (core/sgemm.hpp's sgemm_direct: the query heads are packed once per call, the tile
 // and the probabilities are read in place), and keeps a per-head online softmax (max, sum,
 // weighted sum) in the caller's workspace; the chunks are then merged in order. When all the
 // candidates make one chunk (a window of 128 rows), its heads are split into two groups of whole
@@ -35,7 +35,7 @@
 #include "dsv4/attn/kv_codec.hpp"
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/core/backend.hpp"
-#include "dsv4/core/gemm.hpp"
+#include "dsv4/core/sgemm.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
 #include "dsv4/core/parallel.hpp"
@@ -105,7 +105,7 @@ struct sparse_attention_op {
   }
   // Floats of the query heads packed for the score products (shared by the chunks).
   static constexpr index_t packed_q_floats(index_t heads, index_t c) {
-    return sgemm_op::round_up(sliver_floats(c, heads), sgemm_op::line_floats);
+    return round_up(sliver_floats(c, heads), sgemm_op::line_floats);
   }
   // Rows of the gathered tile lie NR floats further apart than their width: a power-of-two
   // stride would map the rows' lines the value product reads (one sliver of every row) to two
@@ -118,16 +118,16 @@ struct sparse_attention_op {
     return chunks(n_candidates) == 1 && heads >= 2 * sgemm_op::nr ? 2 : 1;
   }
   static constexpr index_t heads_per_group(index_t heads, index_t groups) {
-    return sgemm_op::round_up((heads + groups - 1) / groups, sgemm_op::nr);
+    return round_up((heads + groups - 1) / groups, sgemm_op::nr);
   }
   // Floats of one chunk's partial state: acc (heads, c), max and sum (heads).
   static constexpr index_t state_floats(index_t heads, index_t c) {
-    return sgemm_op::round_up(heads * (c + 2), sgemm_op::line_floats);
+    return round_up(heads * (c + 2), sgemm_op::line_floats);
   }
   // Floats of one task's buffers: the gathered rows (block, tile_stride) and the scores
   // (heads, block), indexed by head whatever the group.
   static constexpr index_t task_floats(index_t heads, index_t c) {
-    return sgemm_op::round_up(block * tile_stride(c) + block * heads, sgemm_op::line_floats);
+    return round_up(block * tile_stride(c) + block * heads, sgemm_op::line_floats);
   }
   static constexpr index_t workspace_floats(index_t heads, index_t c, index_t n_candidates) {
     const index_t k = chunks(n_candidates);

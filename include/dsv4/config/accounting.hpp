@@ -21,7 +21,7 @@ enum class mtp_mode : std::uint8_t { exclude, include };
 
 // ---- tensor inventory ---------------------------------------------------------------------------
 
-enum class param_group : std::uint8_t {
+enum class tensor_group : std::uint8_t {
   embedding,
   head,
   attention,  // projections, q/kv norms, sinks, compressors, indexers
@@ -39,7 +39,7 @@ enum class param_group : std::uint8_t {
 // (out, in / 2) bytes. The hash table is int64 in the checkpoint; its `format` (f32) is unused.
 struct tensor_desc {
   const char* name;  // under layers.{i}. / mtp.0. or top level; * stands for the expert id
-  param_group group;
+  tensor_group group;
   std::int64_t rows;  // (rows, cols): a vector is (n, 1)
   std::int64_t cols;
   weight_format format;
@@ -53,7 +53,7 @@ struct tensor_desc {
     return 0;
   }
   constexpr std::int64_t stored_bytes() const {
-    if (group == param_group::hash_table) return 8 * elements();
+    if (group == tensor_group::hash_table) return 8 * elements();
     constexpr std::int64_t bits[] = {32, 16, 8, 4};  // indexed by weight_format
     return elements() * bits[static_cast<int>(format)] / 8 + scale_elements();
   }
@@ -72,15 +72,15 @@ template <class Visit>
 constexpr void visit_compressor(const model_config& c, const compressor_names& n, std::int64_t width,
                                 std::int64_t coff, std::int64_t ratio, Visit& visit) {
   const std::int64_t d = c.d_model;
-  visit(tensor_desc{n.wkv, param_group::attention, coff * width, d, c.other_format});    // (coff*w, d)
-  visit(tensor_desc{n.wgate, param_group::attention, coff * width, d, c.other_format});  // (coff*w, d)
-  visit(tensor_desc{n.ape, param_group::attention, ratio, coff * width, weight_format::f32});
-  visit(tensor_desc{n.norm, param_group::attention, width, 1, c.other_format});
+  visit(tensor_desc{n.wkv, tensor_group::attention, coff * width, d, c.other_format});    // (coff*w, d)
+  visit(tensor_desc{n.wgate, tensor_group::attention, coff * width, d, c.other_format});  // (coff*w, d)
+  visit(tensor_desc{n.ape, tensor_group::attention, ratio, coff * width, weight_format::f32});
+  visit(tensor_desc{n.norm, tensor_group::attention, width, 1, c.other_format});
 }
 
 // SwiGLU w1 (gate), w3 (up), w2 (down) of width `inter`, `copies` times.
 template <class Visit>
-constexpr void visit_swiglu(const model_config& c, const char* const (&names)[3], param_group g,
+constexpr void visit_swiglu(const model_config& c, const char* const (&names)[3], tensor_group g,
                             std::int64_t inter, weight_format f, std::int64_t copies, Visit& visit) {
   const std::int64_t d = c.d_model;
   visit(tensor_desc{names[0], g, inter, d, f, copies});  // (I, d)
@@ -93,9 +93,9 @@ template <class Visit>
 constexpr void visit_hc_head(const model_config& c, Visit& visit) {
   if (!is_v4_hybrid(c)) return;
   const std::int64_t hc = c.hc_mult;
-  visit(tensor_desc{"hc_head_fn", param_group::mhc, hc, hc * c.d_model, weight_format::f32});
-  visit(tensor_desc{"hc_head_base", param_group::mhc, hc, 1, weight_format::f32});
-  visit(tensor_desc{"hc_head_scale", param_group::mhc, 1, 1, weight_format::f32});
+  visit(tensor_desc{"hc_head_fn", tensor_group::mhc, hc, hc * c.d_model, weight_format::f32});
+  visit(tensor_desc{"hc_head_base", tensor_group::mhc, hc, 1, weight_format::f32});
+  visit(tensor_desc{"hc_head_scale", tensor_group::mhc, 1, 1, weight_format::f32});
 }
 
 template <class Visit>
@@ -104,15 +104,15 @@ constexpr void visit_v4_attention(const model_config& c, layer_kind kind, Visit&
   const std::int64_t ni = c.index_n_heads, ci = c.index_head_dim,
                      go = std::int64_t{c.o_groups} * c.o_lora_rank;
   const weight_format lin = c.linear_format, oth = c.other_format;
-  visit(tensor_desc{"attn.wq_a.weight", param_group::attention, dc, d, lin});
-  visit(tensor_desc{"attn.q_norm.weight", param_group::attention, dc, 1, oth});
-  visit(tensor_desc{"attn.wq_b.weight", param_group::attention, nh * hd, dc, lin});
-  visit(tensor_desc{"attn.wkv.weight", param_group::attention, hd, d, lin});
-  visit(tensor_desc{"attn.kv_norm.weight", param_group::attention, hd, 1, oth});
+  visit(tensor_desc{"attn.wq_a.weight", tensor_group::attention, dc, d, lin});
+  visit(tensor_desc{"attn.q_norm.weight", tensor_group::attention, dc, 1, oth});
+  visit(tensor_desc{"attn.wq_b.weight", tensor_group::attention, nh * hd, dc, lin});
+  visit(tensor_desc{"attn.wkv.weight", tensor_group::attention, hd, d, lin});
+  visit(tensor_desc{"attn.kv_norm.weight", tensor_group::attention, hd, 1, oth});
   // (g*d_g, n_h/g*c): block-diagonal grouped projection stored as one matrix
-  visit(tensor_desc{"attn.wo_a.weight", param_group::attention, go, nh / c.o_groups * hd, lin});
-  visit(tensor_desc{"attn.wo_b.weight", param_group::attention, d, go, lin});
-  visit(tensor_desc{"attn.attn_sink", param_group::attention, nh, 1, weight_format::f32});
+  visit(tensor_desc{"attn.wo_a.weight", tensor_group::attention, go, nh / c.o_groups * hd, lin});
+  visit(tensor_desc{"attn.wo_b.weight", tensor_group::attention, d, go, lin});
+  visit(tensor_desc{"attn.attn_sink", tensor_group::attention, nh, 1, weight_format::f32});
   if (kind == layer_kind::swa) return;
   const bool csa = kind == layer_kind::csa;
   visit_compressor(c,
@@ -120,8 +120,8 @@ constexpr void visit_v4_attention(const model_config& c, layer_kind kind, Visit&
                     "attn.compressor.norm.weight"},
                    hd, csa ? 2 : 1, csa ? c.csa_ratio : c.hca_ratio, visit);
   if (!csa) return;
-  visit(tensor_desc{"attn.indexer.wq_b.weight", param_group::attention, ni * ci, dc, lin});
-  visit(tensor_desc{"attn.indexer.weights_proj.weight", param_group::attention, ni, d, oth});
+  visit(tensor_desc{"attn.indexer.wq_b.weight", tensor_group::attention, ni * ci, dc, lin});
+  visit(tensor_desc{"attn.indexer.weights_proj.weight", tensor_group::attention, ni, d, oth});
   visit_compressor(c,
                    {"attn.indexer.compressor.wkv.weight", "attn.indexer.compressor.wgate.weight",
                     "attn.indexer.compressor.ape", "attn.indexer.compressor.norm.weight"},
@@ -134,18 +134,18 @@ constexpr void visit_mla_attention(const model_config& c, Visit& visit) {
   const std::int64_t d = c.d_model, nh = c.n_heads, dc = c.q_lora_rank, kvr = c.kv_lora_rank;
   const std::int64_t ni = c.index_n_heads, ci = c.index_head_dim;
   const weight_format lin = c.linear_format, oth = c.other_format;
-  visit(tensor_desc{"attn.wq_a.weight", param_group::attention, dc, d, lin});
-  visit(tensor_desc{"attn.q_norm.weight", param_group::attention, dc, 1, oth});
-  visit(tensor_desc{"attn.wq_b.weight", param_group::attention, nh * c.head_dim, dc, lin});
-  visit(tensor_desc{"attn.wkv_a.weight", param_group::attention, kvr + c.rope_dim, d, lin});
-  visit(tensor_desc{"attn.kv_norm.weight", param_group::attention, kvr, 1, oth});
-  visit(tensor_desc{"attn.wkv_b.weight", param_group::attention, nh * (c.nope_dim + c.v_head_dim), kvr, lin});
-  visit(tensor_desc{"attn.wo.weight", param_group::attention, d, nh * c.v_head_dim, lin});
-  visit(tensor_desc{"attn.indexer.wq_b.weight", param_group::attention, ni * ci, dc, lin});
-  visit(tensor_desc{"attn.indexer.wk.weight", param_group::attention, ci, d, lin});
-  visit(tensor_desc{"attn.indexer.k_norm.weight", param_group::attention, ci, 1, oth});
-  visit(tensor_desc{"attn.indexer.k_norm.bias", param_group::attention, ci, 1, oth});
-  visit(tensor_desc{"attn.indexer.weights_proj.weight", param_group::attention, ni, d, oth});
+  visit(tensor_desc{"attn.wq_a.weight", tensor_group::attention, dc, d, lin});
+  visit(tensor_desc{"attn.q_norm.weight", tensor_group::attention, dc, 1, oth});
+  visit(tensor_desc{"attn.wq_b.weight", tensor_group::attention, nh * c.head_dim, dc, lin});
+  visit(tensor_desc{"attn.wkv_a.weight", tensor_group::attention, kvr + c.rope_dim, d, lin});
+  visit(tensor_desc{"attn.kv_norm.weight", tensor_group::attention, kvr, 1, oth});
+  visit(tensor_desc{"attn.wkv_b.weight", tensor_group::attention, nh * (c.nope_dim + c.v_head_dim), kvr, lin});
+  visit(tensor_desc{"attn.wo.weight", tensor_group::attention, d, nh * c.v_head_dim, lin});
+  visit(tensor_desc{"attn.indexer.wq_b.weight", tensor_group::attention, ni * ci, dc, lin});
+  visit(tensor_desc{"attn.indexer.wk.weight", tensor_group::attention, ci, d, lin});
+  visit(tensor_desc{"attn.indexer.k_norm.weight", tensor_group::attention, ci, 1, oth});
+  visit(tensor_desc{"attn.indexer.k_norm.bias", tensor_group::attention, ci, 1, oth});
+  visit(tensor_desc{"attn.indexer.weights_proj.weight", tensor_group::attention, ni, d, oth});
 }
 }  // namespace detail
 
@@ -154,39 +154,39 @@ template <class Visit>
 constexpr void for_each_layer_tensor(const model_config& c, int layer, Visit&& visit) {
   const std::int64_t d = c.d_model;
   const weight_format oth = c.other_format, f32 = weight_format::f32;
-  visit(tensor_desc{"attn_norm.weight", param_group::norms, d, 1, oth});
-  visit(tensor_desc{"ffn_norm.weight", param_group::norms, d, 1, oth});
+  visit(tensor_desc{"attn_norm.weight", tensor_group::norms, d, 1, oth});
+  visit(tensor_desc{"ffn_norm.weight", tensor_group::norms, d, 1, oth});
   if (is_v4_hybrid(c)) {
     // Two mHC sites; fn rows: pre (n_hc), post (n_hc), comb (n_hc^2) over the flattened streams.
     const std::int64_t mix = (2 + std::int64_t{c.hc_mult}) * c.hc_mult, width = c.hc_mult * d;
-    visit(tensor_desc{"hc_attn_fn", param_group::mhc, mix, width, f32});
-    visit(tensor_desc{"hc_attn_base", param_group::mhc, mix, 1, f32});
-    visit(tensor_desc{"hc_attn_scale", param_group::mhc, 3, 1, f32});
-    visit(tensor_desc{"hc_ffn_fn", param_group::mhc, mix, width, f32});
-    visit(tensor_desc{"hc_ffn_base", param_group::mhc, mix, 1, f32});
-    visit(tensor_desc{"hc_ffn_scale", param_group::mhc, 3, 1, f32});
+    visit(tensor_desc{"hc_attn_fn", tensor_group::mhc, mix, width, f32});
+    visit(tensor_desc{"hc_attn_base", tensor_group::mhc, mix, 1, f32});
+    visit(tensor_desc{"hc_attn_scale", tensor_group::mhc, 3, 1, f32});
+    visit(tensor_desc{"hc_ffn_fn", tensor_group::mhc, mix, width, f32});
+    visit(tensor_desc{"hc_ffn_base", tensor_group::mhc, mix, 1, f32});
+    visit(tensor_desc{"hc_ffn_scale", tensor_group::mhc, 3, 1, f32});
     detail::visit_v4_attention(c, layer_kind_of(c, layer), visit);
   } else {
     detail::visit_mla_attention(c, visit);
   }
   if (is_dense_layer(c, layer)) {
-    detail::visit_swiglu(c, {"ffn.w1.weight", "ffn.w3.weight", "ffn.w2.weight"}, param_group::dense_ffn,
+    detail::visit_swiglu(c, {"ffn.w1.weight", "ffn.w3.weight", "ffn.w2.weight"}, tensor_group::dense_ffn,
                          c.dense_inter_dim, c.linear_format, 1, visit);
     return;
   }
   const std::int64_t experts = c.n_routed_experts;
-  visit(tensor_desc{"ffn.gate.weight", param_group::router, experts, d, oth});
+  visit(tensor_desc{"ffn.gate.weight", tensor_group::router, experts, d, oth});
   if (is_hash_layer(c, layer)) {
-    visit(tensor_desc{"ffn.gate.tid2eid", param_group::hash_table, c.vocab_size, c.n_experts_per_tok, f32});
+    visit(tensor_desc{"ffn.gate.tid2eid", tensor_group::hash_table, c.vocab_size, c.n_experts_per_tok, f32});
   } else {
-    visit(tensor_desc{"ffn.gate.bias", param_group::router, experts, 1, f32});
+    visit(tensor_desc{"ffn.gate.bias", tensor_group::router, experts, 1, f32});
   }
   detail::visit_swiglu(c, {"ffn.experts.*.w1.weight", "ffn.experts.*.w3.weight", "ffn.experts.*.w2.weight"},
-                       param_group::routed_experts, c.moe_inter_dim, c.expert_format, experts, visit);
+                       tensor_group::routed_experts, c.moe_inter_dim, c.expert_format, experts, visit);
   if (c.n_shared_experts > 0) {  // several shared experts are one MLP of n_shared * I channels
     detail::visit_swiglu(
         c, {"ffn.shared_experts.w1.weight", "ffn.shared_experts.w3.weight", "ffn.shared_experts.w2.weight"},
-        param_group::shared_experts, std::int64_t{c.n_shared_experts} * c.moe_inter_dim, c.linear_format, 1,
+        tensor_group::shared_experts, std::int64_t{c.n_shared_experts} * c.moe_inter_dim, c.linear_format, 1,
         visit);
   }
 }
@@ -195,9 +195,9 @@ constexpr void for_each_layer_tensor(const model_config& c, int layer, Visit&& v
 template <class Visit>
 constexpr void for_each_top_tensor(const model_config& c, Visit&& visit) {
   const std::int64_t v = c.vocab_size, d = c.d_model;
-  visit(tensor_desc{"embed.weight", param_group::embedding, v, d, c.other_format});
-  visit(tensor_desc{"head.weight", param_group::head, v, d, c.other_format});
-  visit(tensor_desc{"norm.weight", param_group::norms, d, 1, c.other_format});
+  visit(tensor_desc{"embed.weight", tensor_group::embedding, v, d, c.other_format});
+  visit(tensor_desc{"head.weight", tensor_group::head, v, d, c.other_format});
+  visit(tensor_desc{"norm.weight", tensor_group::norms, d, 1, c.other_format});
   detail::visit_hc_head(c, visit);
 }
 
@@ -206,18 +206,18 @@ constexpr void for_each_top_tensor(const model_config& c, Visit&& visit) {
 template <class Visit>
 constexpr void for_each_mtp_extra_tensor(const model_config& c, Visit&& visit) {
   const std::int64_t d = c.d_model;
-  visit(tensor_desc{"e_proj.weight", param_group::mtp_projections, d, d, c.linear_format});
-  visit(tensor_desc{"h_proj.weight", param_group::mtp_projections, d, d, c.linear_format});
-  visit(tensor_desc{"enorm.weight", param_group::norms, d, 1, c.other_format});
-  visit(tensor_desc{"hnorm.weight", param_group::norms, d, 1, c.other_format});
-  visit(tensor_desc{"norm.weight", param_group::norms, d, 1, c.other_format});
+  visit(tensor_desc{"e_proj.weight", tensor_group::mtp_projections, d, d, c.linear_format});
+  visit(tensor_desc{"h_proj.weight", tensor_group::mtp_projections, d, d, c.linear_format});
+  visit(tensor_desc{"enorm.weight", tensor_group::norms, d, 1, c.other_format});
+  visit(tensor_desc{"hnorm.weight", tensor_group::norms, d, 1, c.other_format});
+  visit(tensor_desc{"norm.weight", tensor_group::norms, d, 1, c.other_format});
   detail::visit_hc_head(c, visit);
 }
 
 // ---- parameter counts ---------------------------------------------------------------------------
 
 // Logical parameter counts by group (an FP4 value counts as one parameter).
-struct param_groups {
+struct tensor_group_counts {
   std::int64_t embedding = 0;
   std::int64_t head = 0;
   std::int64_t attention = 0;
@@ -234,29 +234,29 @@ struct param_groups {
     return embedding + head + attention + mhc + norms + router + shared_experts + routed_experts + dense_ffn +
            mtp_projections;
   }
-  constexpr std::int64_t& operator[](param_group g) {
+  constexpr std::int64_t& operator[](tensor_group g) {
     switch (g) {
-      case param_group::embedding:
+      case tensor_group::embedding:
         return embedding;
-      case param_group::head:
+      case tensor_group::head:
         return head;
-      case param_group::attention:
+      case tensor_group::attention:
         return attention;
-      case param_group::mhc:
+      case tensor_group::mhc:
         return mhc;
-      case param_group::norms:
+      case tensor_group::norms:
         return norms;
-      case param_group::router:
+      case tensor_group::router:
         return router;
-      case param_group::shared_experts:
+      case tensor_group::shared_experts:
         return shared_experts;
-      case param_group::routed_experts:
+      case tensor_group::routed_experts:
         return routed_experts;
-      case param_group::dense_ffn:
+      case tensor_group::dense_ffn:
         return dense_ffn;
-      case param_group::mtp_projections:
+      case tensor_group::mtp_projections:
         return mtp_projections;
-      case param_group::hash_table:
+      case tensor_group::hash_table:
         break;
     }
     return hash_table;
@@ -264,8 +264,8 @@ struct param_groups {
 };
 
 struct param_breakdown {
-  param_groups main;  // backbone layers and top-level tensors
-  param_groups mtp;   // the MTP module: its decoder layer, projections, norms, HC head
+  tensor_group_counts main;  // backbone layers and top-level tensors
+  tensor_group_counts mtp;   // the MTP module: its decoder layer, projections, norms, HC head
   // Checkpoint view (main and MTP): ue8m0 scale elements, tensor count (weights, scales, tables)
   // and stored bytes at the configured weight formats.
   std::int64_t scale_elements = 0;
@@ -275,7 +275,7 @@ struct param_breakdown {
 
 constexpr param_breakdown breakdown_params(const model_config& c) {
   param_breakdown b;
-  const auto into = [&b](param_groups& groups) {
+  const auto into = [&b](tensor_group_counts& groups) {
     return [&b, &groups](const tensor_desc& t) {
       groups[t.group] += t.elements();
       b.scale_elements += t.scale_elements();
@@ -301,7 +301,7 @@ struct param_counts {
 
 constexpr param_counts count_params(const model_config& c, mtp_mode mtp = mtp_mode::exclude) {
   const param_breakdown b = breakdown_params(c);
-  const auto counts = [&c](const param_groups& g) {
+  const auto counts = [&c](const tensor_group_counts& g) {
     const std::int64_t per_token = g.routed_experts / c.n_routed_experts * c.n_experts_per_tok;
     return param_counts{g.total(), g.total() - g.routed_experts + per_token};
   };

@@ -17,6 +17,7 @@
 #include <initializer_list>
 
 #include "dsv4/core/macros.hpp"
+#include "dsv4/core/weight_format.hpp"
 
 namespace dsv4::config {
 
@@ -28,13 +29,8 @@ enum class attention_family : std::uint8_t {
   v32_mla_dsa,  // MLA with the Lightning Indexer over every raw token (DeepSeek-V3.2), for comparison
 };
 
-// Storage format of a weight tensor in the checkpoint (spec §11.1).
-enum class weight_format : std::uint8_t {
-  f32,
-  bf16,
-  fp8_e4m3_block128,  // e4m3 values, one ue8m0 scale per 128x128 block
-  fp4_e2m1_block32,   // two e2m1 values per byte, one ue8m0 scale per 1x32 block along the input
-};
+// Storage format of a weight tensor in the checkpoint (core/weight_format.hpp).
+using dsv4::weight_format;
 
 // Storage format of the KV cache (spec §8.2).
 enum class kv_format : std::uint8_t {
@@ -104,7 +100,7 @@ struct model_config {
   weight_format linear_format = weight_format::bf16;  // attention and shared-expert linears, MTP projections
   weight_format expert_format = weight_format::bf16;  // routed experts
   weight_format other_format = weight_format::bf16;   // embedding, head, norms, router, compressors
-  kv_format kv_cache = kv_format::bf16;
+  kv_format cache_format = kv_format::bf16;
 };
 
 // ---- layer schedule ----------------------------------------------------------------------------
@@ -259,7 +255,7 @@ constexpr bool dense_layers_range(const model_config& c) {
 constexpr bool mtp_depth(const model_config& c) { return c.n_mtp_layers == 0 || c.n_mtp_layers == 1; }
 // Released KV layout: one ue8m0 scale per 64 NoPE values, FP4 index keys in 1x32 tiles (spec §8.2).
 constexpr bool kv_layout_tiles(const model_config& c) {
-  return !is_v4_hybrid(c) || c.kv_cache != kv_format::fp8_released ||
+  return !is_v4_hybrid(c) || c.cache_format != kv_format::fp8_released ||
          (c.nope_dim % 64 == 0 && (!has_csa_layers(c) || c.index_head_dim % 32 == 0));
 }
 // FP4 experts are stored two values per byte with one scale per 32 inputs (spec §11.1).
@@ -320,7 +316,7 @@ struct validate {
                 "dsv4 model_config: n_mtp_layers must be 0 or 1 (compress_ratios holds one MTP entry)");
   static_assert(
       rules::kv_layout_tiles(C),
-      "dsv4 model_config: kv_cache fp8_released needs nope_dim divisible by 64 and index_head_dim by 32");
+      "dsv4 model_config: cache_format fp8_released needs nope_dim divisible by 64 and index_head_dim by 32");
   static_assert(rules::fp4_expert_tiles(C),
                 "dsv4 model_config: fp4 routed experts need d_model and moe_inter_dim divisible by 32");
   static constexpr bool value = true;

@@ -48,7 +48,7 @@ inline constexpr model_config v4_flash{
     .linear_format = weight_format::fp8_e4m3_block128,
     .expert_format = weight_format::fp4_e2m1_block32,
     .other_format = weight_format::bf16,
-    .kv_cache = kv_format::fp8_released,
+    .cache_format = kv_format::fp8_released,
 };
 static_assert(is_valid_config<v4_flash>);
 
@@ -109,7 +109,7 @@ inline constexpr model_config v32{
     .linear_format = weight_format::fp8_e4m3_block128,
     .expert_format = weight_format::fp8_e4m3_block128,
     .other_format = weight_format::bf16,
-    .kv_cache = kv_format::fp8_released,
+    .cache_format = kv_format::fp8_released,
 };
 static_assert(is_valid_config<v32>);
 
@@ -161,7 +161,7 @@ inline constexpr model_config tiny_swa{
     .linear_format = weight_format::f32,
     .expert_format = weight_format::f32,
     .other_format = weight_format::f32,
-    .kv_cache = kv_format::f32,
+    .cache_format = kv_format::f32,
 };
 static_assert(is_valid_config<tiny_swa>);
 

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 
+#include "dsv4/core/arith.hpp"
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/dtype.hpp"
 #include "dsv4/core/macros.hpp"
@@ -70,8 +71,6 @@ status check_unit_inner_stride(const tensor_view<T, Rank>& v, std::string_view n
   return {errc::shape_mismatch, std::string(name) + ": expected unit stride along the last dimension, got " +
                                     std::to_string(v.stride(Rank - 1))};
 }
-// Blocks of `block` needed to cover n elements.
-inline index_t blocks_of(index_t n, index_t block) { return (n + block - 1) / block; }
 }  // namespace detail
 
 // ---- dequantize_fp8_op: FP8 e4m3 weight with 128x128 ue8m0 block scales -> float ---------------
@@ -87,7 +86,7 @@ struct dequantize_fp8_op {
   static status check(const params& p) {
     const index_t rows = p.weight.extent(0), cols = p.weight.extent(1);
     DSV4_TRY(detail::check_unit_inner_stride(p.weight, "weight"));
-    DSV4_TRY(check_shape(p.scale, {detail::blocks_of(rows, fp8_block), detail::blocks_of(cols, fp8_block)},
+    DSV4_TRY(check_shape(p.scale, {ceil_div(rows, fp8_block), ceil_div(cols, fp8_block)},
                          "scale"));
     DSV4_TRY(detail::check_unit_inner_stride(p.scale, "scale"));
     DSV4_TRY(check_shape(p.out, {rows, cols}, "out"));

@@ -3,6 +3,8 @@
 // elsewhere, plus the few operations the micro-kernels need to control code generation.
 #pragma once
 
+#include <cstdint>
+
 #include "dsv4/core/macros.hpp"
 
 #if defined(__AVX__)
@@ -14,6 +16,9 @@ namespace dsv4::detail {
 using v8f = float __attribute__((vector_size(32)));
 // Unaligned, aliasing views of 8 floats: plain loads and stores the compiler keeps in registers.
 using v8f_unaligned = float __attribute__((vector_size(32), aligned(4), may_alias));
+
+using v8u32 = std::uint32_t __attribute__((vector_size(32)));
+using v8u16 = std::uint16_t __attribute__((vector_size(16)));
 
 // 32-byte vectors cross function boundaries by reference only: passed by value they would change
 // the calling convention between AVX and non-AVX builds (GCC's -Wpsabi).
@@ -28,6 +33,15 @@ DSV4_FORCEINLINE void fma8(v8f& c, const v8f& a, const v8f& b) {
       _mm256_fmadd_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b), reinterpret_cast<__m256>(c)));
 #else
   c += a * b;
+#endif
+}
+
+// The scalar twin of fma8, for the column tail.
+DSV4_FORCEINLINE float fma1(float a, float b, float c) {
+#if defined(__FMA__)
+  return __builtin_fmaf(a, b, c);
+#else
+  return c + a * b;
 #endif
 }
 

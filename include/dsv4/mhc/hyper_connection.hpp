@@ -1,6 +1,6 @@
 // Manifold-constrained hyper-connections (mHC, spec §3.2-§3.4, §16.5, §18.3): the operations of one
 // mHC site (HC_pre, HC_post), the stream expansion at the embedding and the HC head, for a batch of
-// tokens, plus the residual policies built from them (mhc<N> and the unconstrained variant).
+// tokens, plus the residual policies built from them (constrained_hc<N> and the unconstrained variant).
 //
 // Per token the residual is X (n_hc, d), flattened stream-major (element j*d + k is stream j,
 // channel k: the column order of hc_*_fn). One site computes, all in fp32 (spec §3.2):
@@ -26,7 +26,7 @@
 //
 // Parallel structure (deterministic for any thread count): every parallel_for index owns its
 // outputs and computes them in a fixed order. HC_pre's 24 mixing dot products per token are one
-// GEMM of the tokens by fn through core/gemv.hpp (f32_matrix): its rows are split over the threads,
+// GEMM of the tokens by fn through core/linear.hpp (f32_matrix): its rows are split over the threads,
 // a batch reads fn once per pass of 64 tokens, and its accumulation-order contract (dsv4::dot's
 // lanes and tree, fused products where the target has FMA) makes a batch equal its tokens one at a
 // time bit for bit.
@@ -53,7 +53,7 @@
 
 #include "dsv4/core/arith.hpp"
 #include "dsv4/core/backend.hpp"
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/linear.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
@@ -292,7 +292,7 @@ inline status hc_pre_cpu(const hc_pre_op::params& p) {
 
   // Stage 1: the raw mixing rows of every token, fn . x_t, into the scratch mix (tokens, rows),
   // and each token's sum of squares (for the RMS) into x_in(t, 0), until stage 3 overwrites it.
-  DSV4_TRY(gemm(f32_matrix{p.w.fn},
+  DSV4_TRY(linear(f32_matrix{p.w.fn},
                 tensor_view<const float, 2>(p.x.data(), {tokens, width}, {p.x.stride(0), 1}), p.s.mix));
   parallel_for(0, tokens, [&](index_t t) { p.x_in(t, 0) = sum_squares(token(t), width); });
 
@@ -564,16 +564,16 @@ struct hyper_connection {
 };
 
 // The released residual scheme: manifold-constrained hyper-connections (hc_mult = 4 in V4), fp32
-// by default; mhc<4, numerics::released> keeps the released model's BF16 streams.
+// by default; constrained_hc<4, numerics::released> keeps the released model's BF16 streams.
 template <int N, numerics Num = numerics::exact>
-using mhc = hyper_connection<N, residual_map::sinkhorn, Num>;
+using constrained_hc = hyper_connection<N, residual_map::sinkhorn, Num>;
 
 // Hyper-connections whose residual matrix is unconstrained (for stability comparisons only).
 template <int N>
 using unconstrained_hc = hyper_connection<N, residual_map::unconstrained>;
 
-static_assert(residual_policy<mhc<4>>);
-static_assert(residual_policy<mhc<4, numerics::released>>);
+static_assert(residual_policy<constrained_hc<4>>);
+static_assert(residual_policy<constrained_hc<4, numerics::released>>);
 static_assert(residual_policy<unconstrained_hc<4>>);
 
 }  // namespace dsv4::mhc

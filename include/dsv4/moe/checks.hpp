@@ -18,7 +18,7 @@
 #include <string>
 #include <string_view>
 
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/weight_matrix.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 #include "dsv4/moe/concepts.hpp"

@@ -1,6 +1,6 @@
 // SwiGLU experts of DeepSeek-V4 (spec §9.3) and the dense SwiGLU FFN policy built from one.
 //
-//   g = w1 . x,  u = w3 . x                       (fp32 accumulation, core/gemv.hpp)
+//   g = w1 . x,  u = w3 . x                       (fp32 accumulation, core/linear.hpp)
 //   u <- clamp(u, -limit, limit),  g <- min(g, limit)   (the gate is clamped from above only)
 //   a = silu(g) * u * weight                      (a routed expert's mixing weight, before w2)
 //   y = w2 . a
@@ -9,7 +9,7 @@
 // negative or non-finite limit is rejected) applies to the routed and the shared expert alike: the current
 // official revision clamps the shared expert too (§16.3, §18.1). Applying the routing weight before w2 is the
 // released model's order; Hugging Face applies it after w2, which is the same up to fp32 rounding. Weights
-// may be stored in any format of core/gemv.hpp and are decoded on the fly.
+// may be stored in any format of core/weight_matrix.hpp and are decoded on the fly.
 //
 // Numerics (core/numerics.hpp). numerics::exact is the fp32 path above. numerics::released adds the
 // official inference code's roundings (spec §18.3 "Experts"), where every linear is `linear()`:
@@ -33,7 +33,7 @@
 #include <string_view>
 
 #include "dsv4/config/model_config.hpp"
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/linear.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
 #include "dsv4/core/parallel.hpp"
@@ -92,7 +92,7 @@ struct swiglu_weights {
 };
 
 // Floats of scratch swiglu_forward needs for n tokens: g and u (n, inter), the released path's
-// rounded copy of x (n, d), and the GEMM inputs in W's lane order (core/gemv.hpp; FP8 and FP4
+// rounded copy of x (n, d), and the GEMM inputs in W's lane order (core/weight_lanes.hpp; FP8 and FP4
 // only): x for w1 and w3, then the activation for w2, one after the other in one region. A
 // negative n counts as none (swiglu_forward rejects it).
 template <weight_matrix W>
@@ -102,7 +102,7 @@ index_t swiglu_scratch_floats(const swiglu_weights<W>& e, index_t n, numerics nu
   index_t floats = 0;  // saturated: no scratch that large passes swiglu_forward
   if (__builtin_mul_overflow(t, 2 * inter + d + std::max(inter, d), &floats))
     return std::numeric_limits<index_t>::max();
-  const index_t lanes = std::max(gemm_op<W>::workspace_floats(t, d), gemm_op<W>::workspace_floats(t, inter));
+  const index_t lanes = std::max(linear_op<W>::workspace_floats(t, d), linear_op<W>::workspace_floats(t, inter));
   return 2 * t * inter + (num == numerics::released ? t * d : 0) + lanes;
 }
 
@@ -134,17 +134,17 @@ status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
   const tensor_view<float, 2> u(base + n * inter, {n, inter});                                   // (n, inter)
   const tensor_view<float, 2> xq(base + 2 * n * inter, {n, num == numerics::released ? d : 0});  // (n, d)
   float* const lanes = xq.data() + xq.size();
-  const std::span<float> x_lanes(lanes, static_cast<std::size_t>(gemm_op<W>::workspace_floats(n, d)));
-  const std::span<float> g_lanes(lanes, static_cast<std::size_t>(gemm_op<W>::workspace_floats(n, inter)));
+  const std::span<float> x_lanes(lanes, static_cast<std::size_t>(linear_op<W>::workspace_floats(n, d)));
+  const std::span<float> g_lanes(lanes, static_cast<std::size_t>(linear_op<W>::workspace_floats(n, inter)));
   const auto row = [](const tensor_view<float, 2>& v, index_t t) {
     return std::span<float>(v.data() + t * v.stride(0), static_cast<std::size_t>(v.extent(1)));
   };
   // (n, d) what w1 and w3 read: x, or its rounded copy under the released numerics.
   const tensor_view<const float, 2> in = num == numerics::released ? tensor_view<const float, 2>(xq) : x;
   // Every GEMM's shapes, strides and overlaps (x's and y's among them) before any write.
-  DSV4_TRY(gemm_op<W>::check({e.w1, in, g, x_lanes}));
-  DSV4_TRY(gemm_op<W>::check({e.w3, in, u, x_lanes}));
-  DSV4_TRY(gemm_op<W>::check({e.w2, tensor_view<const float, 2>(g), y, g_lanes}));
+  DSV4_TRY(linear_op<W>::check({e.w1, in, g, x_lanes}));
+  DSV4_TRY(linear_op<W>::check({e.w3, in, u, x_lanes}));
+  DSV4_TRY(linear_op<W>::check({e.w2, tensor_view<const float, 2>(g), y, g_lanes}));
   if (num == numerics::released) {
     parallel_for(0, n, [&](index_t t) {
       for (index_t c = 0; c < d; ++c) xq(t, c) = x(t, c);
@@ -153,11 +153,11 @@ status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
   }
   // The gate and up projections and the activation in one parallel region: each task computes
   // its rows of g and u for every token, then the activation of those columns.
-  const gemm_input<W> xin(in, x_lanes);
-  parallel_for(0, gemm_input<W>::tasks(inter), [&](index_t b) {
+  const linear_input<W> xin(in, x_lanes);
+  parallel_for(0, linear_input<W>::tasks(inter), [&](index_t b) {
     xin.run_task(e.w1, g, b);
     xin.run_task(e.w3, u, b);
-    const index_t i0 = b * gemm_input<W>::task_rows, i1 = std::min(inter, i0 + gemm_input<W>::task_rows);
+    const index_t i0 = b * linear_input<W>::task_rows, i1 = std::min(inter, i0 + linear_input<W>::task_rows);
     for (index_t t = 0; t < n; ++t) {
       const float w = row_weight.empty() ? 1.0f : row_weight[static_cast<std::size_t>(t)];
       for (index_t i = i0; i < i1; ++i) {
@@ -168,7 +168,7 @@ status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
   });
   if (num == numerics::released)
     parallel_for(0, n, [&](index_t t) { to_linear_input(num, takes_fp8_input<W>, row(g, t)); });
-  DSV4_TRY(gemm(e.w2, tensor_view<const float, 2>(g), y, g_lanes));
+  DSV4_TRY(linear(e.w2, tensor_view<const float, 2>(g), y, g_lanes));
   if (num == numerics::released) parallel_for(0, n, [&](index_t t) { to_activation(num, row(y, t)); });
   return {};
 }

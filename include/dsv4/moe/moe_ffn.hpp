@@ -7,7 +7,7 @@
 //   3. one SwiGLU pass per expert over its block of rows, the routing weight applied before w2
 //   4. the shared expert over all n tokens
 //   5. combine: per token, its k outputs in slot order, then the shared output
-// Every GEMM row depends only on its own token (core/gemv.hpp's order contract) and the combine
+// Every GEMM row depends only on its own token (core/linear_op.hpp's order contract) and the combine
 // order is fixed, so a batch gives bit for bit what its tokens give one at a time, with any thread
 // count. A failed call (bad shape, token id outside the vocabulary) writes nothing to y. A second
 // forward allocates nothing: every buffer, the experts' GEMM inputs in FP8/FP4 lane order among
@@ -36,7 +36,7 @@
 #include <string>
 
 #include "dsv4/config/model_config.hpp"
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/linear.hpp"
 #include "dsv4/core/numerics.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/status.hpp"

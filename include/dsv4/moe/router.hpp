@@ -36,7 +36,7 @@
 #include <string>
 
 #include "dsv4/config/model_config.hpp"
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/linear.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/status.hpp"
@@ -66,7 +66,7 @@ inline status check_routes(const routes& out, index_t n, index_t k, index_t n_ex
 // checks again before it writes.
 template <weight_matrix W>
 status compute_affinities(const W& gate, tensor_view<const float, 2> x, tensor_view<float, 2> scores) {
-  DSV4_TRY(gemm(gate, x, scores));
+  DSV4_TRY(linear(gate, x, scores));
   parallel_for(0, scores.extent(0), [&](index_t t) {
     for (index_t e = 0; e < scores.extent(1); ++e) scores(t, e) = affinity(scores(t, e));
   });

@@ -30,7 +30,7 @@
 #include "dsv4/core/arith.hpp"
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/dtype.hpp"
-#include "dsv4/core/gemm.hpp"
+#include "dsv4/core/sgemm.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
 #include "dsv4/optim/state.hpp"

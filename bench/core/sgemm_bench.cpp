@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "dsv4/core/gemm.hpp"
+#include "dsv4/core/sgemm.hpp"
 #include "random.hpp"
 #include "roofline.hpp"
 

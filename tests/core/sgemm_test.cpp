@@ -12,7 +12,7 @@
 #include <random>
 #include <vector>
 
-#include "dsv4/core/gemm.hpp"
+#include "dsv4/core/sgemm.hpp"
 #include "random.hpp"
 
 namespace {
@@ -307,7 +307,7 @@ TEST_CASE("sgemm_direct matches the triple loop with row-major or packed B", "[c
   unsigned seed = 70;
   for (const auto& [m, n, k] : cases) {
     INFO("m " << m << " n " << n << " k " << k);
-    const index_t lda = k + 3, ldb = dsv4::sgemm_op::round_up(n, nr) + 5;
+    const index_t lda = k + 3, ldb = dsv4::round_up(n, nr) + 5;
     const auto a = random_matrix(m, lda, seed += 3);
     const auto b = random_matrix(k, ldb, seed + 1);  // row-major (k, n), readable to a multiple of NR
     const auto c0 = random_matrix(m, n, seed + 2);

@@ -16,7 +16,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/linear.hpp"
 #include "moe/bench_weights.hpp"
 #include "roofline.hpp"
 
@@ -119,10 +119,10 @@ void bm_gemm(benchmark::State& state) {
   std::vector<float> x(static_cast<std::size_t>(n * cols));
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7) * 0.25f - 0.75f;
   std::vector<float> y(static_cast<std::size_t>(n * rows));
-  if (!dsv4::gemm(w.view(), {x.data(), {n, cols}}, {y.data(), {n, rows}}).ok()) std::abort();
+  if (!dsv4::linear(w.view(), {x.data(), {n, cols}}, {y.data(), {n, rows}}).ok()) std::abort();
   verify_or_abort(w.view(), x.data(), y.data(), n, 777);
   for (auto _ : state) {
-    benchmark::DoNotOptimize(dsv4::gemm(w.view(), {x.data(), {n, cols}}, {y.data(), {n, rows}}));
+    benchmark::DoNotOptimize(dsv4::linear(w.view(), {x.data(), {n, cols}}, {y.data(), {n, rows}}));
     benchmark::ClobberMemory();
   }
   state.counters["of_fma_peak"] = dsv4::bench::fma_fraction(2.0 * static_cast<double>(n * rows * cols));

@@ -1,6 +1,6 @@
 // sgemm_op: C = alpha * op(A) * op(B) + beta * C in fp32 on the host (BLAS sgemm semantics), the
 // matrix product the Newton-Schulz orthogonalization of Muon spends nearly all of its time in.
-// (gemv.hpp's gemm_op is a different product: activations times a checkpoint-format weight.)
+// (gemv.hpp's linear_op is a different product: activations times a checkpoint-format weight.)
 //
 // The classic blocked scheme (Goto and van de Geijn): op(A) in (MC, KC) blocks and op(B) in
 // (KC, NC) panels are packed into the caller's workspace in the order a register-blocked MR x NR
@@ -119,7 +119,6 @@ struct sgemm_op {
     return {};
   }
 
-  static constexpr index_t round_up(index_t x, index_t q) { return (x + q - 1) / q * q; }
   static constexpr index_t line_floats = 16;
   // The first float of a workspace that starts a 64-byte cache line (at most line_floats - 1
   // floats in: workspace sizes here include that slack).
@@ -329,7 +328,7 @@ DSV4_FORCEINLINE void micro_tile(index_t depth, const ASliver& a, const float* p
   // The product steps, B's step a compile-time constant for a packed sliver and the fetch of the
   // next sliver only in the loop that makes it: decided in every step, both would stay in the
   // loop body and take issue slots from the multiply-adds. The three loops run the same
-  // operations in the same order (docs/gemm.md). Unrolled by 4, so that the loop's own
+  // operations in the same order (docs/sgemm.md). Unrolled by 4, so that the loop's own
   // instructions are spread over four steps.
   const auto products = [&](auto b_step, auto fetch) {
 #pragma GCC unroll 4
@@ -472,8 +471,8 @@ struct kernel<sgemm_op, cpu> {
     }
     constexpr index_t mr = sgemm_op::mr, nr = sgemm_op::nr, kc = sgemm_op::kc;
     const index_t k_blocks = ceil_div(k, kc);
-    const index_t m_pad = sgemm_op::round_up(m, mr),
-                  n_pad = sgemm_op::round_up(std::min(n, sgemm_op::nc), nr);
+    const index_t m_pad = round_up(m, mr),
+                  n_pad = round_up(std::min(n, sgemm_op::nc), nr);
     // KC block q of op(A) at packed_a + m_pad * q * KC, as MR-row slivers; of the current NC panel
     // of op(B) at packed_b + n_pad * q * KC, as NR-column slivers.
     float* packed_a = sgemm_op::first_line(p.workspace);
@@ -486,7 +485,7 @@ struct kernel<sgemm_op, cpu> {
     // a tile, never the order of a sum.
     const index_t teams = threads ? std::max(1, max_threads()) : 1;
     const index_t mb_rows =
-        sgemm_op::round_up(ceil_div(m, sgemm_op::round_up(ceil_div(m, sgemm_op::mc), teams)), mr);
+        round_up(ceil_div(m, round_up(ceil_div(m, sgemm_op::mc), teams)), mr);
     const index_t m_blocks = ceil_div(m, mb_rows);
     // Two thread team starts per NC panel (pack, then compute), whatever K is: on a busy machine
     // every start waits for the slowest thread to be scheduled.
@@ -579,7 +578,7 @@ inline void sgemm_direct(const sgemm_direct_params& p) {
 }
 
 // Floats pack_slivers writes for a (k, n) B.
-constexpr index_t sliver_floats(index_t k, index_t n) { return sgemm_op::round_up(n, sgemm_op::nr) * k; }
+constexpr index_t sliver_floats(index_t k, index_t n) { return round_up(n, sgemm_op::nr) * k; }
 
 // B (k, n), any strides, as sgemm_direct's slivers at out: ldb = NR, sliver_stride = k * NR;
 // columns past n are zeros.

@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "dsv4/core/gemv.hpp"
+#include "dsv4/core/linear.hpp"
 #include "fixture.hpp"
 #include "moe/random_weights.hpp"
 
@@ -78,7 +78,7 @@ void check_gemm_against_reference(index_t n, index_t out, index_t in) {
   const random_matrix<F> w(out, in, 11, 0.05f);
   const auto x = dsv4::test::random_normal(static_cast<std::size_t>(n * in), 12);
   std::vector<float> y(static_cast<std::size_t>(n * out));
-  REQUIRE(dsv4::gemm(w.view(), {x.data(), {n, in}}, {y.data(), {n, out}}).ok());
+  REQUIRE(dsv4::linear(w.view(), {x.data(), {n, in}}, {y.data(), {n, out}}).ok());
   const auto ref = dsv4::test::reference_gemm(w.dequantized(), x, n, out, in);
   const std::vector<float> ref_f(ref.begin(), ref.end());
   // fp32 accumulation over `in` terms: relative error ~ sqrt(in) * 2^-24, far below 1e-6.
@@ -179,7 +179,7 @@ TEST_CASE("gemv: a one-hot x reads every weight exactly through the register dec
     x[static_cast<std::size_t>(k)] = 1.0f;       // token 0 of the batch: one-hot
     x[static_cast<std::size_t>(in + k)] = 1.0f;  // token 1: the same, through the GEMM tiles
     REQUIRE(dsv4::gemv(m8, std::span<const float>(x.data(), static_cast<std::size_t>(in)), y8).ok());
-    REQUIRE(dsv4::gemm(m4, {x.data(), {2, in}}, {y4.data(), {2, rows}}).ok());
+    REQUIRE(dsv4::linear(m4, {x.data(), {2, in}}, {y4.data(), {2, rows}}).ok());
     for (index_t o = 0; o < rows; ++o) {
       INFO("row " << o << " column " << k);
       CHECK(y8[static_cast<std::size_t>(o)] == dsv4::dequantize_fp8_at(w8.data() + o * in, s8.data(), k));
@@ -202,7 +202,7 @@ TEST_CASE("gemv: NaN codes and scales reach the outputs, and gemv still equals t
   const auto x = dsv4::test::random_normal(static_cast<std::size_t>(n * 256), 53);
   auto check = [&](const auto& m, const std::vector<index_t>& nan_rows) {
     std::vector<float> y(static_cast<std::size_t>(n * 24)), yt(24);
-    REQUIRE(dsv4::gemm(m, {x.data(), {n, 256}}, {y.data(), {n, 24}}).ok());
+    REQUIRE(dsv4::linear(m, {x.data(), {n, 256}}, {y.data(), {n, 24}}).ok());
     for (index_t t = 0; t < n; ++t) {
       REQUIRE(dsv4::gemv(m, std::span<const float>(x.data() + t * 256, 256), std::span<float>(yt)).ok());
       for (index_t o = 0; o < 24; ++o) {
@@ -233,7 +233,7 @@ TEST_CASE("gemv: FP8 with x at the edge of the float range still equals the gemm
     for (index_t k = 0; k < in; ++k)
       x[static_cast<std::size_t>(k)] = x[static_cast<std::size_t>(in + k)] =
           std::ldexp(base[static_cast<std::size_t>(k)], e_x);
-    REQUIRE(dsv4::gemm(w.view(), {x.data(), {2, in}}, {y.data(), {2, out}}).ok());
+    REQUIRE(dsv4::linear(w.view(), {x.data(), {2, in}}, {y.data(), {2, out}}).ok());
     REQUIRE(dsv4::gemv(w.view(), std::span<const float>(x.data(), static_cast<std::size_t>(in)), yt).ok());
     for (index_t o = 0; o < out; ++o) {
       INFO("scale 2^" << e_scale << ", x ~ 2^" << e_x << ", row " << o);
@@ -292,7 +292,7 @@ void check_gemv_contract(const W& m, const std::vector<float>& x, Weight weight,
   std::copy(x.begin(), x.end(), xb.begin());
   std::copy(x.begin(), x.end(), xb.begin() + in);
   REQUIRE(dsv4::gemv(m, x, y).ok());
-  REQUIRE(dsv4::gemm(m, {xb.data(), {2, in}}, {yb.data(), {2, out}}).ok());
+  REQUIRE(dsv4::linear(m, {xb.data(), {2, in}}, {yb.data(), {2, out}}).ok());
   for (index_t o = 0; o < out; ++o) {
     for (index_t k = 0; k < in; ++k) w[static_cast<std::size_t>(k)] = weight(o, k);
     const float ref = contract(w.data(), x.data(), in);
@@ -306,8 +306,8 @@ void check_gemv_contract(const W& m, const std::vector<float>& x, Weight weight,
 // gemv of one FP8 matrix whose 128-row blocks all carry scale 2^e_scale against the contract.
 void check_fp8_gemv_contract(const std::vector<dsv4::fp8_e4m3>& codes, index_t out, index_t in, int e_scale,
                              const std::vector<float>& x) {
-  const index_t sr = dsv4::detail::blocks_of(out, dsv4::fp8_block),
-                sc = dsv4::detail::blocks_of(in, dsv4::fp8_block);
+  const index_t sr = dsv4::ceil_div(out, dsv4::fp8_block),
+                sc = dsv4::ceil_div(in, dsv4::fp8_block);
   std::vector<dsv4::ue8m0> s(static_cast<std::size_t>(sr * sc), dsv4::ue8m0::from_exponent(e_scale));
   const dsv4::fp8_matrix m{{codes.data(), {out, in}}, {s.data(), {sr, sc}}};
   check_gemv_contract(
@@ -447,9 +447,9 @@ void check_thread_independence(const W& w, index_t n) {
   std::vector<float> y1(static_cast<std::size_t>(n * out)), y2(y1.size());
   const int threads = dsv4::max_threads();
   dsv4::set_num_threads(1);
-  REQUIRE(dsv4::gemm(w, {x.data(), {n, in}}, {y1.data(), {n, out}}).ok());
+  REQUIRE(dsv4::linear(w, {x.data(), {n, in}}, {y1.data(), {n, out}}).ok());
   dsv4::set_num_threads(2);
-  REQUIRE(dsv4::gemm(w, {x.data(), {n, in}}, {y2.data(), {n, out}}).ok());
+  REQUIRE(dsv4::linear(w, {x.data(), {n, in}}, {y2.data(), {n, out}}).ok());
   dsv4::set_num_threads(threads);
   REQUIRE(y1 == y2);
 }
