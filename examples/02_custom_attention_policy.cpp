@@ -21,13 +21,13 @@ constexpr model_config cfg = config::tiny_hybrid;
 
 struct csa_top2 : attn::csa {
   static constexpr std::string_view name = "csa_top2";
-  static constexpr int top_k(const model_config&) { return 2; }
+  static constexpr int top_k(const attn::shape&) { return 2; }
 };
 static_assert(attn::attention_policy<csa_top2>);
 
 struct hca_ratio8 : attn::hca {
   static constexpr std::string_view name = "hca_ratio8";
-  static constexpr int compress_ratio(const model_config&) { return 8; }
+  static constexpr int compress_ratio(const attn::shape&) { return 8; }
 };
 static_assert(attn::attention_policy<hca_ratio8>);
 
@@ -70,11 +70,12 @@ void run(const attn::attention_weights<>& w, const std::vector<float>& x, index_
       layer->forward(*cache, 0, *seq, {x.data(), {tokens, cfg.d_model}}, {y.data(), {tokens, cfg.d_model}});
   double norm = 0;
   for (float v : y) norm += double(v) * v;
-  const index_t entries = P::compress_ratio(cfg) > 0 ? tokens / P::compress_ratio(cfg) : 0;
+  const index_t entries =
+      P::compress_ratio(attn::shape_of<cfg>) > 0 ? tokens / P::compress_ratio(attn::shape_of<cfg>) : 0;
   std::printf("%-10s ratio %3d  top-k %4d  entries %3lld  cache %6lld B  |y| = %.6f  (%s)\n",
-              std::string(P::name).c_str(), P::compress_ratio(cfg), P::top_k(cfg),
-              static_cast<long long>(entries), static_cast<long long>(cache->bytes()), std::sqrt(norm),
-              s.to_string().c_str());
+              std::string(P::name).c_str(), P::compress_ratio(attn::shape_of<cfg>),
+              P::top_k(attn::shape_of<cfg>), static_cast<long long>(entries),
+              static_cast<long long>(cache->bytes()), std::sqrt(norm), s.to_string().c_str());
 }
 }  // namespace
 

@@ -69,9 +69,9 @@ void fill_rows(const Region& to, const Region& pool) {
 
 // Fills every layer of sequence seq with random rows and declares `tokens` tokens.
 template <model_config C>
-void synthesize(attn::kv_cache<C>& cache, attn::sequence_id seq, index_t tokens) {
+void synthesize(attn::kv_cache_for<C>& cache, attn::sequence_id seq, index_t tokens) {
   constexpr index_t pool_rows = 61;
-  using cache_t = attn::kv_cache<C>;
+  using cache_t = attn::kv_cache_for<C>;
   std::vector<std::byte> rows(
       std::size_t(pool_rows * cache_t::entry_region::bytes_per_row(C.head_dim, C.rope_dim)));
   std::vector<std::byte> keys(
@@ -103,8 +103,8 @@ struct step_inputs {
 // Bytes read and FLOPs of one decode step of policy P at position t.
 template <model_config C, class P>
 std::pair<double, double> step_cost(index_t t, index_t ring) {
-  using cache_t = attn::kv_cache<C>;
-  constexpr int ratio = P::compress_ratio(C), top_k = P::top_k(C);
+  using cache_t = attn::kv_cache_for<C>;
+  constexpr int ratio = P::compress_ratio(attn::shape_of<C>), top_k = P::top_k(attn::shape_of<C>);
   const index_t visible = ratio > 0 ? attn::visible_entries(t, ratio) : 0;
   const index_t n = std::min(t + 1, ring) + (top_k > 0 ? std::min<index_t>(top_k, visible) : visible);
   double bytes = double(n) * double(cache_t::entry_region::bytes_per_row(C.head_dim, C.rope_dim));
@@ -120,25 +120,25 @@ std::pair<double, double> step_cost(index_t t, index_t ring) {
 template <model_config C, class P>
 struct attend_workspace {
   std::vector<std::byte> memory;
-  attn::attend_buffers<C, P> buffers;
-  attend_workspace(const attn::kv_cache<C>& cache, int layer) {
+  attn::attend_buffers<attn::shape_of<C>, P> buffers;
+  attend_workspace(const attn::kv_cache_for<C>& cache, int layer) {
     const auto g = cache.geometry(layer);
     const index_t entries = g.ratio > 0 ? cache.capacity() / g.ratio : 0;
     workspace_layout size;
-    attn::attend_buffers<C, P>::carve(size, g.window, entries);
+    attn::attend_buffers<attn::shape_of<C>, P>::carve(size, g.window, entries);
     memory.resize(std::size_t(size.used) + workspace_align);
     workspace_layout l{memory.data() + (workspace_align - std::uintptr_t(memory.data()) % workspace_align)};
-    buffers = attn::attend_buffers<C, P>::carve(l, g.window, entries);
+    buffers = attn::attend_buffers<attn::shape_of<C>, P>::carve(l, g.window, entries);
   }
 };
 
 template <model_config C, class P, numerics Num = numerics::exact>
-void attend(attn::kv_cache<C>& cache, int layer, attn::sequence_id seq, const attend_workspace<C, P>& ws,
+void attend(attn::kv_cache_for<C>& cache, int layer, attn::sequence_id seq, const attend_workspace<C, P>& ws,
             step_inputs& in, index_t t) {
-  const status s =
-      attn::attend_cached<C, P, Num>(cache.view(layer, seq), ws.buffers, t, {in.q.data(), {heads, c}},
-                                     {in.index_q.data(), {C.index_n_heads, C.index_head_dim}}, in.index_w,
-                                     {in.sink.data(), {heads}}, {in.out.data(), {heads, c}});
+  const status s = attn::attend_cached<attn::shape_of<C>, P, Num>(
+      cache.view(layer, seq), ws.buffers, t, {in.q.data(), {heads, c}},
+      {in.index_q.data(), {C.index_n_heads, C.index_head_dim}}, in.index_w, {in.sink.data(), {heads}},
+      {in.out.data(), {heads, c}});
   if (!s.ok()) std::abort();
 }
 
@@ -153,9 +153,9 @@ void set_counters(benchmark::State& state, double bytes, double flops) {
 template <model_config C, class P, numerics Num = numerics::exact>
 void bm_decode_core(benchmark::State& state) {
   const index_t context = state.range(0), t = context - 1;
-  auto cache = attn::kv_cache<C>::create(1, context, {attn::kv_geometry<C, P>(context)});
+  auto cache = attn::kv_cache_for<C>::create(1, context, {attn::kv_geometry<attn::shape_of<C>, P>(context)});
   const auto seq = *cache->open();
-  synthesize(*cache, seq, context);
+  synthesize<C>(*cache, seq, context);
   step_inputs in;
   const attend_workspace<C, P> ws(*cache, 0);
   // Checked once before timing: the output is a convex combination of rows of magnitude <= 1.
@@ -176,9 +176,9 @@ void bm_decode_core(benchmark::State& state) {
 
 void bm_flash_cache_1m(benchmark::State& state) {
   const index_t context = index_t{1} << 20, t = context - 1;
-  auto cache = attn::kv_cache<flash>::for_model(1, context);
+  auto cache = attn::make_model_cache<flash>(1, context);
   const auto seq = *cache->open();
-  synthesize(*cache, seq, context);
+  synthesize<flash>(*cache, seq, context);
   step_inputs in;
   double bytes = 0, flops = 0;
   const auto step = [&](bool count) {
@@ -246,19 +246,19 @@ struct flash_layer_released {
     const auto v = values(1, n, mean);
     return {v.data(), {n}};
   }
-  attn::attention_weights_for<flash> weights() {
+  attn::attention_weights_for<attn::shape_of<flash>> weights() {
     fp8.reserve(8), b16.reserve(4), vectors.reserve(8);  // views stay valid
     const index_t d = flash.d_model, go = index_t{flash.o_groups} * flash.o_lora_rank;
-    attn::attention_weights_for<flash> w{linear(flash.q_lora_rank, d),
-                                         vector(flash.q_lora_rank, 1.0f),
-                                         linear(heads * c, flash.q_lora_rank),
-                                         linear(c, d),
-                                         vector(c, 1.0f),
-                                         linear(go, heads * c / flash.o_groups),
-                                         linear(d, go),
-                                         vector(heads, 0.0f),
-                                         {},
-                                         {}};
+    attn::attention_weights_for<attn::shape_of<flash>> w{linear(flash.q_lora_rank, d),
+                                                         vector(flash.q_lora_rank, 1.0f),
+                                                         linear(heads * c, flash.q_lora_rank),
+                                                         linear(c, d),
+                                                         vector(c, 1.0f),
+                                                         linear(go, heads * c / flash.o_groups),
+                                                         linear(d, go),
+                                                         vector(heads, 0.0f),
+                                                         {},
+                                                         {}};
     w.compressor = {other(c, d), other(c, d), values(flash.hca_ratio, c, 0.0f), vector(c, 1.0f)};
     return w;
   }

@@ -9,7 +9,7 @@ namespace {
 // Selects top-k entries but compresses nothing: there would be no entries to select from.
 struct topk_over_nothing : dsv4::attn::windowed_policy {
   static constexpr std::string_view name = "topk_over_nothing";
-  static constexpr int top_k(const dsv4::config::model_config&) { return 4; }
+  static constexpr int top_k(const dsv4::attn::shape&) { return 4; }
 };
 static_assert(dsv4::attn::attention_policy<topk_over_nothing>);  // the interface is complete
 }  // namespace
@@ -22,6 +22,7 @@ using policy = topk_over_nothing;
 using policy = dsv4::attn::csa;
 #endif
 
-constexpr auto heads = dsv4::attn::layer_shape<dsv4::config::tiny_hybrid, policy>::heads;
+constexpr auto heads =
+    dsv4::attn::layer_shape<dsv4::attn::shape_of<dsv4::config::tiny_hybrid>, policy>::heads;
 
 int main() { return heads > 0 ? 0 : 1; }

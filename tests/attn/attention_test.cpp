@@ -1,11 +1,16 @@
 // The attention layer's properties for every policy: decode == prefill == chunked prefill,
 // causality, CSA with a large top-k == attending to every visible entry. (The cache's own
 // properties and bad input: kv_cache_test.cpp.)
+#include <cxxabi.h>
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <cstdlib>
+#include <memory>
 #include <numeric>
 #include <random>
+#include <string>
+#include <typeinfo>
 #include <vector>
 
 #include "allocations.hpp"
@@ -50,18 +55,18 @@ constexpr model_config tiny_all = [] {
 
 // csa without the indexer: every visible overlapping entry.
 struct csa_every_entry : attn::csa {
-  static constexpr int top_k(const model_config&) { return 0; }
+  static constexpr int top_k(const attn::shape&) { return 0; }
 };
 static_assert(attn::attention_policy<csa_every_entry>);
 
 // A layer of policy P over random weights it owns.
 
 // Runs x (S, d) through a fresh cache in calls of the given lengths (cycled until S is covered).
-template <model_config C, class P, numerics Num = numerics::exact>
-std::vector<float> run(const attn::attention_layer<C, P, Num>& layer, const std::vector<float>& x,
+template <attn::shape Shape, class P, numerics Num>
+std::vector<float> run(const attn::attention<Shape, P, Num>& layer, const std::vector<float>& x,
                        index_t capacity, const std::vector<index_t>& chunks) {
-  const index_t d = C.d_model, S = static_cast<index_t>(x.size()) / d;
-  auto cache = attn::attention_layer<C, P, Num>::make_cache(1, capacity);
+  const index_t d = Shape.d_model, S = static_cast<index_t>(x.size()) / d;
+  auto cache = attn::attention<Shape, P, Num>::make_cache(1, capacity);
   REQUIRE(cache.ok());
   const auto seq = cache->open();
   REQUIRE(seq.ok());
@@ -84,9 +89,9 @@ void check_decode_equals_prefill() {
   std::mt19937 rng(5);
   for (index_t S : {1, 3, 4, 5, 127, 128, 129, 300}) {
     const auto x = test::normal(std::size_t(S * C.d_model), 0.0f, 1.0f, rng);
-    const auto whole = run<C, P, Num>(*layer, x, 320, {S});
-    const auto tokens = run<C, P, Num>(*layer, x, 320, {1});
-    const auto chunked = run<C, P, Num>(*layer, x, 320, {7, 1, 16, 33});
+    const auto whole = run(*layer, x, 320, {S});
+    const auto tokens = run(*layer, x, 320, {1});
+    const auto chunked = run(*layer, x, 320, {7, 1, 16, 33});
     INFO(P::name << " S = " << S);
     CHECK(test::rel_l2(tokens, whole) <= 1e-5);
     CHECK(test::rel_l2(chunked, whole) <= 1e-5);
@@ -100,11 +105,11 @@ void check_causal() {
   std::mt19937 rng(6);
   const index_t S = 200, d = C.d_model;
   auto x = test::normal(std::size_t(S * d), 0.0f, 1.0f, rng);
-  const auto before = run<C, P>(*layer, x, S, {S});
+  const auto before = run(*layer, x, S, {S});
   for (index_t j : {0, 37, 150, 199}) {
     auto changed = x;
     for (index_t i = 0; i < d; ++i) changed[std::size_t(j * d + i)] += 0.5f;
-    const auto after = run<C, P>(*layer, changed, S, {S});
+    const auto after = run(*layer, changed, S, {S});
     INFO(P::name << " token " << j);
     CHECK(std::equal(before.begin(), before.begin() + j * d, after.begin()));
     CHECK(!std::equal(before.begin() + j * d, before.begin() + (j + 1) * d, after.begin() + j * d));
@@ -150,11 +155,11 @@ TEST_CASE("CSA with top-k past the visible entries attends to all of them", "[at
   std::mt19937 rng(7);
   const index_t S = 150;
   const auto x = test::normal(std::size_t(S * tiny.d_model), 0.0f, 1.0f, rng);
-  const auto a = run<tiny_all, attn::csa>(*sparse, x, S, {S});
-  const auto b = run<tiny_all, csa_every_entry>(*every, x, S, {S});
+  const auto a = run(*sparse, x, S, {S});
+  const auto b = run(*every, x, S, {S});
   CHECK(test::rel_l2(a, b) <= 1e-6);
   // With top-4 of up to 37 entries the selection matters (the comparison above can fail).
-  const auto c = run<tiny, attn::csa>(*narrow, x, S, {S});
+  const auto c = run(*narrow, x, S, {S});
   CHECK(test::rel_l2(c, b) > 1e-3);
 }
 
@@ -166,8 +171,8 @@ TEST_CASE("dense attention equals SWA while the sequence fits in the window", "[
   REQUIRE((window.ok() && dense.ok()));
   std::mt19937 rng(8);
   const auto x = test::normal(std::size_t(40 * tiny.d_model), 0.0f, 1.0f, rng);
-  const auto a = run<tiny, attn::swa>(*window, x, 40, {40});
-  const auto b = run<tiny, attn::dense>(*dense, x, 40, {40});
+  const auto a = run(*window, x, 40, {40});
+  const auto b = run(*dense, x, 40, {40});
   const auto d = static_cast<std::size_t>(tiny.d_model);
   const std::size_t fit = std::size_t(tiny.window) * d;
   CHECK(test::rel_l2({a.data(), fit}, {b.data(), fit}) == 0.0);
@@ -204,9 +209,9 @@ TEST_CASE("a layer large enough to use both threads gives identical outputs on 1
   const auto x = test::normal(std::size_t(S * mid.d_model), 0.0f, 1.0f, rng);
   const int threads = max_threads();
   set_num_threads(1);
-  const auto one = run<mid, attn::hca>(r.layer, x, S, {S});
+  const auto one = run(r.layer, x, S, {S});
   set_num_threads(2);
-  const auto two = run<mid, attn::hca>(r.layer, x, S, {S});
+  const auto two = run(r.layer, x, S, {S});
   set_num_threads(threads);
   CHECK(one == two);
 }
@@ -249,4 +254,23 @@ TEST_CASE("steady-state forward allocates nothing, for every policy and both num
   CHECK(steady_state_allocations<tiny, attn::hca>() == 0);
   CHECK(steady_state_allocations<tiny_released, attn::csa, numerics::released>() == 0);
   CHECK(steady_state_allocations<tiny_released, attn::hca, numerics::released>() == 0);
+}
+
+// A layer's type carries its attention shape, not the whole model config (whose 128-entry layer
+// schedule and every other field made the name of a V4-Flash layer over 670 characters long).
+TEST_CASE("attention layer types name their shape, not the model config", "[attn][names]") {
+  using flash_csa = attn::attention_layer<config::v4_flash, attn::csa, numerics::released>;
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> name(
+      abi::__cxa_demangle(typeid(flash_csa).name(), nullptr, nullptr, &status), std::free);
+  REQUIRE(status == 0);
+  const std::string n(name.get());
+  INFO(n);
+  CHECK(n.find("model_config") == std::string::npos);
+  CHECK(n.find("dsv4::attn::shape{4096, 64, 512, 64, 1024, 8, 1024, 128, 4, 128, 64, 128, 512") !=
+        std::string::npos);
+  CHECK(n.size() < 210);
+  STATIC_REQUIRE(
+      std::same_as<flash_csa,
+                   attn::attention<attn::shape_of<config::v4_flash>, attn::csa, numerics::released>>);
 }

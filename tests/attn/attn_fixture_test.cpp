@@ -74,7 +74,8 @@ void check_fixture(const std::string& file) {
                                     "attn.wo_a.weight",
                                     "attn.wo_b.weight",
                                     "attn.attn_sink"};
-  constexpr bool compressed = P::compress_ratio(fixture_config) > 0, indexed = P::top_k(fixture_config) > 0;
+  constexpr bool compressed = P::compress_ratio(attn::shape_of<fixture_config>) > 0,
+                 indexed = P::top_k(attn::shape_of<fixture_config>) > 0;
   for (const char* s : {".wkv.weight", ".wgate.weight", ".ape", ".norm.weight"}) {
     if (compressed) names.push_back(std::string("attn.compressor") + s);
     if (indexed) names.push_back(std::string("attn.indexer.compressor") + s);

@@ -92,8 +92,8 @@ struct released_fixture {
   attn::compressor_weights<bf16_matrix> compressor(const std::string& p) const {
     return {bf(p + ".wkv"), bf(p + ".wgate"), v2(p + ".ape"), v1(p + ".norm")};
   }
-  attn::attention_weights_for<released_config> weights(int ratio) const {
-    attn::attention_weights_for<released_config> w{
+  attn::attention_weights_for<attn::shape_of<released_config>> weights(int ratio) const {
+    attn::attention_weights_for<attn::shape_of<released_config>> w{
         f8("wq_a"), v1("q_norm"), f8("wq_b"),      f8("wkv"), v1("kv_norm"),
         f8("wo_a"), f8("wo_b"),   v1("attn_sink"), {},        {}};
     if (ratio > 0) w.compressor = compressor(ratio == released_config.csa_ratio ? "csa" : "hca");
@@ -106,7 +106,8 @@ struct released_fixture {
   template <class P, numerics Num>
   std::vector<float> run(index_t per_call, std::int64_t* later_allocations = nullptr) const {
     using layer_t = attn::attention_layer<released_config, P, Num>;
-    const auto layer = layer_t::create(weights(P::compress_ratio(released_config)), config::tiny_params);
+    const auto layer =
+        layer_t::create(weights(P::compress_ratio(attn::shape_of<released_config>)), config::tiny_params);
     REQUIRE(layer.ok());
     auto cache = layer_t::make_cache(1, tokens);
     const auto seq = *cache->open();
@@ -224,23 +225,23 @@ TEST_CASE("FP8 and BF16 projection weights compute what their values do as fp32"
     return attn::compressor_weights<bf16_matrix>{t.bf(channels, d), t.bf(channels, d),
                                                  t.vec2(ratio, channels, 0.0f), t.vec1(dim, 1.0f)};
   };
-  attn::attention_weights_for<c> w{t.f8(c.q_lora_rank, d),
-                                   t.vec1(c.q_lora_rank, 1.0f),
-                                   t.f8(hc, c.q_lora_rank),
-                                   t.f8(c.head_dim, d),
-                                   t.vec1(c.head_dim, 1.0f),
-                                   t.f8(go, hc / c.o_groups),
-                                   t.f8(d, go),
-                                   t.vec1(c.n_heads, 0.0f),
-                                   compressor(2 * c.head_dim, c.head_dim, c.csa_ratio),
-                                   {}};
+  attn::attention_weights_for<attn::shape_of<c>> w{t.f8(c.q_lora_rank, d),
+                                                   t.vec1(c.q_lora_rank, 1.0f),
+                                                   t.f8(hc, c.q_lora_rank),
+                                                   t.f8(c.head_dim, d),
+                                                   t.vec1(c.head_dim, 1.0f),
+                                                   t.f8(go, hc / c.o_groups),
+                                                   t.f8(d, go),
+                                                   t.vec1(c.n_heads, 0.0f),
+                                                   compressor(2 * c.head_dim, c.head_dim, c.csa_ratio),
+                                                   {}};
   w.indexer = {t.f8(index_t{c.index_n_heads} * c.index_head_dim, c.q_lora_rank), t.bf(c.index_n_heads, d),
                compressor(2 * c.index_head_dim, c.index_head_dim, c.csa_ratio)};
   // The same tensors in order of creation: fp32 twins of every matrix.
   const auto m = [&](std::size_t i, const auto& like) {
     return f32_matrix{{t.f32[i].data(), {like.rows(), like.cols()}}};
   };
-  attn::attention_weights_for<grouped_f32> w32{
+  attn::attention_weights_for<attn::shape_of<grouped_f32>> w32{
       m(0, w.wq_a),
       w.q_norm,
       m(1, w.wq_b),
@@ -256,7 +257,7 @@ TEST_CASE("FP8 and BF16 projection weights compute what their values do as fp32"
         w.indexer.compressor.norm}}};
   const index_t tokens = 24;
   const auto x = test::hashed_grid(static_cast<std::size_t>(tokens * d), 599, 0.0f, -6);
-  const auto run = [&]<config::model_config C>(const attn::attention_weights_for<C>& weights) {
+  const auto run = [&]<config::model_config C>(const auto& weights) {
     const auto layer = attn::attention_layer<C, attn::csa>::create(weights, config::tiny_params);
     REQUIRE(layer.ok());
     auto cache = attn::attention_layer<C, attn::csa>::make_cache(1, tokens);

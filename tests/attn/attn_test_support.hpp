@@ -114,8 +114,8 @@ struct random_layer {
   attn::attention_layer<C, P, Num> layer;
   explicit random_layer(unsigned seed)
       : store(random_attention_store<C>(seed)),
-        layer(*attn::attention_layer<C, P, Num>::create(attention_views(store, P::compress_ratio(C)),
-                                                        config::tiny_params)) {}
+        layer(*attn::attention_layer<C, P, Num>::create(
+            attention_views(store, P::compress_ratio(attn::shape_of<C>)), config::tiny_params)) {}
 };
 
 // The share of the top k of scores `a` that the top k of scores `b` also selects (n >= k).

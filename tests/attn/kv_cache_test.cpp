@@ -112,7 +112,7 @@ TEST_CASE("FP8 entries decode to the reference's KV simulation, FP4 keys to the 
 
 TEST_CASE("a cache holds what the accounting says, for every format and for the released models",
           "[attn][kv]") {
-  const auto small = attn::kv_cache<exact>::for_model(3, 300);
+  const auto small = attn::make_model_cache<exact>(3, 300);
   REQUIRE(small.ok());
   CHECK(small->layers() == exact.n_layers + exact.n_mtp_layers);
   for (index_t tokens : {1, 7, 64, 299, 300}) {
@@ -123,14 +123,14 @@ TEST_CASE("a cache holds what the accounting says, for every format and for the 
   }
   // The convenience pool holds every sequence at full capacity.
   CHECK(small->pages() == 3 * small->pages_for(300));
-  const auto h = attn::kv_cache<half>::for_model(2, 1000);
+  const auto h = attn::make_model_cache<half>(2, 1000);
   CHECK(h->sequence_bytes(1000) == accounted<half>(1000));
-  const auto r = attn::kv_cache<released>::for_model(2, 1000);
+  const auto r = attn::make_model_cache<released>(2, 1000);
   CHECK(r->sequence_bytes(1000) == accounted<released>(1000));
   CHECK(r->sequence_bytes(1000) < h->sequence_bytes(1000));
   // The whole V4-Flash cache for one sequence of 1M tokens: 3.70 GB (3.685 GB of entries and index
   // keys, the rest windows and compressor tails), in pages of 64 entries or 512 keys (37,376 bytes).
-  const auto flash = attn::kv_cache<config::v4_flash>::for_model(1, index_t{1} << 20);
+  const auto flash = attn::make_model_cache<config::v4_flash>(1, index_t{1} << 20);
   REQUIRE(flash.ok());
   CHECK(flash->sequence_bytes(index_t{1} << 20) == accounted<config::v4_flash>(index_t{1} << 20));
   CHECK(flash->sequence_bytes(index_t{1} << 20) == Approx(3.70e9).epsilon(0.005));
@@ -143,7 +143,7 @@ TEST_CASE("a cache holds what the accounting says, for every format and for the 
 }
 
 TEST_CASE("sequences: open, finish, release, stale ids, full cache", "[attn][kv]") {
-  auto cache = attn::kv_cache<exact>::for_model(2, 50);
+  auto cache = attn::make_model_cache<exact>(2, 50);
   const auto a = cache->open(), b = cache->open();
   REQUIRE((a.ok() && b.ok()));
   const auto full = cache->open();
@@ -286,7 +286,7 @@ namespace {
 // outputs are must not depend on where its rows live.
 struct paged_fixture {
   using layer_t = attn::attention_layer<released, attn::csa>;
-  using cache_t = attn::kv_cache<released>;
+  using cache_t = attn::kv_cache_for<released>;
   test::random_layer<released, attn::csa> r{31};
   index_t d = released.d_model;
   std::vector<std::byte> memory;
@@ -322,7 +322,7 @@ TEST_CASE("paged storage in any page order gives the outputs of contiguous stora
   // Contiguous: one page per kind and sequence (the whole capacity in one page).
   std::vector<std::vector<float>> alone;
   {
-    const index_t page = round_up(attn::kv_cache<released>::entry_row_bytes * (S + 8), 64);
+    const index_t page = round_up(attn::kv_cache_for<released>::entry_row_bytes * (S + 8), 64);
     for (index_t i = 0; i < k; ++i) {
       auto c = f.make(1, S, page, 3);
       const auto seq = *c.open();
@@ -331,7 +331,7 @@ TEST_CASE("paged storage in any page order gives the outputs of contiguous stora
   }
   // Paged: pages of 3 entry rows, three sequences advancing in random steps, so their pages
   // interleave; a fourth sequence is released midway and its pages are reused in another order.
-  const index_t page = round_up(attn::kv_cache<released>::entry_row_bytes * 3, 64);
+  const index_t page = round_up(attn::kv_cache_for<released>::entry_row_bytes * 3, 64);
   auto c = f.make(4, S, page, 400);
   std::vector<attn::sequence_id> seq;
   for (index_t i = 0; i < k; ++i) seq.push_back(*c.open());
@@ -370,7 +370,7 @@ TEST_CASE("a fork followed by different continuations equals two fresh runs, sha
   auto x2 = x;
   const auto other = test::normal(std::size_t(more * f.d), 0.0f, 1.0f, rng);
   std::copy(other.begin(), other.end(), x2.begin() + prefix * f.d);
-  const index_t page = round_up(attn::kv_cache<released>::entry_row_bytes * 4, 64);
+  const index_t page = round_up(attn::kv_cache_for<released>::entry_row_bytes * 4, 64);
   auto c = f.make(3, S, page, 200);
   const auto parent = *c.open();
   (void)f.run(c, parent, x, 0, prefix);
@@ -419,7 +419,7 @@ TEST_CASE("truncate then continue equals a fresh run, whichever branch was aband
   auto branch_a = base, branch_b = base;
   const auto a_tokens = test::normal(std::size_t(7 * d), 0.0f, 1.0f, rng);
   std::copy(a_tokens.begin(), a_tokens.end(), branch_a.begin() + 5 * d);
-  const index_t page = round_up(attn::kv_cache<released>::entry_row_bytes * 3, 64);
+  const index_t page = round_up(attn::kv_cache_for<released>::entry_row_bytes * 3, 64);
   auto c = f.make(1, 20, page, 100, /*max_truncate=*/9);
   const auto seq = *c.open();
   (void)f.run(c, seq, base, 0, 5);
@@ -448,7 +448,7 @@ TEST_CASE("pool exhaustion is a status and writes nothing", "[attn][kv]") {
   paged_fixture f;
   std::mt19937 rng(35);
   const auto x = test::normal(std::size_t(40 * f.d), 0.0f, 1.0f, rng);
-  const index_t page = round_up(attn::kv_cache<released>::entry_row_bytes * 4, 64);
+  const index_t page = round_up(attn::kv_cache_for<released>::entry_row_bytes * 4, 64);
   auto c = f.make(3, 40, page, 6);
   const auto a = *c.open(), b = *c.open();
   (void)f.run(c, a, x, 0, 10);
@@ -472,15 +472,15 @@ TEST_CASE("caches that cannot be made are a status, never an exception", "[attn]
   CHECK(layer_t::make_cache(1, index_t{1} << 40).error().code() == errc::invalid_argument);
   CHECK(layer_t::make_cache(0, 10).error().code() == errc::invalid_argument);
   CHECK(layer_t::make_cache(1, -5).error().code() == errc::invalid_argument);
-  CHECK(attn::kv_cache<released>::for_model(index_t{1} << 30, index_t{1} << 30).error().code() ==
+  CHECK(attn::make_model_cache<released>(index_t{1} << 30, index_t{1} << 30).error().code() ==
         errc::out_of_range);
   // A policy whose window is 0 cannot be given a cache (its ring would divide by zero).
-  CHECK_THAT(attn::kv_cache<released>::create(1, 10, {{0, 0, false, false}}).error().message(),
+  CHECK_THAT(attn::kv_cache_for<released>::create(1, 10, {{0, 0, false, false}}).error().message(),
              Catch::Contains("window 0"));
   alignas(64) std::byte pool[4096];
-  CHECK(attn::kv_cache<released>::create({1, 10, 100, 0}, {layer_t::geometry(10)}, pool).error().code() ==
+  CHECK(attn::kv_cache_for<released>::create({1, 10, 100, 0}, {layer_t::geometry(10)}, pool).error().code() ==
         errc::invalid_argument);  // page_bytes not a multiple of 64
-  CHECK(attn::kv_cache<released>::create({1, 10, 0, 11}, {layer_t::geometry(10)}, pool).error().code() ==
+  CHECK(attn::kv_cache_for<released>::create({1, 10, 0, 11}, {layer_t::geometry(10)}, pool).error().code() ==
         errc::invalid_argument);  // max_truncate past the capacity
 }
 

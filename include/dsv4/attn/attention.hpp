@@ -10,17 +10,18 @@
 //   o = sparse_attention(q, candidates, sink, 1/sqrt(c))  then RoPE_{-t} on each head's rope dims
 //   y = wo_b concat_j(wo_a^(j) o_j)      over g groups of n_h/g consecutive heads
 //
-// attention_layer<C, P> holds views of the weights and the layer's RoPE table; the state of every
-// sequence lives in a kv_cache<C> (kv_cache.hpp), in the storage format C names. One call takes a
-// batch of sequences, each at its own position, and appends a number of tokens to each: a prefill
-// from position 0, a chunk of a longer prefill and a single-token decode are the same call. The
-// projections of a sequence's tokens run as GEMMs over blocks of up to chunk_rows tokens (core/
-// linear.hpp, whose rows equal one-token products), then the tokens go through the cache in order
-// with the same arithmetic whatever the call's length: decoding token by token, prefilling in
-// chunks and prefilling at once give identical outputs.
+// attention<S, P, Num> is the layer policy P makes of shape S (shape.hpp), and
+// attention_layer<C, P, Num> the one of model config C. It holds views of the weights and the
+// layer's RoPE table; the state of every sequence lives in a kv_cache<kv_shape_of(S)>
+// (kv_cache.hpp), in the storage format S names. One call takes a batch of sequences, each at its own
+// position, and appends a number of tokens to each: a prefill from position 0, a chunk of a longer prefill
+// and a single-token decode are the same call. The projections of a sequence's tokens run as GEMMs over
+// blocks of up to chunk_rows tokens (core/ linear.hpp, whose rows equal one-token products), then the tokens
+// go through the cache in order with the same arithmetic whatever the call's length: decoding token by token,
+// prefilling in chunks and prefilling at once give identical outputs.
 //
 // Weights: the projections are matrices of core/weight_matrix.hpp in the formats the config names
-// (attention_weights_for<C>: linear_format for wq_a, wq_b, wkv, wo_a, wo_b and the indexer's wq_b,
+// (attention_weights_for<S>: linear_format for wq_a, wq_b, wkv, wo_a, wo_b and the indexer's wq_b,
 // FP8 with 128x128 block scales in the releases; other_format for the compressors and the
 // indexer's weights_proj, BF16), decoded on the fly; norms, ape and the sink are fp32 views.
 //
@@ -53,6 +54,7 @@
 #include "dsv4/attn/kv_cache.hpp"
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
+#include "dsv4/attn/shape.hpp"
 #include "dsv4/attn/sparse_attention.hpp"
 #include "dsv4/config/model_config.hpp"
 #include "dsv4/core/math.hpp"
@@ -80,10 +82,10 @@ struct attention_weights {
   indexer_weights<Linear, Other> indexer;
 };
 
-// The weights of a layer of config C: its linear_format and other_format.
-template <config::model_config C>
+// The weights of a layer of shape S: its linear_format and other_format.
+template <shape S>
 using attention_weights_for =
-    attention_weights<weight_matrix_for<C.linear_format>, weight_matrix_for<C.other_format>>;
+    attention_weights<weight_matrix_for<S.linear_format>, weight_matrix_for<S.other_format>>;
 
 // The released model's per-head query norm (spec §18.3): the BF16 output of wq_b normalized in
 // BF16 arithmetic, q <- bf16(q * bf16(rsqrt(bf16(bf16(mean(bf16(q^2))) + eps)))), the mean of the
@@ -96,28 +98,30 @@ inline void released_head_norm(std::span<float> q, float eps) {
   for (float& v : q) v = round_to_bf16(v * r);
 }
 
-// Shapes of the layer P makes of config C.
-template <config::model_config C, attention_policy P>
+// Shapes of the layer P makes of config S.
+template <shape S, attention_policy P>
 struct layer_shape {
-  static_assert(config::is_valid_config<C>);
-  static constexpr index_t d = C.d_model, d_c = C.q_lora_rank, heads = C.n_heads, c = C.head_dim;
-  static constexpr index_t groups = C.o_groups, d_g = C.o_lora_rank;
-  static constexpr int ratio = P::compress_ratio(C);
-  static constexpr int top_k = P::top_k(C);
+  static_assert(valid_shape(S),
+                "dsv4 attn::shape: dimensions must be positive, head_dim > rope_dim (even), n_heads "
+                "divisible by o_groups");
+  static constexpr index_t d = S.d_model, d_c = S.q_lora_rank, heads = S.n_heads, c = S.head_dim;
+  static constexpr index_t groups = S.o_groups, d_g = S.o_lora_rank;
+  static constexpr int ratio = P::compress_ratio(S);
+  static constexpr int top_k = P::top_k(S);
   static_assert(ratio >= 0, "dsv4 attention_policy: compress_ratio must be >= 0");
   static_assert(top_k >= 0, "dsv4 attention_policy: top_k must be >= 0");
   static_assert(top_k == 0 || ratio > 0, "dsv4 attention_policy: top_k > 0 needs a compressor (ratio > 0)");
-  static_assert(top_k == 0 || (C.index_n_heads > 0 && C.index_head_dim >= C.rope_dim),
+  static_assert(top_k == 0 || (S.index_n_heads > 0 && S.index_head_dim >= S.rope_dim),
                 "dsv4 attention_policy: an indexer needs index_n_heads > 0 and index_head_dim >= rope_dim");
-  static constexpr compressor_shape compressor{ratio, C.head_dim, P::overlapping(C)};
-  static constexpr indexer_shape indexer{C.index_n_heads, C.index_head_dim, top_k,
-                                         compressor_shape{ratio, C.index_head_dim, P::overlapping(C)}};
+  static constexpr compressor_shape compressor{ratio, S.head_dim, P::overlapping(S)};
+  static constexpr indexer_shape indexer{S.index_n_heads, S.index_head_dim, top_k,
+                                         compressor_shape{ratio, S.index_head_dim, P::overlapping(S)}};
 };
 
 // The buffers of one attend_cached call, for a sequence with `window` window rows and up to
 // `max_entries` compressed entries: the candidates and what choosing them takes. One layout for
 // the size query and the carving (core/workspace.hpp).
-template <config::model_config C, attention_policy P>
+template <shape S, attention_policy P>
 struct attend_buffers {
   std::span<std::int32_t> candidates;  // (window + max_entries) rows of the sequence's region
   std::span<std::int32_t> selected;    // (max_entries) the indexer's choice
@@ -126,18 +130,18 @@ struct attend_buffers {
   std::span<float> core;               // the sparse attention core's workspace
 
   static attend_buffers carve(workspace_layout& l, index_t window, index_t max_entries) {
-    using shape = layer_shape<C, P>;
-    using core_op = sparse_attention_op<typename kv_codecs<C.cache_format>::entry>;
+    using dims = layer_shape<S, P>;
+    using core_op = sparse_attention_op<typename kv_codecs<S.cache_format>::entry>;
     const index_t n = window + max_entries;
     attend_buffers b;
     b.candidates = l.take_span<std::int32_t>(n);
-    if constexpr (shape::top_k > 0) {
+    if constexpr (dims::top_k > 0) {
       b.selected = l.take_span<std::int32_t>(max_entries);
       b.scores = l.take_span<float>(max_entries);
       b.index_work =
-          l.take_span<float>(indexer_workspace_floats(C.index_n_heads, C.index_head_dim, max_entries));
+          l.take_span<float>(indexer_workspace_floats(S.index_n_heads, S.index_head_dim, max_entries));
     }
-    b.core = l.take_span<float>(core_op::workspace_floats(shape::heads, shape::c, n));
+    b.core = l.take_span<float>(core_op::workspace_floats(dims::heads, dims::c, n));
     return b;
   }
 };
@@ -148,26 +152,26 @@ struct attend_buffers {
 // (n_h, c) is the token's rotated query, out (n_h, c) receives the attention output, still
 // rotated by t. For top-k policies index_q (n_I, c_I) and index_w (n_I) are the indexer's query
 // and head weights as indexer_query leaves them. The layer's decode step without its projections
-// (what the benchmarks time); b comes from attend_buffers<C, P>::carve for the sequence's window
+// (what the benchmarks time); b comes from attend_buffers<S, P>::carve for the sequence's window
 // and entries. Num selects the index-score and core roundings (indexer_scores,
 // sparse_attention_op).
-template <config::model_config C, attention_policy P, numerics Num = numerics::exact>
-status attend_cached(const typename kv_cache<C>::sequence_view& v, const attend_buffers<C, P>& b, index_t t,
-                     tensor_view<const float, 2> q, tensor_view<const float, 2> index_q,
+template <shape S, attention_policy P, numerics Num = numerics::exact>
+status attend_cached(const typename kv_cache<kv_shape_of(S)>::sequence_view& v, const attend_buffers<S, P>& b,
+                     index_t t, tensor_view<const float, 2> q, tensor_view<const float, 2> index_q,
                      std::span<const float> index_w, tensor_view<const float, 1> sink,
                      tensor_view<float, 2> out) {
-  using shape = layer_shape<C, P>;
-  using codecs = typename kv_cache<C>::codecs;
+  using dims = layer_shape<S, P>;
+  using codecs = typename kv_cache<kv_shape_of(S)>::codecs;
   index_t n = 0;
   for (index_t p = std::max<index_t>(0, t - v.window + 1); p <= t; ++p)
     b.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(p % v.ring);
-  if constexpr (shape::ratio > 0) {
-    const index_t visible = visible_entries(t, shape::ratio);
-    if constexpr (shape::top_k > 0) {
+  if constexpr (dims::ratio > 0) {
+    const index_t visible = visible_entries(t, dims::ratio);
+    if constexpr (dims::top_k > 0) {
       const std::span<float> scores = b.scores.first(static_cast<std::size_t>(visible));
       indexer_scores(index_q, index_w, row_region<typename codecs::key, const std::byte>(v.keys), scores,
                      b.index_work, Num);
-      const index_t k = select_top_k(scores, shape::top_k, b.selected);
+      const index_t k = select_top_k(scores, dims::top_k, b.selected);
       for (index_t j = 0; j < k; ++j)
         b.candidates[static_cast<std::size_t>(n++)] =
             static_cast<std::int32_t>(v.ring + b.selected[static_cast<std::size_t>(j)]);
@@ -181,36 +185,36 @@ status attend_cached(const typename kv_cache<C>::sequence_view& v, const attend_
                                       .kv = v.rows,
                                       .candidates = b.candidates.first(static_cast<std::size_t>(n)),
                                       .sink = sink,
-                                      .scale = 1.0f / std::sqrt(static_cast<float>(shape::c)),
+                                      .scale = 1.0f / std::sqrt(static_cast<float>(dims::c)),
                                       .out = out,
                                       .workspace = b.core,
                                       .num = Num};
   return kernel<core_op, cpu>::run(core);
 }
 
-template <config::model_config C, attention_policy P, numerics Num = numerics::exact>
-class attention_layer {
-  using shape = layer_shape<C, P>;
-  using cache_type = kv_cache<C>;
+template <shape S, attention_policy P, numerics Num = numerics::exact>
+class attention {
+  using dims = layer_shape<S, P>;
+  using cache_type = kv_cache<kv_shape_of(S)>;
   using sequence_view = typename cache_type::sequence_view;
 
  public:
-  using weights = attention_weights_for<C>;
+  using weights = attention_weights_for<S>;
 
   // Tokens whose projections run as one GEMM (bounds the workspace: about 70K floats per token at
   // V4-Flash shapes).
   static constexpr index_t chunk_rows = 64;
 
   // Checks every weight the policy reads against the config before the layer can be used.
-  static result<attention_layer> create(const weights& w, const config::model_params& params) {
+  static result<attention> create(const weights& w, const config::model_params& params) {
     DSV4_TRY(check_weights(w));
     if (!(params.rms_norm_eps > 0.0f) || !std::isfinite(params.rms_norm_eps))
       return status{errc::invalid_argument, "model_params: rms_norm_eps must be finite and positive"};
-    return attention_layer(w, params);
+    return attention(w, params);
   }
 
   // The geometry this layer needs in a cache of `capacity` tokens per sequence.
-  static constexpr kv_layer_geometry geometry(index_t capacity) { return kv_geometry<C, P>(capacity); }
+  static constexpr kv_layer_geometry geometry(index_t capacity) { return kv_geometry<S, P>(capacity); }
   // A cache with this one layer that owns memory for max_sequences sequences of `capacity` tokens.
   static result<cache_type> make_cache(index_t max_sequences, index_t capacity) {
     if (capacity <= 0) return status{errc::invalid_argument, "kv_cache: capacity must be positive"};
@@ -269,8 +273,8 @@ class attention_layer {
 
  private:
   using key_codec = typename cache_type::codecs::key;
-  using linear_matrix = weight_matrix_for<C.linear_format>;
-  using other_matrix = weight_matrix_for<C.other_format>;
+  using linear_matrix = weight_matrix_for<S.linear_format>;
+  using other_matrix = weight_matrix_for<S.other_format>;
   static constexpr bool released = Num == numerics::released;
 
   struct aligned_delete {
@@ -289,65 +293,65 @@ class attention_layer {
     tensor_view<float, 2> u, u_fp8;      // (chunk_rows, g * d_g)
     std::span<float> entry;              // (max(c, c_I)) one compressed entry or key
     std::span<float> lanes;              // (chunk_rows, widest projection input) a GEMM's x in lane order
-    attend_buffers<C, P> attend;
+    attend_buffers<S, P> attend;
   };
   static buffers carve(workspace_layout& l, index_t capacity) {
-    const index_t n = chunk_rows, hc = shape::heads * shape::c, gd = shape::groups * shape::d_g;
-    constexpr compressor_shape cs = shape::compressor;
-    constexpr indexer_shape is = shape::indexer;
+    const index_t n = chunk_rows, hc = dims::heads * dims::c, gd = dims::groups * dims::d_g;
+    constexpr compressor_shape cs = dims::compressor;
+    constexpr indexer_shape is = dims::indexer;
     const auto matrix = [&](index_t rows, index_t cols) {
       return tensor_view<float, 2>(l.take<float>(rows * cols), {rows, cols});
     };
     buffers b;
     if constexpr (released) {
-      b.x_act = matrix(n, shape::d);
-      b.x_fp8 = matrix(n, shape::d);
-      b.qr_fp8 = matrix(n, shape::d_c);
+      b.x_act = matrix(n, dims::d);
+      b.x_fp8 = matrix(n, dims::d);
+      b.qr_fp8 = matrix(n, dims::d_c);
       b.u_fp8 = matrix(n, gd);
     }
-    b.qr = matrix(n, shape::d_c);
+    b.qr = matrix(n, dims::d_c);
     b.q = matrix(n, hc);
     b.o = matrix(n, hc);
-    b.kv = matrix(n, shape::c);
-    if constexpr (shape::ratio > 0) b.compressor = matrix(n, 2 * cs.channels());
-    if constexpr (shape::top_k > 0) b.indexer = matrix(n, 2 * is.keys.channels() + is.q_width() + is.n_heads);
+    b.kv = matrix(n, dims::c);
+    if constexpr (dims::ratio > 0) b.compressor = matrix(n, 2 * cs.channels());
+    if constexpr (dims::top_k > 0) b.indexer = matrix(n, 2 * is.keys.channels() + is.q_width() + is.n_heads);
     b.u = matrix(n, gd);
-    b.entry = l.take_span<float>(std::max<index_t>(shape::c, C.index_head_dim));
-    b.lanes = l.take_span<float>(n * std::max({shape::d, shape::d_c, hc / shape::groups, gd}));
+    b.entry = l.take_span<float>(std::max<index_t>(dims::c, S.index_head_dim));
+    b.lanes = l.take_span<float>(n * std::max({dims::d, dims::d_c, hc / dims::groups, gd}));
     const kv_layer_geometry g = geometry(capacity);
-    b.attend = attend_buffers<C, P>::carve(l, g.window, g.ratio > 0 ? capacity / g.ratio : 0);
+    b.attend = attend_buffers<S, P>::carve(l, g.window, g.ratio > 0 ? capacity / g.ratio : 0);
     return b;
   }
 
-  attention_layer(const weights& w, const config::model_params& p)
-      : w_(w), rope_(rope_table::for_layer(p, C.rope_dim, P::yarn_rope)), eps_(p.rms_norm_eps) {}
+  attention(const weights& w, const config::model_params& p)
+      : w_(w), rope_(rope_table::for_layer(p, S.rope_dim, P::yarn_rope)), eps_(p.rms_norm_eps) {}
 
   static status check_weights(const weights& w) {
-    DSV4_TRY(check_matrix(w.wq_a, shape::d_c, shape::d, "attn.wq_a"));
-    DSV4_TRY(check_shape(w.q_norm, {shape::d_c}, "attn.q_norm.weight"));
-    DSV4_TRY(check_matrix(w.wq_b, shape::heads * shape::c, shape::d_c, "attn.wq_b"));
-    DSV4_TRY(check_matrix(w.wkv, shape::c, shape::d, "attn.wkv"));
-    DSV4_TRY(check_shape(w.kv_norm, {shape::c}, "attn.kv_norm.weight"));
-    DSV4_TRY(check_matrix(w.wo_a, shape::groups * shape::d_g, shape::heads * shape::c / shape::groups,
-                          "attn.wo_a"));
-    if (std::same_as<linear_matrix, fp8_matrix> && shape::d_g % fp8_block != 0)
+    DSV4_TRY(check_matrix(w.wq_a, dims::d_c, dims::d, "attn.wq_a"));
+    DSV4_TRY(check_shape(w.q_norm, {dims::d_c}, "attn.q_norm.weight"));
+    DSV4_TRY(check_matrix(w.wq_b, dims::heads * dims::c, dims::d_c, "attn.wq_b"));
+    DSV4_TRY(check_matrix(w.wkv, dims::c, dims::d, "attn.wkv"));
+    DSV4_TRY(check_shape(w.kv_norm, {dims::c}, "attn.kv_norm.weight"));
+    DSV4_TRY(
+        check_matrix(w.wo_a, dims::groups * dims::d_g, dims::heads * dims::c / dims::groups, "attn.wo_a"));
+    if (std::same_as<linear_matrix, fp8_matrix> && dims::d_g % fp8_block != 0)
       return {errc::invalid_argument,
               "attn.wo_a: FP8 groups need o_lora_rank a multiple of 128 (whole scale blocks)"};
-    DSV4_TRY(check_matrix(w.wo_b, shape::d, shape::groups * shape::d_g, "attn.wo_b"));
-    DSV4_TRY(check_shape(w.attn_sink, {shape::heads}, "attn.attn_sink"));
+    DSV4_TRY(check_matrix(w.wo_b, dims::d, dims::groups * dims::d_g, "attn.wo_b"));
+    DSV4_TRY(check_shape(w.attn_sink, {dims::heads}, "attn.attn_sink"));
     DSV4_TRY(check_contiguous(w.q_norm, "attn.q_norm.weight"));
     DSV4_TRY(check_contiguous(w.kv_norm, "attn.kv_norm.weight"));
-    if (shape::ratio > 0)
-      DSV4_TRY(check_compressor(shape::compressor, w.compressor, shape::d, "attn.compressor"));
-    if (shape::top_k > 0) DSV4_TRY(check_indexer(shape::indexer, w.indexer, shape::d, shape::d_c));
+    if (dims::ratio > 0)
+      DSV4_TRY(check_compressor(dims::compressor, w.compressor, dims::d, "attn.compressor"));
+    if (dims::top_k > 0) DSV4_TRY(check_indexer(dims::indexer, w.indexer, dims::d, dims::d_c));
     return {};
   }
 
   static status check_call(const cache_type& cache, int layer, std::span<const sequence_tokens> batch,
                            tensor_view<const float, 2> x, tensor_view<float, 2> out,
                            std::span<std::byte> ws) {
-    DSV4_TRY(check_shape(x, {any_extent, shape::d}, "x"));
-    DSV4_TRY(check_shape(out, {x.extent(0), shape::d}, "out"));
+    DSV4_TRY(check_shape(x, {any_extent, dims::d}, "x"));
+    DSV4_TRY(check_shape(out, {x.extent(0), dims::d}, "out"));
     DSV4_TRY(check_contiguous(x, "x"));
     DSV4_TRY(check_contiguous(out, "out"));
     const tensor_view<const std::byte, 1> ws_view(ws.data(), {static_cast<index_t>(ws.size())});
@@ -389,8 +393,8 @@ class attention_layer {
     for (std::size_t i = 0; i < batch.size(); ++i) {
       const index_t at = *cache.tokens(batch[i].seq, layer);
       for (index_t k = 0; k < batch[i].tokens; ++k, ++r) {
-        const float* xr = x.data() + r * shape::d;
-        if (!std::all_of(xr, xr + shape::d, [](float v) { return std::isfinite(v); }))
+        const float* xr = x.data() + r * dims::d;
+        if (!std::all_of(xr, xr + dims::d, [](float v) { return std::isfinite(v); }))
           return {errc::invalid_argument, "x: row " + std::to_string(r) + " (layer " + std::to_string(layer) +
                                               ", batch entry " + std::to_string(i) + ", position " +
                                               std::to_string(at + k) + ") holds a value that is not finite"};
@@ -436,9 +440,9 @@ class attention_layer {
   // the output projections as GEMMs.
   status run_chunk(cache_type& cache, int layer, sequence_id seq, const buffers& s,
                    tensor_view<const float, 2> x_in, tensor_view<float, 2> y) const {
-    const index_t n = x_in.extent(0), t0 = *cache.tokens(seq, layer), c = shape::c, hc = shape::heads * c;
-    constexpr compressor_shape cs = shape::compressor;
-    constexpr indexer_shape is = shape::indexer;
+    const index_t n = x_in.extent(0), t0 = *cache.tokens(seq, layer), c = dims::c, hc = dims::heads * c;
+    constexpr compressor_shape cs = dims::compressor;
+    constexpr indexer_shape is = dims::indexer;
     // Released numerics: x is the BF16 output of attn_norm.
     tensor_view<const float, 2> x = x_in;
     if constexpr (released) x = rows_copy(s.x_act, x_in, [](std::span<float> r) { to_activation(Num, r); });
@@ -458,14 +462,14 @@ class attention_layer {
     DSV4_TRY(project(w_.wkv, x_lin, kv, s.lanes));
     to_activation_rows(kv);
     tensor_view<float, 2> ckv, cgate, kkv, kgate, iq, iw;
-    if constexpr (shape::ratio > 0) {
+    if constexpr (dims::ratio > 0) {
       const index_t width = 2 * cs.channels();
       ckv = {s.compressor.data(), {n, cs.channels()}, {width, 1}};
       cgate = {s.compressor.data() + cs.channels(), {n, cs.channels()}, {width, 1}};
       DSV4_TRY(project(w_.compressor.wkv, x, ckv, s.lanes));
       DSV4_TRY(project(w_.compressor.wgate, x, cgate, s.lanes));
     }
-    if constexpr (shape::top_k > 0) {
+    if constexpr (dims::top_k > 0) {
       const index_t kc = is.keys.channels(), width = 2 * kc + is.q_width() + is.n_heads;
       float* all = s.indexer.data();
       kkv = {all, {n, kc}, {width, 1}};
@@ -486,8 +490,8 @@ class attention_layer {
     const tensor_view<float, 2> o = rows_of(s.o, n);
     for (index_t i = 0; i < n; ++i) {
       const index_t t = t0 + i;
-      const tensor_view<float, 2> qh(&q(i, 0), {shape::heads, c}), oh(&o(i, 0), {shape::heads, c});
-      for (index_t h = 0; h < shape::heads; ++h) {
+      const tensor_view<float, 2> qh(&q(i, 0), {dims::heads, c}), oh(&o(i, 0), {dims::heads, c});
+      for (index_t h = 0; h < dims::heads; ++h) {
         if constexpr (released) {
           released_head_norm(row(qh, h), eps_);
         } else {
@@ -500,12 +504,12 @@ class attention_layer {
     }
 
     // Grouped low-rank output: group j (n_h/g consecutive heads) through its own wo_a block.
-    const index_t in_g = hc / shape::groups;
+    const index_t in_g = hc / dims::groups;
     const tensor_view<float, 2> u = rows_of(s.u, n);
-    for (index_t j = 0; j < shape::groups; ++j)
-      DSV4_TRY(project(w_.wo_a.slice_rows(j * shape::d_g, (j + 1) * shape::d_g),
+    for (index_t j = 0; j < dims::groups; ++j)
+      DSV4_TRY(project(w_.wo_a.slice_rows(j * dims::d_g, (j + 1) * dims::d_g),
                        tensor_view<const float, 2>(o.data() + j * in_g, {n, in_g}, {hc, 1}),
-                       tensor_view<float, 2>(u.data() + j * shape::d_g, {n, shape::d_g}, {u.extent(1), 1}),
+                       tensor_view<float, 2>(u.data() + j * dims::d_g, {n, dims::d_g}, {u.extent(1), 1}),
                        s.lanes));
     to_activation_rows(u);
     DSV4_TRY(project(w_.wo_b, linear_input<linear_matrix>(s.u_fp8, u), y, s.lanes));
@@ -520,7 +524,7 @@ class attention_layer {
                tensor_view<float, 2> iw, index_t i, tensor_view<const float, 2> q,
                tensor_view<float, 2> o) const {
     const sequence_view v = cache.view(layer, seq);
-    const index_t c = shape::c;
+    const index_t c = dims::c;
     // KV path: one shared key = value latent into the window ring.
     rms_norm(kv_t, view_span(w_.kv_norm), eps_, kv_t);
     to_activation(Num, kv_t);
@@ -530,13 +534,13 @@ class attention_layer {
 
     // Long-range branch: both compressors close their blocks on the same token.
     const std::span<float> entry = s.entry;
-    if constexpr (shape::ratio > 0) {
-      const index_t e = t / shape::ratio;  // the entry this token's block makes
+    if constexpr (dims::ratio > 0) {
+      const index_t e = t / dims::ratio;  // the entry this token's block makes
       if (v.main.step(w_.compressor, rope_, eps_, t, row(ckv, i), row(cgate, i), entry.first(c), Num))
         cache.write_row(layer, seq, v.ring + e, entry.data());
-      if constexpr (shape::top_k > 0) {
+      if constexpr (dims::top_k > 0) {
         if (v.index.step(w_.indexer.compressor, rope_, eps_, t, row(kkv, i), row(kgate, i),
-                         entry.first(C.index_head_dim), Num))
+                         entry.first(S.index_head_dim), Num))
           cache.write_key(layer, seq, e, entry.data());
       }
     }
@@ -544,12 +548,12 @@ class attention_layer {
 
     tensor_view<float, 2> q_i;
     std::span<float> w_i;
-    if constexpr (shape::top_k > 0) {
-      q_i = {&iq(i, 0), {C.index_n_heads, C.index_head_dim}};
+    if constexpr (dims::top_k > 0) {
+      q_i = {&iq(i, 0), {S.index_n_heads, S.index_head_dim}};
       w_i = row(iw, i);
-      indexer_query(shape::indexer, rope_, t, key_codec::rotated, q_i, w_i, Num);
+      indexer_query(dims::indexer, rope_, t, key_codec::rotated, q_i, w_i, Num);
     }
-    DSV4_TRY((attend_cached<C, P, Num>(v, s.attend, t, q, q_i, w_i, w_.attn_sink, o)));
+    DSV4_TRY((attend_cached<S, P, Num>(v, s.attend, t, q, q_i, w_i, w_.attn_sink, o)));
     // Values carry absolute rotation; rotating the output by -t leaves each entry at s - t.
     rope_.apply_rows(o, t, /*inverse=*/true);
     to_activation(Num, std::span<float>(o.data(), static_cast<std::size_t>(o.size())));
@@ -560,6 +564,10 @@ class attention_layer {
   rope_table rope_;
   float eps_;
 };
+
+// The layer P makes of model config C (validated first).
+template <config::model_config C, attention_policy P, numerics Num = numerics::exact>
+using attention_layer = attention<shape_of<C>, P, Num>;
 
 // Calls f.template operator()<P>() with the policy of a layer kind: how a model that loops over
 // its layers at run time reaches the compile-time policy of each.

@@ -1,5 +1,6 @@
-// kv_cache<C>: the hybrid KV cache of a whole model (or of any list of layers), in pages of a
-// pool the engine provides, in the storage format config C names (spec §6.4, §8).
+// kv_cache<S>: the hybrid KV cache of a whole model (or of any list of layers), in pages of a
+// pool the engine provides, with rows of kv_shape S (head dims and storage format; spec §6.4, §8).
+// kv_cache_for<C> is the cache of model config C, make_model_cache<C> one for every layer of it.
 //
 // Per sequence and per layer it holds
 //   ring rows     the window: position p in ring row p mod ring, ring = window + max_truncate
@@ -30,7 +31,7 @@
 // pages and copies of shared ones, pages_to_append) before its first write.
 //
 // create() takes the pool as a span of the engine's memory; the convenience create(sequences,
-// capacity, layers) and for_model() allocate a pool large enough for every sequence at full
+// capacity, layers) and make_model_cache<C>() allocate a pool large enough for every sequence at full
 // capacity. sequence_bytes(tokens) is exactly what config::kv_sequence_bytes accounts for the same
 // geometry when max_truncate is 0 (the tests check it); pages_for(tokens) is what such a sequence
 // holds in pages.
@@ -50,6 +51,7 @@
 #include "dsv4/attn/compressor.hpp"
 #include "dsv4/attn/concepts.hpp"
 #include "dsv4/attn/kv_codec.hpp"
+#include "dsv4/attn/shape.hpp"
 #include "dsv4/config/model_config.hpp"
 #include "dsv4/core/arith.hpp"
 #include "dsv4/core/status.hpp"
@@ -67,24 +69,24 @@ struct kv_layer_geometry {
 };
 
 // The geometry policy P needs in a cache of `capacity` tokens per sequence.
-template <config::model_config C, attention_policy P>
+template <shape S, attention_policy P>
 constexpr kv_layer_geometry kv_geometry(index_t capacity) {
-  return {std::min(P::window(C, capacity), capacity), P::compress_ratio(C), P::overlapping(C),
-          P::top_k(C) > 0};
+  return {std::min(P::window(S, capacity), capacity), P::compress_ratio(S), P::overlapping(S),
+          P::top_k(S) > 0};
 }
 
 // The geometry of a stock layer kind (what config::kv_layer_bytes accounts for).
-template <config::model_config C>
+template <shape S>
 constexpr kv_layer_geometry kv_geometry(config::layer_kind kind, index_t capacity) {
   switch (kind) {
     case config::layer_kind::csa:
-      return kv_geometry<C, csa>(capacity);
+      return kv_geometry<S, csa>(capacity);
     case config::layer_kind::hca:
-      return kv_geometry<C, hca>(capacity);
+      return kv_geometry<S, hca>(capacity);
     case config::layer_kind::swa:
       break;
   }
-  return kv_geometry<C, swa>(capacity);
+  return kv_geometry<S, swa>(capacity);
 }
 
 // A sequence's handle: its slot and the generation of that slot when it was opened.
@@ -109,16 +111,17 @@ struct kv_cache_options {
   index_t max_truncate = 0;   // how far back truncate() may go (besides to 0)
 };
 
-template <config::model_config C>
+template <kv_shape S>
 class kv_cache {
-  static_assert(config::is_valid_config<C>);
+  static_assert(S.head_dim > S.rope_dim && S.rope_dim > 0 && S.index_head_dim >= 0,
+                "dsv4 kv_shape: head_dim > rope_dim > 0 and index_head_dim >= 0");
 
  public:
-  using codecs = kv_codecs<C.cache_format>;
+  using codecs = kv_codecs<S.format>;
   using entry_region = row_region<typename codecs::entry>;
   using key_region = row_region<typename codecs::key>;
-  static constexpr index_t entry_row_bytes = entry_region::bytes_per_row(C.head_dim, C.rope_dim);
-  static constexpr index_t key_row_bytes = key_region::bytes_per_row(C.index_head_dim, 0);
+  static constexpr index_t entry_row_bytes = entry_region::bytes_per_row(S.head_dim, S.rope_dim);
+  static constexpr index_t key_row_bytes = key_region::bytes_per_row(S.index_head_dim, 0);
   static constexpr index_t default_page_bytes = round_up(64 * std::max(entry_row_bytes, key_row_bytes), 64);
 
   // One sequence in one layer: what the attention layer reads. The regions address the cache's
@@ -165,22 +168,6 @@ class kv_cache {
       return status{errc::out_of_range, "kv_cache: cannot allocate " + std::to_string(bytes) + " bytes"};
     cache.pool_ = cache.owned_.get();
     return cache;
-  }
-
-  // The layers of model C in schedule order, then the MTP block's layers.
-  static std::vector<kv_layer_geometry> model_layers(index_t capacity) {
-    std::vector<kv_layer_geometry> layers;
-    for (int l = 0; l < C.n_layers + C.n_mtp_layers; ++l)
-      layers.push_back(kv_geometry<C>(config::layer_kind_of(C, std::min(l, C.n_layers)), capacity));
-    return layers;
-  }
-  static result<kv_cache> for_model(index_t max_sequences, index_t capacity) {
-    if (capacity <= 0) return status{errc::invalid_argument, "kv_cache: capacity must be positive"};
-    try {
-      return create(max_sequences, capacity, model_layers(capacity));
-    } catch (const std::bad_alloc&) {
-      return status{errc::out_of_range, "kv_cache: out of memory describing the layers"};
-    }
   }
 
   index_t max_sequences() const { return options_.max_sequences; }
@@ -355,8 +342,8 @@ class kv_cache {
     float* state = states_.data() + s * state_stride_ + l.state_offset;
     const index_t main_floats = l.geometry.ratio > 0 ? compressor_state::floats(l.main, l.state_rows) : 0;
     sequence_view v{
-        .rows = {pool_, l.ring + l.max_entries, C.head_dim, C.rope_dim, t, entry_shift_, page_bytes_},
-        .keys = {pool_, l.geometry.indexed ? l.max_entries : 0, C.index_head_dim, 0,
+        .rows = {pool_, l.ring + l.max_entries, S.head_dim, S.rope_dim, t, entry_shift_, page_bytes_},
+        .keys = {pool_, l.geometry.indexed ? l.max_entries : 0, S.index_head_dim, 0,
                  t + l.ring_pages + l.entry_pages, key_shift_, page_bytes_},
         .window = l.geometry.window,
         .ring = l.ring,
@@ -488,8 +475,8 @@ class kv_cache {
       l.table_offset = table_stride_;
       table_stride_ += l.ring_pages + l.entry_pages + l.key_pages;
       if (g.ratio > 0) {
-        l.main = {g.ratio, C.head_dim, g.overlap};
-        l.keys = {g.ratio, C.index_head_dim, g.overlap};
+        l.main = {g.ratio, S.head_dim, g.overlap};
+        l.keys = {g.ratio, S.index_head_dim, g.overlap};
         l.state_rows = l.main.rows() + o.max_truncate;
         l.state_floats = compressor_state::floats(l.main, l.state_rows) +
                          (g.indexed ? compressor_state::floats(l.keys, l.state_rows) : 0);
@@ -617,5 +604,30 @@ class kv_cache {
   std::byte* pool_ = nullptr;
   std::unique_ptr<std::byte[], page_deleter> owned_;
 };
+
+// The cache of model config C.
+template <config::model_config C>
+using kv_cache_for = kv_cache<kv_shape_of(shape_of<C>)>;
+
+// The layers of model C in schedule order, then the MTP block's layers.
+template <config::model_config C>
+std::vector<kv_layer_geometry> model_layers(index_t capacity) {
+  std::vector<kv_layer_geometry> layers;
+  for (int l = 0; l < C.n_layers + C.n_mtp_layers; ++l)
+    layers.push_back(kv_geometry<shape_of<C>>(config::layer_kind_of(C, std::min(l, C.n_layers)), capacity));
+  return layers;
+}
+
+// A cache of every layer of model C that owns memory for max_sequences sequences of `capacity`
+// tokens.
+template <config::model_config C>
+result<kv_cache_for<C>> make_model_cache(index_t max_sequences, index_t capacity) {
+  if (capacity <= 0) return status{errc::invalid_argument, "kv_cache: capacity must be positive"};
+  try {
+    return kv_cache_for<C>::create(max_sequences, capacity, model_layers<C>(capacity));
+  } catch (const std::bad_alloc&) {
+    return status{errc::out_of_range, "kv_cache: out of memory describing the layers"};
+  }
+}
 
 }  // namespace dsv4::attn

@@ -34,8 +34,8 @@
 #include <utility>
 
 #include "dsv4/config/model_config.hpp"
-#include "dsv4/core/dtype.hpp"
 #include "dsv4/core/chunk_decode.hpp"
+#include "dsv4/core/dtype.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/quant.hpp"
 #include "dsv4/core/tensor_view.hpp"

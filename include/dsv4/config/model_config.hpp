@@ -17,7 +17,7 @@
 #include <initializer_list>
 
 #include "dsv4/core/macros.hpp"
-#include "dsv4/core/weight_format.hpp"
+#include "dsv4/core/storage_format.hpp"
 
 namespace dsv4::config {
 
@@ -29,15 +29,10 @@ enum class attention_family : std::uint8_t {
   v32_mla_dsa,  // MLA with the Lightning Indexer over every raw token (DeepSeek-V3.2), for comparison
 };
 
-// Storage format of a weight tensor in the checkpoint (core/weight_format.hpp).
+// Storage formats of the weights and of the KV cache (core/storage_format.hpp).
+using dsv4::kv_format;
 using dsv4::weight_format;
 
-// Storage format of the KV cache (spec §8.2).
-enum class kv_format : std::uint8_t {
-  f32,           // exact path, matches the Hugging Face reference in float32
-  bf16,          // exact path at activation precision
-  fp8_released,  // FlashMLA layout: 584 B per V4 entry, 68 B FP4 indexer keys (V3.2: 656 B / 132 B)
-};
 
 enum class layer_kind : std::uint8_t {
   swa,  // sliding window only (compress ratio 0)

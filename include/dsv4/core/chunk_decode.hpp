@@ -33,7 +33,6 @@ inline constexpr index_t weight_chunk = 32;
 
 namespace detail {
 
-
 // A chunk of 32 decoded weights, held in registers: chunk[i] = columns [8i, 8i + 8).
 using chunk_regs = v8f[4];
 

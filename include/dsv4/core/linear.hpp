@@ -93,7 +93,8 @@ struct kernel<linear_op<W>, cpu> {
   static status run(const typename linear_op<W>::params& p) {
     DSV4_TRY(linear_op<W>::check(p));
     const linear_input<W> in(p.x, p.workspace);
-    parallel_for(0, linear_input<W>::tasks(p.weight.rows()), [&](index_t b) { in.run_task(p.weight, p.y, b); });
+    parallel_for(0, linear_input<W>::tasks(p.weight.rows()),
+                 [&](index_t b) { in.run_task(p.weight, p.y, b); });
     return {};
   }
 };
@@ -101,7 +102,7 @@ struct kernel<linear_op<W>, cpu> {
 // y (n, out) = x (n, in) . W^T, with linear_op<W>::workspace_floats(n, in) floats of workspace.
 template <weight_matrix W>
 status linear(const W& weight, tensor_view<const float, 2> x, tensor_view<float, 2> y,
-            std::span<float> workspace) {
+              std::span<float> workspace) {
   return run<cpu>(typename linear_op<W>::params{weight, x, y, workspace});
 }
 // The same with a workspace allocated for the call (FP8 and FP4 only; a convenience: engines
@@ -121,7 +122,7 @@ template <weight_matrix W>
 status gemv(const W& weight, std::span<const float> x, std::span<float> y) {
   const auto in = static_cast<index_t>(x.size()), out = static_cast<index_t>(y.size());
   return linear(weight, tensor_view<const float, 2>(x.data(), {1, in}),
-              tensor_view<float, 2>(y.data(), {1, out}));
+                tensor_view<float, 2>(y.data(), {1, out}));
 }
 
 }  // namespace dsv4

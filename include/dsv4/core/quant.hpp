@@ -86,8 +86,7 @@ struct dequantize_fp8_op {
   static status check(const params& p) {
     const index_t rows = p.weight.extent(0), cols = p.weight.extent(1);
     DSV4_TRY(detail::check_unit_inner_stride(p.weight, "weight"));
-    DSV4_TRY(check_shape(p.scale, {ceil_div(rows, fp8_block), ceil_div(cols, fp8_block)},
-                         "scale"));
+    DSV4_TRY(check_shape(p.scale, {ceil_div(rows, fp8_block), ceil_div(cols, fp8_block)}, "scale"));
     DSV4_TRY(detail::check_unit_inner_stride(p.scale, "scale"));
     DSV4_TRY(check_shape(p.out, {rows, cols}, "out"));
     DSV4_TRY(detail::check_unit_inner_stride(p.out, "out"));

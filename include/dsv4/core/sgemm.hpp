@@ -471,8 +471,7 @@ struct kernel<sgemm_op, cpu> {
     }
     constexpr index_t mr = sgemm_op::mr, nr = sgemm_op::nr, kc = sgemm_op::kc;
     const index_t k_blocks = ceil_div(k, kc);
-    const index_t m_pad = round_up(m, mr),
-                  n_pad = round_up(std::min(n, sgemm_op::nc), nr);
+    const index_t m_pad = round_up(m, mr), n_pad = round_up(std::min(n, sgemm_op::nc), nr);
     // KC block q of op(A) at packed_a + m_pad * q * KC, as MR-row slivers; of the current NC panel
     // of op(B) at packed_b + n_pad * q * KC, as NR-column slivers.
     float* packed_a = sgemm_op::first_line(p.workspace);
@@ -484,8 +483,7 @@ struct kernel<sgemm_op, cpu> {
     // would leave 1024 rows as 7 x 144 + 16). The blocking of rows changes which thread computes
     // a tile, never the order of a sum.
     const index_t teams = threads ? std::max(1, max_threads()) : 1;
-    const index_t mb_rows =
-        round_up(ceil_div(m, round_up(ceil_div(m, sgemm_op::mc), teams)), mr);
+    const index_t mb_rows = round_up(ceil_div(m, round_up(ceil_div(m, sgemm_op::mc), teams)), mr);
     const index_t m_blocks = ceil_div(m, mb_rows);
     // Two thread team starts per NC panel (pack, then compute), whatever K is: on a busy machine
     // every start waits for the slowest thread to be scheduled.

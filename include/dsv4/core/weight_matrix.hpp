@@ -16,8 +16,8 @@
 #include "dsv4/core/quant.hpp"
 #include "dsv4/core/simd.hpp"
 #include "dsv4/core/status.hpp"
+#include "dsv4/core/storage_format.hpp"
 #include "dsv4/core/tensor_view.hpp"
-#include "dsv4/core/weight_format.hpp"
 
 namespace dsv4 {
 
@@ -76,8 +76,7 @@ struct fp8_matrix {
   status check(std::string_view name) const {
     const std::string n(name);
     DSV4_TRY(detail::check_unit_inner_stride(weight, n + ".weight"));
-    DSV4_TRY(check_shape(scale, {ceil_div(rows(), fp8_block), ceil_div(cols(), fp8_block)},
-                         n + ".scale"));
+    DSV4_TRY(check_shape(scale, {ceil_div(rows(), fp8_block), ceil_div(cols(), fp8_block)}, n + ".scale"));
     return detail::check_unit_inner_stride(scale, n + ".scale");
   }
   // Rows [begin, end) as a matrix of their own; begin is a multiple of 128 (the slice starts a
@@ -141,11 +140,10 @@ static_assert(weight_matrix<f32_matrix> && weight_matrix<bf16_matrix> && weight_
 // The matrix type of a checkpoint weight_format: how a model described at compile time names the
 // types of its weights (config::model_config's linear_format, expert_format, other_format).
 template <weight_format F>
-using weight_matrix_for =
-    std::conditional_t<F == weight_format::f32, f32_matrix,
-                       std::conditional_t<F == weight_format::bf16, bf16_matrix,
-                                          std::conditional_t<F == weight_format::fp8_e4m3_block128,
-                                                             fp8_matrix, fp4_matrix>>>;
+using weight_matrix_for = std::conditional_t<
+    F == weight_format::f32, f32_matrix,
+    std::conditional_t<F == weight_format::bf16, bf16_matrix,
+                       std::conditional_t<F == weight_format::fp8_e4m3_block128, fp8_matrix, fp4_matrix>>>;
 
 // Whether the released model quantizes the input of a linear with weights W to FP8 (1x128 tiles):
 // its `linear()` does so for FP8 and FP4 weights, whose GEMM kernels take FP8 activations.
