@@ -1,13 +1,17 @@
 // model_config, its layer schedule, validation rules and presets (spec §1.1, §1.2, §15).
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "dsv4/config/model_config.hpp"
 #include "dsv4/config/presets.hpp"
 
 using namespace dsv4::config;
+using dsv4::errc;
+using dsv4::status;
 
 namespace {
 
@@ -182,7 +186,6 @@ TEST_CASE("each validation rule rejects the config that breaks it") {
   };
   const broken cases[] = {
       {"d_model 0", rules::core_dims_positive, with([](model_config& c) { c.d_model = 0; })},
-      {"eos past vocab", rules::special_tokens_in_vocab, with([](model_config& c) { c.eos_id = 256; })},
       {"head_dim split", rules::head_dim_split, with([](model_config& c) { c.nope_dim = 8; })},
       {"odd rope", rules::rope_dim_fits, with([](model_config& c) {
          c.rope_dim = 15;
@@ -232,4 +235,34 @@ TEST_CASE("schedule-dependent rules do not fire on a broken schedule") {
   c.index_topk = 0;
   CHECK_FALSE(rules::schedule_length(c));
   CHECK(rules::index_topk_positive(c));
+}
+
+TEST_CASE("check_params accepts the presets' parameters and names the field a broken one breaks") {
+  CHECK(check_params(v4_flash, v4_flash_params).ok());
+  CHECK(check_params(v4_pro, v4_pro_params).ok());
+  CHECK(check_params(tiny_hybrid, tiny_params).ok());
+  const auto broken = [](auto mutate) {
+    model_params p = tiny_params;
+    mutate(p);
+    return check_params(tiny_hybrid, p);
+  };
+  const std::pair<const char*, status> cases[] = {
+      {"rms_norm_eps", broken([](model_params& p) { p.rms_norm_eps = 0.0f; })},
+      {"hc_eps", broken([](model_params& p) { p.hc_eps = std::numeric_limits<float>::quiet_NaN(); })},
+      {"rope_theta", broken([](model_params& p) { p.rope_theta = -1.0f; })},
+      {"compress_rope_theta", broken([](model_params& p) { p.compress_rope_theta = 0.0f; })},
+      {"yarn_original_seq_len", broken([](model_params& p) { p.yarn_original_seq_len = -1; })},
+      {"YaRN", broken([](model_params& p) { p.yarn_beta_fast = 0.5f; })},
+      {"route_scale",
+       broken([](model_params& p) { p.route_scale = std::numeric_limits<float>::infinity(); })},
+      {"swiglu_limit", broken([](model_params& p) { p.swiglu_limit = -1.0f; })},
+      {"max_seq_len", broken([](model_params& p) { p.max_seq_len = 0; })},
+      {"bos_id", broken([](model_params& p) { p.bos_id = -1; })},
+      {"eos_id", broken([](model_params& p) { p.eos_id = tiny_hybrid.vocab_size; })},
+  };
+  for (const auto& [field, s] : cases) {
+    INFO(field);
+    CHECK(s.code() == errc::invalid_argument);
+    CHECK_THAT(s.message(), Catch::Contains(field));
+  }
 }

@@ -12,11 +12,14 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <string>
 
 #include "dsv4/core/macros.hpp"
+#include "dsv4/core/status.hpp"
 #include "dsv4/core/storage_format.hpp"
 
 namespace dsv4::config {
@@ -33,7 +36,6 @@ enum class attention_family : std::uint8_t {
 using dsv4::kv_format;
 using dsv4::weight_format;
 
-
 enum class layer_kind : std::uint8_t {
   swa,  // sliding window only (compress ratio 0)
   csa,  // window + indexer-selected top-k of ratio-4 overlapping compressed entries
@@ -48,8 +50,6 @@ struct model_config {
   int vocab_size = 0;
   int d_model = 0;
   int n_layers = 0;  // backbone layers; the MTP block is layer n_layers
-  int bos_id = 0;
-  int eos_id = 0;
 
   // Attention (spec §4). V4: head_dim is the shared K=V latent (512 = 448 NoPE + 64 RoPE).
   // V3.2: head_dim = qk_nope + qk_rope (192) of the query/key heads.
@@ -171,7 +171,35 @@ struct model_params {
   float route_scale = 1.5f;
   float swiglu_limit = 10.0f;  // 0: no clamp
   int max_seq_len = 1048576;
+  int bos_id = 0;  // begin-of-sentence token
+  int eos_id = 1;  // end-of-sentence token
 };
+
+// The run-time rules of model_params for a model of config c: every module that reads a value
+// relies on these (norm epsilons and RoPE bases positive, the YaRN ramp ordered, special tokens
+// inside the vocabulary). Returns the first broken rule, naming the field.
+inline status check_params(const model_config& c, const model_params& p) {
+  const auto positive = [](float v) { return std::isfinite(v) && v > 0.0f; };
+  const auto fail = [](const char* what) {
+    return status{errc::invalid_argument, std::string("model_params: ") + what};
+  };
+  if (!positive(p.rms_norm_eps)) return fail("rms_norm_eps must be finite and positive");
+  if (!positive(p.hc_eps)) return fail("hc_eps must be finite and positive");
+  if (!positive(p.rope_theta)) return fail("rope_theta must be finite and positive");
+  if (!positive(p.compress_rope_theta)) return fail("compress_rope_theta must be finite and positive");
+  if (p.yarn_original_seq_len < 0) return fail("yarn_original_seq_len must be >= 0 (0: no YaRN)");
+  if (p.yarn_original_seq_len > 0 &&
+      (!positive(p.yarn_factor) || !positive(p.yarn_beta_slow) || !(p.yarn_beta_fast > p.yarn_beta_slow) ||
+       !std::isfinite(p.yarn_beta_fast)))
+    return fail("YaRN needs a positive factor and finite betas with beta_fast > beta_slow > 0");
+  if (!positive(p.route_scale)) return fail("route_scale must be finite and positive");
+  if (!std::isfinite(p.swiglu_limit) || p.swiglu_limit < 0.0f)
+    return fail("swiglu_limit must be finite and >= 0");
+  if (p.max_seq_len <= 0) return fail("max_seq_len must be positive");
+  if (p.bos_id < 0 || p.bos_id >= c.vocab_size) return fail("bos_id must be a token of the vocabulary");
+  if (p.eos_id < 0 || p.eos_id >= c.vocab_size) return fail("eos_id must be a token of the vocabulary");
+  return {};
+}
 
 // ---- validation ---------------------------------------------------------------------------------
 
@@ -181,9 +209,6 @@ constexpr bool is_pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
 
 constexpr bool core_dims_positive(const model_config& c) {
   return c.vocab_size > 0 && c.d_model > 0 && c.n_layers > 0 && c.n_heads > 0 && c.q_lora_rank > 0;
-}
-constexpr bool special_tokens_in_vocab(const model_config& c) {
-  return c.bos_id >= 0 && c.bos_id < c.vocab_size && c.eos_id >= 0 && c.eos_id < c.vocab_size;
 }
 constexpr bool head_dim_split(const model_config& c) { return c.head_dim == c.nope_dim + c.rope_dim; }
 constexpr bool rope_dim_fits(const model_config& c) {
@@ -265,8 +290,6 @@ template <model_config C>
 struct validate {
   static_assert(rules::core_dims_positive(C),
                 "dsv4 model_config: vocab_size, d_model, n_layers, n_heads and q_lora_rank must be positive");
-  static_assert(rules::special_tokens_in_vocab(C),
-                "dsv4 model_config: bos_id and eos_id must be below vocab_size");
   static_assert(rules::head_dim_split(C), "dsv4 model_config: head_dim must equal nope_dim + rope_dim");
   static_assert(rules::rope_dim_fits(C),
                 "dsv4 model_config: rope_dim must be positive, even and <= head_dim");
