@@ -259,6 +259,20 @@ TEST_CASE("bad input returns a status naming the problem and leaves the cache as
   bad[std::size_t(d + 5)] = std::numeric_limits<float>::infinity();
   fails(layer.forward(*cache, 0, a, {bad.data(), {2, d}}, {y.data(), {2, d}}), errc::invalid_argument,
         "not finite");
+  // So would a finite value whose key projection overflows (or whose norm's sum of squares does):
+  // the layer knows from its weights how large an x can be.
+  REQUIRE(layer.x_limit() > 1e6f);
+  REQUIRE(layer.x_limit() < 1e25f);
+  bad[std::size_t(d + 5)] = -1e30f;
+  fails(layer.forward(*cache, 0, a, {bad.data(), {2, d}}, {y.data(), {2, d}}), errc::invalid_argument,
+        "beyond the layer's x_limit()");
+  bad[std::size_t(d + 5)] = 1e6f;  // large but harmless: accepted by a fresh cache
+  {
+    auto scratch = attn::attention_layer<released, attn::csa>::make_cache(1, 20);
+    std::vector<float> out(std::size_t(2 * d));
+    CHECK(layer.forward(*scratch, 0, *scratch->open(), {bad.data(), {2, d}}, {out.data(), {2, d}}).ok());
+    CHECK(std::all_of(out.begin(), out.end(), [](float v) { return std::isfinite(v); }));
+  }
   // Output over the input, and a workspace too small or over the output.
   fails(layer.forward(*cache, 0, a, {x.data(), {2, d}}, {const_cast<float*>(x.data()) + d, {2, d}}),
         errc::invalid_argument, "overlap");
@@ -561,4 +575,24 @@ TEST_CASE("the FP4 index keys select nearly the exact top-k", "[attn][kv]") {
   CHECK(iid_large >= 0.84);
   CHECK(planted_small >= 0.99);
   CHECK(planted_large >= 0.97);
+}
+
+TEST_CASE("a layer whose cache-feeding weights are not finite is refused at create", "[attn][kv]") {
+  auto store = test::random_attention_store<released>(41);
+  const auto views = [&] {
+    return test::attention_views(store, attn::csa::compress_ratio(attn::shape_of<released>));
+  };
+  using layer_t = attn::attention_layer<released, attn::csa>;
+  REQUIRE(layer_t::create(views(), config::tiny_params).ok());
+  // One weight of the latent projection, then one of the index-key compressor's position bias.
+  auto w = views();
+  const_cast<float&>(w.wkv.weight(3, 7)) = std::numeric_limits<float>::quiet_NaN();
+  auto made = layer_t::create(w, config::tiny_params);
+  REQUIRE(!made.ok());
+  CHECK_THAT(made.error().message(), Catch::Contains("attn.wkv holds a value that is not finite"));
+  const_cast<float&>(w.wkv.weight(3, 7)) = 0.5f;
+  const_cast<float&>(w.indexer.compressor.ape(1, 2)) = std::numeric_limits<float>::infinity();
+  made = layer_t::create(w, config::tiny_params);
+  REQUIRE(!made.ok());
+  CHECK_THAT(made.error().message(), Catch::Contains("attn.indexer.compressor.ape"));
 }

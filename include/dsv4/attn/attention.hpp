@@ -42,6 +42,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <new>
 #include <span>
@@ -206,12 +207,21 @@ class attention {
   static constexpr index_t chunk_rows = 64;
 
   // Checks every weight the policy reads against the config before the layer can be used.
+  // Also bounds the inputs a forward accepts: x_limit(), from the weights that feed the cache.
   static result<attention> create(const weights& w, const config::model_params& params) {
     DSV4_TRY(check_weights(w));
     if (!(params.rms_norm_eps > 0.0f) || !std::isfinite(params.rms_norm_eps))
       return status{errc::invalid_argument, "model_params: rms_norm_eps must be finite and positive"};
-    return attention(w, params);
+    auto limit = cache_input_limit(w);
+    if (!limit) return limit.error();
+    return attention(w, params, *limit);
   }
+
+  // The largest |x| a forward accepts: every projection of such an x that enters the cache (the
+  // latent, the compressors' and the index-key compressor's kv and gate) stays below 2^56 in
+  // magnitude, so neither it nor a norm's sum of its squares can overflow, and a finite x can
+  // never put a value that is not finite (or a norm collapsed to 0) into a sequence's cache.
+  float x_limit() const { return x_limit_; }
 
   // The geometry this layer needs in a cache of `capacity` tokens per sequence.
   static constexpr kv_layer_geometry geometry(index_t capacity) { return kv_geometry<S, P>(capacity); }
@@ -235,7 +245,8 @@ class attention {
   // Fails, changing nothing, when a shape differs, out overlaps x or the workspace, the cache
   // layer has another geometry, the batch holds a sequence twice, a sequence is unknown or
   // finished, a sequence would pass the cache's capacity, the pool lacks the pages the call
-  // takes, or x holds a value that is not finite (which would poison the sequence's cache).
+  // takes, or x holds a value that is not finite or beyond x_limit() (either would poison the
+  // sequence's cache).
   status forward(cache_type& cache, int layer, std::span<const sequence_tokens> batch,
                  tensor_view<const float, 2> x, tensor_view<float, 2> out, std::span<std::byte> ws) const {
     DSV4_TRY(check_call(cache, layer, batch, x, out, ws));
@@ -323,8 +334,52 @@ class attention {
     return b;
   }
 
-  attention(const weights& w, const config::model_params& p)
-      : w_(w), rope_(rope_table::for_layer(p, S.rope_dim, P::yarn_rope)), eps_(p.rms_norm_eps) {}
+  attention(const weights& w, const config::model_params& p, float x_limit)
+      : w_(w),
+        rope_(rope_table::for_layer(p, S.rope_dim, P::yarn_rope)),
+        eps_(p.rms_norm_eps),
+        x_limit_(x_limit) {}
+
+  // x_limit() of weights w: 2^56 over the largest row sum of |w| of the matrices that feed the
+  // cache, whose values (and those of the vectors beside them) must be finite. One read of those
+  // matrices.
+  static result<float> cache_input_limit(const weights& w) {
+    double most = 0.0;
+    const auto matrix = [&](const auto& m, const char* name) -> status {
+      const double sum = max_row_abs_sum(m);
+      if (!std::isfinite(sum))
+        return {errc::invalid_argument,
+                std::string(name) + " holds a value that is not finite (it feeds the KV cache)"};
+      most = std::max(most, sum);
+      return {};
+    };
+    const auto vector = [](tensor_view<const float, 1> v, const char* name) -> status {
+      for (index_t i = 0; i < v.extent(0); ++i)
+        if (!std::isfinite(v(i)))
+          return {errc::invalid_argument,
+                  std::string(name) + " holds a value that is not finite (it feeds the KV cache)"};
+      return {};
+    };
+    const auto compressor = [&](const compressor_weights<other_matrix>& c, const char* wkv, const char* wgate,
+                                const char* ape, const char* norm) -> status {
+      DSV4_TRY(matrix(c.wkv, wkv));
+      DSV4_TRY(matrix(c.wgate, wgate));
+      for (index_t i = 0; i < c.ape.extent(0); ++i)
+        DSV4_TRY(vector(tensor_view<const float, 1>(&c.ape(i, 0), {c.ape.extent(1)}), ape));
+      return vector(c.norm, norm);
+    };
+    DSV4_TRY(matrix(w.wkv, "attn.wkv"));
+    DSV4_TRY(vector(w.kv_norm, "attn.kv_norm.weight"));
+    if constexpr (dims::ratio > 0)
+      DSV4_TRY(compressor(w.compressor, "attn.compressor.wkv", "attn.compressor.wgate", "attn.compressor.ape",
+                          "attn.compressor.norm.weight"));
+    if constexpr (dims::top_k > 0)
+      DSV4_TRY(compressor(w.indexer.compressor, "attn.indexer.compressor.wkv",
+                          "attn.indexer.compressor.wgate", "attn.indexer.compressor.ape",
+                          "attn.indexer.compressor.norm.weight"));
+    constexpr double bound = 0x1p56;
+    return most > 0.0 ? static_cast<float>(bound / most) : std::numeric_limits<float>::max();
+  }
 
   static status check_weights(const weights& w) {
     DSV4_TRY(check_matrix(w.wq_a, dims::d_c, dims::d, "attn.wq_a"));
@@ -347,9 +402,8 @@ class attention {
     return {};
   }
 
-  static status check_call(const cache_type& cache, int layer, std::span<const sequence_tokens> batch,
-                           tensor_view<const float, 2> x, tensor_view<float, 2> out,
-                           std::span<std::byte> ws) {
+  status check_call(const cache_type& cache, int layer, std::span<const sequence_tokens> batch,
+                    tensor_view<const float, 2> x, tensor_view<float, 2> out, std::span<std::byte> ws) const {
     DSV4_TRY(check_shape(x, {any_extent, dims::d}, "x"));
     DSV4_TRY(check_shape(out, {x.extent(0), dims::d}, "out"));
     DSV4_TRY(check_contiguous(x, "x"));
@@ -387,17 +441,25 @@ class attention {
       return {errc::shape_mismatch, "x: " + std::to_string(x.extent(0)) + " rows for a batch of " +
                                         std::to_string(rows) + " tokens"};
     if (pages > cache.free_pages()) return cache.pool_exhausted(pages, cache.free_pages());
-    // A non-finite activation would enter the sequence's cache and every later output of it:
-    // one read of x, before anything is written.
+    // A value that is not finite, or one large enough for a projection to overflow, would put
+    // values that are not finite into the sequence's cache and every later output of it: one
+    // read of x, before anything is written.
     index_t r = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
       const index_t at = *cache.tokens(batch[i].seq, layer);
       for (index_t k = 0; k < batch[i].tokens; ++k, ++r) {
         const float* xr = x.data() + r * dims::d;
-        if (!std::all_of(xr, xr + dims::d, [](float v) { return std::isfinite(v); }))
-          return {errc::invalid_argument, "x: row " + std::to_string(r) + " (layer " + std::to_string(layer) +
-                                              ", batch entry " + std::to_string(i) + ", position " +
-                                              std::to_string(at + k) + ") holds a value that is not finite"};
+        const float* bad =
+            std::find_if(xr, xr + dims::d, [&](float v) { return !(std::fabs(v) <= x_limit_); });
+        if (bad == xr + dims::d) continue;
+        const std::string where = "x: row " + std::to_string(r) + " (layer " + std::to_string(layer) +
+                                  ", batch entry " + std::to_string(i) + ", position " +
+                                  std::to_string(at + k) + ")";
+        if (!std::isfinite(*bad))
+          return {errc::invalid_argument, where + " holds a value that is not finite"};
+        return {errc::invalid_argument, where + " holds " + std::to_string(*bad) +
+                                            ", beyond the layer's x_limit() " + std::to_string(x_limit_) +
+                                            " (its key projections could overflow)"};
       }
     }
     return {};
@@ -563,6 +625,7 @@ class attention {
   weights w_;
   rope_table rope_;
   float eps_;
+  float x_limit_;
 };
 
 // The layer P makes of model config C (validated first).

@@ -4,6 +4,8 @@
 // (linear.hpp) read the fast formats through their own lane-order loaders (weight_lanes.hpp).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <cstring>
 #include <string>
@@ -136,6 +138,26 @@ struct fp4_matrix {
 
 static_assert(weight_matrix<f32_matrix> && weight_matrix<bf16_matrix> && weight_matrix<fp8_matrix> &&
               weight_matrix<fp4_matrix>);
+
+// The largest sum of |w| over a row of m: |(m . x)[o]| <= max_row_abs_sum(m) * max|x| for every
+// o, so a caller can tell which inputs a product can take without overflowing. NaN or infinity
+// when m holds a value that is not finite. Reads the whole matrix once.
+template <weight_matrix W>
+double max_row_abs_sum(const W& m) {
+  alignas(32) float chunk[weight_chunk];
+  double most = 0.0;
+  for (index_t r = 0; r < m.rows(); ++r) {
+    double sum = 0.0;
+    for (index_t k = 0; k < m.cols(); k += weight_chunk) {
+      const index_t n = std::min(weight_chunk, m.cols() - k);
+      m.decode(r, k, n, chunk);
+      for (index_t i = 0; i < n; ++i) sum += std::fabs(static_cast<double>(chunk[i]));
+    }
+    if (std::isnan(sum)) return sum;
+    most = std::max(most, sum);
+  }
+  return most;
+}
 
 // The matrix type of a checkpoint weight_format: how a model described at compile time names the
 // types of its weights (config::model_config's linear_format, expert_format, other_format).
