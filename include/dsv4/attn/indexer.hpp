@@ -214,16 +214,7 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
         for (index_t j = 0; j < run; ++j) page.read_into(first + j, tile + (r + j) * c);
         r += run;
       }
-      const sgemm_direct_params product{.a = tile,
-                                        .lda = c,
-                                        .b = q_packed,
-                                        .sliver_stride = c * sgemm_op::nr,
-                                        .c = qk,
-                                        .ldc = heads,
-                                        .m = rows,
-                                        .n = heads,
-                                        .k = c};
-      sgemm_direct(product);
+      sgemm_direct(packed_b_product(tile, c, q_packed, qk, heads, rows, heads, c));  // qk = tile . q^T
       if (num == numerics::released) {
         index_t r = 0;
         for (; r + 8 <= rows; r += 8) {

@@ -262,17 +262,10 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
         // Scores s (heads, rows) = q . rows^T, computed as its transpose in one pass over k (the
         // transposed result is stored element by element, so a second pass over k would reload
         // and store it again); the scale joins in the softmax below.
-        const sgemm_direct_params scores{.a = tile,
-                                         .lda = ldt,
-                                         .b = q_packed + (h0 / nr) * c * nr,
-                                         .sliver_stride = c * nr,
-                                         .c = s,
-                                         .ldc = 1,
-                                         .c_col_stride = block,
-                                         .m = rows,
-                                         .n = gh,
-                                         .k = c,
-                                         .k_block = c};
+        sgemm_direct_params scores =
+            packed_b_product(tile, ldt, q_packed + (h0 / nr) * c * nr, s, 1, rows, gh, c);
+        scores.c_col_stride = block;
+        scores.k_block = c;
         sgemm_direct(scores);
         softmax_block(s, rows, gh, p.scale, mx, sum, first ? nullptr : acc, c, p.num);
         // acc (gh, c) (+)= probabilities (gh, rows) . rows (rows, c), both read in place.

@@ -9,7 +9,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 
 #include "dsv4/config/model_config.hpp"
 #include "dsv4/core/arith.hpp"
@@ -139,7 +141,8 @@ constexpr void visit_mla_attention(const model_config& c, Visit& visit) {
   visit(tensor_desc{"attn.wq_b.weight", tensor_group::attention, nh * c.head_dim, dc, lin});
   visit(tensor_desc{"attn.wkv_a.weight", tensor_group::attention, kvr + c.rope_dim, d, lin});
   visit(tensor_desc{"attn.kv_norm.weight", tensor_group::attention, kvr, 1, oth});
-  visit(tensor_desc{"attn.wkv_b.weight", tensor_group::attention, nh * (c.nope_dim + c.v_head_dim), kvr, lin});
+  visit(
+      tensor_desc{"attn.wkv_b.weight", tensor_group::attention, nh * (c.nope_dim + c.v_head_dim), kvr, lin});
   visit(tensor_desc{"attn.wo.weight", tensor_group::attention, d, nh * c.v_head_dim, lin});
   visit(tensor_desc{"attn.indexer.wq_b.weight", tensor_group::attention, ni * ci, dc, lin});
   visit(tensor_desc{"attn.indexer.wk.weight", tensor_group::attention, ci, d, lin});
@@ -235,31 +238,17 @@ struct tensor_group_counts {
            mtp_projections;
   }
   constexpr std::int64_t& operator[](tensor_group g) {
-    switch (g) {
-      case tensor_group::embedding:
-        return embedding;
-      case tensor_group::head:
-        return head;
-      case tensor_group::attention:
-        return attention;
-      case tensor_group::mhc:
-        return mhc;
-      case tensor_group::norms:
-        return norms;
-      case tensor_group::router:
-        return router;
-      case tensor_group::shared_experts:
-        return shared_experts;
-      case tensor_group::routed_experts:
-        return routed_experts;
-      case tensor_group::dense_ffn:
-        return dense_ffn;
-      case tensor_group::mtp_projections:
-        return mtp_projections;
-      case tensor_group::hash_table:
-        break;
-    }
-    return hash_table;
+    using counts = tensor_group_counts;
+    // The member of each tensor_group, in the enumeration's order.
+    constexpr std::int64_t counts::*members[] = {&counts::embedding,      &counts::head,
+                                                 &counts::attention,      &counts::mhc,
+                                                 &counts::norms,          &counts::router,
+                                                 &counts::shared_experts, &counts::routed_experts,
+                                                 &counts::dense_ffn,      &counts::mtp_projections,
+                                                 &counts::hash_table};
+    static_assert(std::size(members) == static_cast<std::size_t>(tensor_group::hash_table) + 1);
+    const auto i = static_cast<std::size_t>(g);
+    return i < std::size(members) ? this->*members[i] : hash_table;
   }
 };
 

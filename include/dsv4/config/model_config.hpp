@@ -47,49 +47,34 @@ enum class layer_kind : std::uint8_t {
 struct model_config {
   attention_family family = attention_family::v4_hybrid;
 
-  int vocab_size = 0;
-  int d_model = 0;
+  int vocab_size = 0, d_model = 0;
   int n_layers = 0;  // backbone layers; the MTP block is layer n_layers
 
   // Attention (spec §4). V4: head_dim is the shared K=V latent (512 = 448 NoPE + 64 RoPE).
   // V3.2: head_dim = qk_nope + qk_rope (192) of the query/key heads.
-  int n_heads = 0;
-  int head_dim = 0;
-  int rope_dim = 0;
-  int nope_dim = 0;
-  int q_lora_rank = 0;
-  int o_groups = 0;     // V4 grouped low-rank output projection
-  int o_lora_rank = 0;  // per-group rank
-  int window = 0;       // sliding-window entries, the query's own token included
+  int n_heads = 0, head_dim = 0, rope_dim = 0, nope_dim = 0, q_lora_rank = 0;
+  int o_groups = 0, o_lora_rank = 0;  // V4 grouped low-rank output projection: groups, rank per group
+  int window = 0;                     // sliding-window entries, the query's own token included
 
   // V3.2 MLA only (kv latent rank and value head dim).
-  int kv_lora_rank = 0;
-  int v_head_dim = 0;
+  int kv_lora_rank = 0, v_head_dim = 0;
 
   // KV compression (spec §6): compress_ratios[l] is 0 (SWA), csa_ratio or hca_ratio for layer l,
   // and compress_ratios[n_layers] is the MTP block's.
-  int csa_ratio = 0;
-  int hca_ratio = 0;
+  int csa_ratio = 0, hca_ratio = 0;
   std::array<int, max_schedule> compress_ratios{};
   int n_schedule = 0;  // entries used in compress_ratios
 
   // Lightning Indexer (spec §7).
-  int index_n_heads = 0;
-  int index_head_dim = 0;
-  int index_topk = 0;
+  int index_n_heads = 0, index_head_dim = 0, index_topk = 0;
 
-  // Manifold-constrained hyper-connections (spec §3).
-  int hc_mult = 0;
-  int hc_sinkhorn_iters = 0;
+  // Manifold-constrained hyper-connections (spec §3): streams, Sinkhorn iterations.
+  int hc_mult = 0, hc_sinkhorn_iters = 0;
 
   // Mixture of experts (spec §9). Layers [0, n_hash_layers) route by token-id hash.
-  int n_routed_experts = 0;
-  int n_shared_experts = 0;
-  int n_experts_per_tok = 0;
-  int moe_inter_dim = 0;
+  int n_routed_experts = 0, n_shared_experts = 0, n_experts_per_tok = 0, moe_inter_dim = 0;
   int n_hash_layers = 0;
-  int first_k_dense = 0;    // V3.2: leading layers with a dense FFN instead of MoE
-  int dense_inter_dim = 0;  // their FFN width
+  int first_k_dense = 0, dense_inter_dim = 0;  // V3.2: leading dense-FFN layers, their FFN width
   int n_mtp_layers = 0;
 
   weight_format linear_format = weight_format::bf16;  // attention and shared-expert linears, MTP projections
@@ -125,6 +110,13 @@ struct compress_schedule {
                                 __LINE__);
   }
 };
+
+// c with the layer schedule s: compress_ratios and n_schedule.
+constexpr model_config with_schedule(model_config c, const compress_schedule& s) {
+  c.compress_ratios = s.ratios;
+  c.n_schedule = s.size;
+  return c;
+}
 
 constexpr bool is_v4_hybrid(const model_config& c) { return c.family == attention_family::v4_hybrid; }
 

@@ -59,14 +59,12 @@ inline constexpr compress_schedule v4_pro_schedule =
     compress_schedule{}.append({128, 128}).append({4, 128}, 29).append({4}).append({0});
 
 inline constexpr model_config v4_pro = [] {
-  model_config c = v4_flash;  // spec §15: everything not listed here is identical
+  model_config c = with_schedule(v4_flash, v4_pro_schedule);  // spec §15: the rest is identical
   c.d_model = 7168;
   c.n_layers = 61;
   c.n_heads = 128;
   c.q_lora_rank = 1536;
   c.o_groups = 16;
-  c.compress_ratios = v4_pro_schedule.ratios;
-  c.n_schedule = v4_pro_schedule.size;
   c.index_topk = 1024;
   c.n_routed_experts = 384;
   c.moe_inter_dim = 3072;
@@ -123,40 +121,34 @@ inline constexpr model_params v32_params{.compress_rope_theta = 10000.0f,
 // models that matters (head_dim = nope + rope, 2 heads per output group, window < hca_ratio).
 inline constexpr compress_schedule tiny_swa_schedule = compress_schedule{}.append({0, 0}).append({0});
 
-// Two SWA-only layers, hash-routed then score-routed, no MTP.
-inline constexpr model_config tiny_swa{
-    .family = attention_family::v4_hybrid,
-    .vocab_size = 256,
-    .d_model = 64,
-    .n_layers = 2,
-    .n_heads = 4,
-    .head_dim = 32,
-    .rope_dim = 16,
-    .nope_dim = 16,
-    .q_lora_rank = 32,
-    .o_groups = 2,
-    .o_lora_rank = 16,
-    .window = 8,
-    .csa_ratio = 4,
-    .hca_ratio = 16,
-    .compress_ratios = tiny_swa_schedule.ratios,
-    .n_schedule = tiny_swa_schedule.size,
-    .index_n_heads = 2,
-    .index_head_dim = 16,
-    .index_topk = 4,
-    .hc_mult = 4,
-    .hc_sinkhorn_iters = 20,
-    .n_routed_experts = 8,
-    .n_shared_experts = 1,
-    .n_experts_per_tok = 2,
-    .moe_inter_dim = 32,
-    .n_hash_layers = 1,
-    .n_mtp_layers = 0,
-    .linear_format = weight_format::f32,
-    .expert_format = weight_format::f32,
-    .other_format = weight_format::f32,
-    .cache_format = kv_format::f32,
-};
+// Two SWA-only layers, hash-routed then score-routed, no MTP, in fp32: Flash's architecture (CSA
+// ratio 4, 4 hyper-connection streams, 20 Sinkhorn iterations, one shared expert) at toy size.
+inline constexpr model_config tiny_swa = [] {
+  model_config c = with_schedule(v4_flash, tiny_swa_schedule);
+  c.vocab_size = 256;
+  c.d_model = 64;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.head_dim = 32;
+  c.rope_dim = 16;
+  c.nope_dim = 16;
+  c.q_lora_rank = 32;
+  c.o_groups = 2;
+  c.o_lora_rank = 16;
+  c.window = 8;
+  c.hca_ratio = 16;
+  c.index_n_heads = 2;
+  c.index_head_dim = 16;
+  c.index_topk = 4;
+  c.n_routed_experts = 8;
+  c.n_experts_per_tok = 2;
+  c.moe_inter_dim = 32;
+  c.n_hash_layers = 1;
+  c.n_mtp_layers = 0;
+  c.linear_format = c.expert_format = c.other_format = weight_format::f32;
+  c.cache_format = kv_format::f32;
+  return c;
+}();
 static_assert(is_valid_config<tiny_swa>);
 
 // Layers: 0 SWA/hash, 1 CSA/hash, 2 HCA/score, 3 CSA/score, 4 HCA/score; MTP block SWA/score.
@@ -164,10 +156,8 @@ inline constexpr compress_schedule tiny_hybrid_schedule =
     compress_schedule{}.append({0}).append({4, 16}, 2).append({0});
 
 inline constexpr model_config tiny_hybrid = [] {
-  model_config c = tiny_swa;
+  model_config c = with_schedule(tiny_swa, tiny_hybrid_schedule);
   c.n_layers = 5;
-  c.compress_ratios = tiny_hybrid_schedule.ratios;
-  c.n_schedule = tiny_hybrid_schedule.size;
   c.n_hash_layers = 2;
   c.n_mtp_layers = 1;
   return c;

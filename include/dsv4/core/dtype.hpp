@@ -18,6 +18,7 @@
 
 #include <bit>
 #include <cstdint>
+#include <type_traits>
 
 #include "dsv4/core/macros.hpp"
 
@@ -79,23 +80,35 @@ DSV4_HOST_DEVICE constexpr float decode_magnitude(std::uint32_t code) {
 
 }  // namespace detail
 
+namespace number_format {
+
+// The part every number format shares: T holds its raw bits in a member `bits` of type Bits, is
+// built from them by T::from_bits and compares equal when the bits are equal (so +0 != -0 and a
+// NaN equals itself, as for checkpoint bytes). An empty base, so T stays one Bits wide. It has a
+// namespace of its own because a base's namespace joins argument-dependent lookup for calls on T.
+template <class T, class Bits>
+struct raw_bits {
+  DSV4_HOST_DEVICE static constexpr T from_bits(Bits b) {
+    T r{};
+    r.bits = b;
+    return r;
+  }
+  friend DSV4_HOST_DEVICE constexpr bool operator==(T a, T b) { return a.bits == b.bits; }
+};
+
+}  // namespace number_format
+
 // ---- bf16: 1 sign, 8 exponent (bias 127), 7 mantissa bits: the top half of an IEEE float -----
-struct bf16 {
+struct bf16 : number_format::raw_bits<bf16, std::uint16_t> {
   std::uint16_t bits;
 
   bf16() = default;
   // Round to nearest even; overflow rounds to +-inf, NaN becomes a quiet NaN with the same sign.
   DSV4_HOST_DEVICE constexpr explicit bf16(float f) : bits(from_float_bits(detail::float_to_bits(f))) {}
 
-  DSV4_HOST_DEVICE static constexpr bf16 from_bits(std::uint16_t b) {
-    bf16 r{};
-    r.bits = b;
-    return r;
-  }
   DSV4_HOST_DEVICE constexpr float to_float() const {
     return detail::bits_to_float(static_cast<std::uint32_t>(bits) << 16);
   }
-  friend DSV4_HOST_DEVICE constexpr bool operator==(bf16 a, bf16 b) { return a.bits == b.bits; }
 
  private:
   DSV4_HOST_DEVICE static constexpr std::uint16_t from_float_bits(std::uint32_t u) {
@@ -112,7 +125,7 @@ struct bf16 {
 // ---- fp8_e4m3 (OCP E4M3, "e4m3fn"): 1 sign, 4 exponent (bias 7), 3 mantissa bits --------------
 // No infinities; S.1111.111 (0x7F, 0xFF) is NaN, so the largest finite value is 1.75 * 2^8 = 448
 // (0x7E). Subnormals: exponent field 0, value mantissa * 2^-9.
-struct fp8_e4m3 {
+struct fp8_e4m3 : number_format::raw_bits<fp8_e4m3, std::uint8_t> {
   std::uint8_t bits;
 
   static constexpr float max_finite = 448.0f;
@@ -123,18 +136,12 @@ struct fp8_e4m3 {
   // with the input's sign).
   DSV4_HOST_DEVICE constexpr explicit fp8_e4m3(float f) : bits(from_float_bits(detail::float_to_bits(f))) {}
 
-  DSV4_HOST_DEVICE static constexpr fp8_e4m3 from_bits(std::uint8_t b) {
-    fp8_e4m3 r{};
-    r.bits = b;
-    return r;
-  }
   DSV4_HOST_DEVICE constexpr bool is_nan() const { return (bits & 0x7fu) == 0x7fu; }
   DSV4_HOST_DEVICE constexpr float to_float() const {
     const std::uint32_t sign = static_cast<std::uint32_t>(bits & 0x80u) << 24;
     if (is_nan()) return detail::bits_to_float(sign | detail::f32_quiet_nan_bits);
     return detail::bits_to_float(sign | detail::float_to_bits(detail::decode_magnitude<3, 7>(bits & 0x7fu)));
   }
-  friend DSV4_HOST_DEVICE constexpr bool operator==(fp8_e4m3 a, fp8_e4m3 b) { return a.bits == b.bits; }
 
  private:
   DSV4_HOST_DEVICE static constexpr std::uint8_t from_float_bits(std::uint32_t u) {
@@ -151,16 +158,11 @@ struct fp8_e4m3 {
 // ---- ue8m0: an unsigned power-of-two scale byte, value 2^(bits - 127); 0xFF is NaN -------------
 // The checkpoint dtype F8_E8M0 (torch float8_e8m0fnu). There is no zero and no sign: bits 0 is
 // 2^-127 (a float subnormal), bits 254 is 2^127.
-struct ue8m0 {
+struct ue8m0 : number_format::raw_bits<ue8m0, std::uint8_t> {
   std::uint8_t bits;
 
   ue8m0() = default;
 
-  DSV4_HOST_DEVICE static constexpr ue8m0 from_bits(std::uint8_t b) {
-    ue8m0 r{};
-    r.bits = b;
-    return r;
-  }
   // 2^e, with e clamped to [-127, 127].
   DSV4_HOST_DEVICE static constexpr ue8m0 from_exponent(int e) {
     const int c = e < -127 ? -127 : (e > 127 ? 127 : e);
@@ -192,12 +194,11 @@ struct ue8m0 {
     if (bits == 0) return detail::bits_to_float(0x00400000u);  // 2^-127 is a float subnormal
     return detail::bits_to_float(static_cast<std::uint32_t>(bits) << 23);
   }
-  friend DSV4_HOST_DEVICE constexpr bool operator==(ue8m0 a, ue8m0 b) { return a.bits == b.bits; }
 };
 
 // ---- fp4_e2m1 (OCP MXFP4 element): 1 sign, 2 exponent (bias 1), 1 mantissa bit in the low nibble -
 // Codes 0..7 are the magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}; bit 3 is the sign. No inf or NaN.
-struct fp4_e2m1 {
+struct fp4_e2m1 : number_format::raw_bits<fp4_e2m1, std::uint8_t> {
   std::uint8_t bits;  // only the low 4 bits are used; the high 4 are zero
 
   static constexpr float max_finite = 6.0f;
@@ -208,16 +209,14 @@ struct fp4_e2m1 {
   // value cannot turn into a maximal one; callers that must detect NaN test before encoding.
   DSV4_HOST_DEVICE constexpr explicit fp4_e2m1(float f) : bits(from_float_bits(detail::float_to_bits(f))) {}
 
+  // Only the low nibble of b is kept.
   DSV4_HOST_DEVICE static constexpr fp4_e2m1 from_bits(std::uint8_t b) {
-    fp4_e2m1 r{};
-    r.bits = static_cast<std::uint8_t>(b & 0x0fu);
-    return r;
+    return raw_bits::from_bits(static_cast<std::uint8_t>(b & 0x0fu));
   }
   DSV4_HOST_DEVICE constexpr float to_float() const {
     const std::uint32_t sign = static_cast<std::uint32_t>(bits & 0x08u) << 28;
     return detail::bits_to_float(sign | detail::float_to_bits(detail::decode_magnitude<1, 1>(bits & 0x07u)));
   }
-  friend DSV4_HOST_DEVICE constexpr bool operator==(fp4_e2m1 a, fp4_e2m1 b) { return a.bits == b.bits; }
 
  private:
   DSV4_HOST_DEVICE static constexpr std::uint8_t from_float_bits(std::uint32_t u) {
@@ -231,14 +230,9 @@ struct fp4_e2m1 {
 
 // Two fp4_e2m1 values in one byte, as the checkpoint stores them (spec §11.1): the low nibble is
 // the even (first) element along the input dimension, the high nibble the odd (second) one.
-struct fp4x2 {
+struct fp4x2 : number_format::raw_bits<fp4x2, std::uint8_t> {
   std::uint8_t bits;
 
-  DSV4_HOST_DEVICE static constexpr fp4x2 from_bits(std::uint8_t b) {
-    fp4x2 r{};
-    r.bits = b;
-    return r;
-  }
   DSV4_HOST_DEVICE static constexpr fp4x2 pack(fp4_e2m1 first, fp4_e2m1 second) {
     return from_bits(static_cast<std::uint8_t>((first.bits & 0x0fu) | ((second.bits & 0x0fu) << 4)));
   }
@@ -250,11 +244,13 @@ struct fp4x2 {
   }
   // Element i (0 = first/low nibble, 1 = second/high nibble).
   DSV4_HOST_DEVICE constexpr fp4_e2m1 operator[](int i) const { return i == 0 ? first() : second(); }
-  friend DSV4_HOST_DEVICE constexpr bool operator==(fp4x2 a, fp4x2 b) { return a.bits == b.bits; }
 };
 
 static_assert(sizeof(bf16) == 2 && sizeof(fp8_e4m3) == 1 && sizeof(ue8m0) == 1 && sizeof(fp4_e2m1) == 1 &&
                   sizeof(fp4x2) == 1,
+              "dsv4 number formats must alias checkpoint bytes");
+static_assert(std::is_trivially_copyable_v<bf16> && std::is_standard_layout_v<bf16> &&
+                  std::is_trivially_copyable_v<fp4x2> && std::is_standard_layout_v<fp4x2>,
               "dsv4 number formats must alias checkpoint bytes");
 
 // ---- generic helpers --------------------------------------------------------------------------

@@ -38,24 +38,22 @@ struct dequantize_launch {
 
 inline constexpr int dequantize_threads = 256;
 
-template <int Arch>
-__global__ void __launch_bounds__(dequantize_threads) dequantize_fp8_kernel(dequantize_launch<fp8_e4m3> p) {
-  const index_t n = p.rows * p.cols;
-  const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-    const index_t r = i / p.cols, c = i % p.cols;
-    p.out[r * p.out_ld + c] =
-        dequantize_fp8_at(p.weight + r * p.weight_ld, p.scale + (r / fp8_block) * p.scale_ld, c);
-  }
+// Output element (r, c) of each format: an FP8 scale row covers fp8_block weight rows, an FP4 one a
+// single row.
+DSV4_HOST_DEVICE inline float dequantize_element(const dequantize_launch<fp8_e4m3>& p, index_t r, index_t c) {
+  return dequantize_fp8_at(p.weight + r * p.weight_ld, p.scale + (r / fp8_block) * p.scale_ld, c);
+}
+DSV4_HOST_DEVICE inline float dequantize_element(const dequantize_launch<fp4x2>& p, index_t r, index_t c) {
+  return dequantize_fp4_at(p.weight + r * p.weight_ld, p.scale + r * p.scale_ld, c);
 }
 
-template <int Arch>
-__global__ void __launch_bounds__(dequantize_threads) dequantize_fp4_kernel(dequantize_launch<fp4x2> p) {
+template <int Arch, class Weight>
+__global__ void __launch_bounds__(dequantize_threads) dequantize_kernel(dequantize_launch<Weight> p) {
   const index_t n = p.rows * p.cols;
   const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
   for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
     const index_t r = i / p.cols, c = i % p.cols;
-    p.out[r * p.out_ld + c] = dequantize_fp4_at(p.weight + r * p.weight_ld, p.scale + r * p.scale_ld, c);
+    p.out[r * p.out_ld + c] = dequantize_element(p, r, c);
   }
 }
 
@@ -67,6 +65,20 @@ inline unsigned dequantize_blocks(index_t n) {
   return static_cast<unsigned>(b < max_blocks ? b : max_blocks);
 }
 
+// Launches the dequantization of p (already checked by its op) into rows x cols outputs, rows being
+// the weight's; `what` names the launch in an error status.
+template <int Arch, class Params>
+status launch_dequantize(const Params& p, index_t cols, cudaStream_t stream, const char* what) {
+  using weight_t = typename decltype(p.weight)::value_type;
+  const dequantize_launch<weight_t> launch{
+      p.weight.data(), p.weight.stride(0), p.scale.data(),     p.scale.stride(0),
+      p.out.data(),    p.out.stride(0),    p.weight.extent(0), cols};
+  const index_t n = launch.rows * launch.cols;
+  if (n == 0) return {};
+  dequantize_kernel<Arch><<<dequantize_blocks(n), dequantize_threads, 0, stream>>>(launch);
+  return cuda_status(cudaGetLastError(), what);
+}
+
 }  // namespace detail
 
 template <int Arch>
@@ -74,14 +86,7 @@ struct kernel<dequantize_fp8_op, cuda<Arch>> {
   // p's views hold device pointers; the launch is asynchronous on `stream`.
   static status run(const dequantize_fp8_op::params& p, cudaStream_t stream = nullptr) {
     DSV4_TRY(dequantize_fp8_op::check(p));
-    const detail::dequantize_launch<fp8_e4m3> launch{p.weight.data(),    p.weight.stride(0), p.scale.data(),
-                                                     p.scale.stride(0),  p.out.data(),       p.out.stride(0),
-                                                     p.weight.extent(0), p.weight.extent(1)};
-    const index_t n = launch.rows * launch.cols;
-    if (n == 0) return {};
-    detail::dequantize_fp8_kernel<Arch>
-        <<<detail::dequantize_blocks(n), detail::dequantize_threads, 0, stream>>>(launch);
-    return cuda_status(cudaGetLastError(), "dequantize_fp8_kernel launch");
+    return detail::launch_dequantize<Arch>(p, p.weight.extent(1), stream, "dequantize_fp8_kernel launch");
   }
 };
 
@@ -90,14 +95,7 @@ struct kernel<dequantize_fp4_op, cuda<Arch>> {
   // p's views hold device pointers; the launch is asynchronous on `stream`.
   static status run(const dequantize_fp4_op::params& p, cudaStream_t stream = nullptr) {
     DSV4_TRY(dequantize_fp4_op::check(p));
-    const detail::dequantize_launch<fp4x2> launch{p.weight.data(),    p.weight.stride(0),    p.scale.data(),
-                                                  p.scale.stride(0),  p.out.data(),          p.out.stride(0),
-                                                  p.weight.extent(0), 2 * p.weight.extent(1)};
-    const index_t n = launch.rows * launch.cols;
-    if (n == 0) return {};
-    detail::dequantize_fp4_kernel<Arch>
-        <<<detail::dequantize_blocks(n), detail::dequantize_threads, 0, stream>>>(launch);
-    return cuda_status(cudaGetLastError(), "dequantize_fp4_kernel launch");
+    return detail::launch_dequantize<Arch>(p, 2 * p.weight.extent(1), stream, "dequantize_fp4_kernel launch");
   }
 };
 

@@ -71,6 +71,18 @@ status check_unit_inner_stride(const tensor_view<T, Rank>& v, std::string_view n
   return {errc::shape_mismatch, std::string(name) + ": expected unit stride along the last dimension, got " +
                                     std::to_string(v.stride(Rank - 1))};
 }
+
+// The rules both dequantize ops share once the weight's extents are known, in the order they are
+// reported: scale of `scale_extents`, out of (rows, cols), every view dense along its last dimension.
+template <class Params>
+status check_dequantize_views(const Params& p, const extents_t<2>& scale_extents, index_t rows,
+                              index_t cols) {
+  DSV4_TRY(check_unit_inner_stride(p.weight, "weight"));
+  DSV4_TRY(check_shape(p.scale, scale_extents, "scale"));
+  DSV4_TRY(check_unit_inner_stride(p.scale, "scale"));
+  DSV4_TRY(check_shape(p.out, {rows, cols}, "out"));
+  return check_unit_inner_stride(p.out, "out");
+}
 }  // namespace detail
 
 // ---- dequantize_fp8_op: FP8 e4m3 weight with 128x128 ue8m0 block scales -> float ---------------
@@ -85,12 +97,8 @@ struct dequantize_fp8_op {
   // Shapes follow from weight; every view needs a unit stride along its last dimension.
   static status check(const params& p) {
     const index_t rows = p.weight.extent(0), cols = p.weight.extent(1);
-    DSV4_TRY(detail::check_unit_inner_stride(p.weight, "weight"));
-    DSV4_TRY(check_shape(p.scale, {ceil_div(rows, fp8_block), ceil_div(cols, fp8_block)}, "scale"));
-    DSV4_TRY(detail::check_unit_inner_stride(p.scale, "scale"));
-    DSV4_TRY(check_shape(p.out, {rows, cols}, "out"));
-    DSV4_TRY(detail::check_unit_inner_stride(p.out, "out"));
-    return {};
+    return detail::check_dequantize_views(p, {ceil_div(rows, fp8_block), ceil_div(cols, fp8_block)}, rows,
+                                          cols);
   }
 };
 
@@ -124,12 +132,7 @@ struct dequantize_fp4_op {
       return {errc::shape_mismatch, "weight: expected (out, in/2) with in a multiple of 32, got " +
                                         shape_string<2>(p.weight.extents())};
     }
-    DSV4_TRY(detail::check_unit_inner_stride(p.weight, "weight"));
-    DSV4_TRY(check_shape(p.scale, {rows, cols / fp4_block}, "scale"));
-    DSV4_TRY(detail::check_unit_inner_stride(p.scale, "scale"));
-    DSV4_TRY(check_shape(p.out, {rows, cols}, "out"));
-    DSV4_TRY(detail::check_unit_inner_stride(p.out, "out"));
-    return {};
+    return detail::check_dequantize_views(p, {rows, cols / fp4_block}, rows, cols);
   }
 };
 

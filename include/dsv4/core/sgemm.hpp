@@ -584,4 +584,19 @@ inline void pack_slivers(tensor_view<const float, 2> b, float* out) {
   detail::sgemm::pack_b({b.data(), b.stride(0), b.stride(1)}, 0, b.extent(0), 0, b.extent(1), out);
 }
 
+// sgemm_direct_params of C (m, n) = A (m, k) B, B written by pack_slivers from a (k, n) matrix at
+// packed_b; C's column stride, k_block and accumulate keep their defaults (set them after).
+constexpr sgemm_direct_params packed_b_product(const float* a, index_t lda, const float* packed_b, float* c,
+                                               index_t ldc, index_t m, index_t n, index_t k) {
+  return {.a = a,
+          .lda = lda,
+          .b = packed_b,
+          .sliver_stride = k * sgemm_op::nr,
+          .c = c,
+          .ldc = ldc,
+          .m = m,
+          .n = n,
+          .k = k};
+}
+
 }  // namespace dsv4

@@ -6,6 +6,8 @@
 // it stands in for C++23 std::expected.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -24,26 +26,18 @@ enum class errc {
   cuda_error,        // the CUDA runtime or a library reported an error
 };
 
+namespace detail {
+// The name of each errc, indexed by its value (enumerators in declaration order, from ok = 0).
+inline constexpr std::array<std::string_view, 8> errc_names{
+    "ok",          "invalid argument", "shape mismatch", "out of range", "invalid state",
+    "unsupported", "I/O error",        "CUDA error"};
+static_assert(errc_names.size() == static_cast<std::size_t>(errc::cuda_error) + 1,
+              "errc_names needs one entry per errc");
+}  // namespace detail
+
 constexpr std::string_view to_string(errc e) {
-  switch (e) {
-    case errc::ok:
-      return "ok";
-    case errc::invalid_argument:
-      return "invalid argument";
-    case errc::shape_mismatch:
-      return "shape mismatch";
-    case errc::out_of_range:
-      return "out of range";
-    case errc::invalid_state:
-      return "invalid state";
-    case errc::unsupported:
-      return "unsupported";
-    case errc::io_error:
-      return "I/O error";
-    case errc::cuda_error:
-      return "CUDA error";
-  }
-  return "unknown error";
+  const auto i = static_cast<std::size_t>(e);
+  return i < detail::errc_names.size() ? detail::errc_names[i] : "unknown error";
 }
 
 class [[nodiscard]] status {

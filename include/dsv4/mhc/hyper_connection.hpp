@@ -42,6 +42,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -63,6 +64,27 @@
 #include "dsv4/core/workspace.hpp"
 #include "dsv4/mhc/concepts.hpp"
 #include "dsv4/mhc/sinkhorn.hpp"
+
+namespace dsv4::mhc::detail {
+// cpu_kernel<Op>::run(p) is the CPU kernel of an operation of this module, for params its op's check
+// accepted: each op specializes it next to its definition (here and in residual.hpp).
+template <class Op>
+struct cpu_kernel {};
+}  // namespace dsv4::mhc::detail
+
+namespace dsv4 {
+// kernel<Op, cpu> of every operation of mhc: its check, then its cpu_kernel.
+template <class Op>
+requires requires(const typename Op::params& p) {
+  { mhc::detail::cpu_kernel<Op>::run(p) } -> std::same_as<status>;
+}
+struct kernel<Op, cpu> {
+  static status run(const typename Op::params& p) {
+    DSV4_TRY(Op::check(p));
+    return mhc::detail::cpu_kernel<Op>::run(p);
+  }
+};
+}  // namespace dsv4
 
 namespace dsv4::mhc {
 
@@ -283,48 +305,50 @@ struct hc_pre_op {
 
 namespace detail {
 // The CPU kernel of hc_pre_op.
-inline status hc_pre_cpu(const hc_pre_op::params& p) {
-  DSV4_TRY(hc_pre_op::check(p));
-  const index_t tokens = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
-  const index_t width = n * d;
-  if (tokens == 0) return {};
-  const auto token = [&](index_t t) { return p.x.data() + t * p.x.stride(0); };
+template <>
+struct cpu_kernel<hc_pre_op> {
+  static status run(const hc_pre_op::params& p) {
+    const index_t tokens = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
+    const index_t width = n * d;
+    if (tokens == 0) return {};
+    const auto token = [&](index_t t) { return p.x.data() + t * p.x.stride(0); };
 
-  // Stage 1: the raw mixing rows of every token, fn . x_t, into the scratch mix (tokens, rows),
-  // and each token's sum of squares (for the RMS) into x_in(t, 0), until stage 3 overwrites it.
-  DSV4_TRY(linear(f32_matrix{p.w.fn},
-                tensor_view<const float, 2>(p.x.data(), {tokens, width}, {p.x.stride(0), 1}), p.s.mix));
-  parallel_for(0, tokens, [&](index_t t) { p.x_in(t, 0) = sum_squares(token(t), width); });
+    // Stage 1: the raw mixing rows of every token, fn . x_t, into the scratch mix (tokens, rows),
+    // and each token's sum of squares (for the RMS) into x_in(t, 0), until stage 3 overwrites it.
+    DSV4_TRY(linear(f32_matrix{p.w.fn},
+                    tensor_view<const float, 2>(p.x.data(), {tokens, width}, {p.x.stride(0), 1}), p.s.mix));
+    parallel_for(0, tokens, [&](index_t t) { p.x_in(t, 0) = sum_squares(token(t), width); });
 
-  // Stage 2: per token, the activations and the residual matrix.
-  const float s_pre = p.w.scale(0), s_post = p.w.scale(1), s_res = p.w.scale(2);
-  parallel_for(0, tokens, [&](index_t t) {
-    const float rho = detail::rms_factor(p.x_in(t, 0), width, p.settings.rms_norm_eps);
-    for (index_t j = 0; j < n; ++j) {
-      p.s.pre(t, j) = sigmoid(p.s.mix(t, j) * rho * s_pre + p.w.base(j)) + p.settings.hc_eps;
-      p.s.post(t, j) = 2.0f * sigmoid(p.s.mix(t, n + j) * rho * s_post + p.w.base(n + j));
-    }
-    float m[max_hc_mult * max_hc_mult];  // (n, n) logits, then the residual matrix
-    for (index_t i = 0; i < n; ++i)
-      for (index_t j = 0; j < n; ++j)
-        m[i * n + j] = p.s.mix(t, 2 * n + i * n + j) * rho * s_res + p.w.base(2 * n + i * n + j);
-    if (p.map == residual_map::sinkhorn)
-      sinkhorn_project(m, static_cast<int>(n), p.settings.sinkhorn_iters, p.settings.hc_eps);
-    for (index_t i = 0; i < n; ++i)
-      for (index_t j = 0; j < n; ++j) p.s.comb(t, i, j) = m[i * n + j];
-  });
+    // Stage 2: per token, the activations and the residual matrix.
+    const float s_pre = p.w.scale(0), s_post = p.w.scale(1), s_res = p.w.scale(2);
+    parallel_for(0, tokens, [&](index_t t) {
+      const float rho = detail::rms_factor(p.x_in(t, 0), width, p.settings.rms_norm_eps);
+      for (index_t j = 0; j < n; ++j) {
+        p.s.pre(t, j) = sigmoid(p.s.mix(t, j) * rho * s_pre + p.w.base(j)) + p.settings.hc_eps;
+        p.s.post(t, j) = 2.0f * sigmoid(p.s.mix(t, n + j) * rho * s_post + p.w.base(n + j));
+      }
+      float m[max_hc_mult * max_hc_mult];  // (n, n) logits, then the residual matrix
+      for (index_t i = 0; i < n; ++i)
+        for (index_t j = 0; j < n; ++j)
+          m[i * n + j] = p.s.mix(t, 2 * n + i * n + j) * rho * s_res + p.w.base(2 * n + i * n + j);
+      if (p.map == residual_map::sinkhorn)
+        sinkhorn_project(m, static_cast<int>(n), p.settings.sinkhorn_iters, p.settings.hc_eps);
+      for (index_t i = 0; i < n; ++i)
+        for (index_t j = 0; j < n; ++j) p.s.comb(t, i, j) = m[i * n + j];
+    });
 
-  // Stage 3: x_in = sum_j pre_j X_j, one index per (token, channel block).
-  const index_t blocks = (d + detail::channel_block - 1) / detail::channel_block;
-  parallel_for(0, tokens * blocks, [&](index_t i) {
-    const index_t t = i / blocks, k0 = (i % blocks) * detail::channel_block;
-    float pre[max_hc_mult];
-    for (index_t j = 0; j < n; ++j) pre[j] = p.s.pre(t, j);
-    detail::collapse_streams(token(t), n, d, pre, k0, std::min(d, k0 + detail::channel_block),
-                             p.x_in.data() + t * p.x_in.stride(0), p.num);
-  });
-  return {};
-}
+    // Stage 3: x_in = sum_j pre_j X_j, one index per (token, channel block).
+    const index_t blocks = (d + detail::channel_block - 1) / detail::channel_block;
+    parallel_for(0, tokens * blocks, [&](index_t i) {
+      const index_t t = i / blocks, k0 = (i % blocks) * detail::channel_block;
+      float pre[max_hc_mult];
+      for (index_t j = 0; j < n; ++j) pre[j] = p.s.pre(t, j);
+      detail::collapse_streams(token(t), n, d, pre, k0, std::min(d, k0 + detail::channel_block),
+                               p.x_in.data() + t * p.x_in.stride(0), p.num);
+    });
+    return {};
+  }
+};
 }  // namespace detail
 
 // ---- hc_post_op: X'_j = post_j * y + sum_i comb[i][j] X_i -------------------------------------
@@ -360,33 +384,35 @@ struct hc_post_op {
 
 namespace detail {
 // The CPU kernel of hc_post_op.
-inline status hc_post_cpu(const hc_post_op::params& p) {
-  DSV4_TRY(hc_post_op::check(p));
-  const index_t tokens = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
-  constexpr index_t cb = detail::channel_block;
-  const index_t blocks = (d + cb - 1) / cb;
-  parallel_for(0, tokens * blocks, [&](index_t i) {
-    const index_t t = i / blocks, k0 = (i % blocks) * cb, len = std::min(d, k0 + cb) - k0;
-    // The block of every source stream is read before any destination is written: in place is safe.
-    float src[max_hc_mult * cb];  // (n, len)
-    float acc[cb];                // (len)
-    const float* x = p.x.data() + t * p.x.stride(0) + k0;
-    for (index_t s = 0; s < n; ++s)
-      for (index_t k = 0; k < len; ++k) src[s * cb + k] = x[s * d + k];
-    const float* y = p.y.data() + t * p.y.stride(0) + k0;
-    float* out = p.out.data() + t * p.out.stride(0) + k0;
-    for (index_t j = 0; j < n; ++j) {
-      for (index_t k = 0; k < len; ++k) acc[k] = 0.0f;
-      for (index_t s = 0; s < n; ++s) {
-        const float c = p.comb(t, s, j);  // source s -> destination j: the transpose of comb
-        for (index_t k = 0; k < len; ++k) acc[k] += c * src[s * cb + k];
+template <>
+struct cpu_kernel<hc_post_op> {
+  static status run(const hc_post_op::params& p) {
+    const index_t tokens = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
+    constexpr index_t cb = detail::channel_block;
+    const index_t blocks = (d + cb - 1) / cb;
+    parallel_for(0, tokens * blocks, [&](index_t i) {
+      const index_t t = i / blocks, k0 = (i % blocks) * cb, len = std::min(d, k0 + cb) - k0;
+      // The block of every source stream is read before any destination is written: in place is safe.
+      float src[max_hc_mult * cb];  // (n, len)
+      float acc[cb];                // (len)
+      const float* x = p.x.data() + t * p.x.stride(0) + k0;
+      for (index_t s = 0; s < n; ++s)
+        for (index_t k = 0; k < len; ++k) src[s * cb + k] = x[s * d + k];
+      const float* y = p.y.data() + t * p.y.stride(0) + k0;
+      float* out = p.out.data() + t * p.out.stride(0) + k0;
+      for (index_t j = 0; j < n; ++j) {
+        for (index_t k = 0; k < len; ++k) acc[k] = 0.0f;
+        for (index_t s = 0; s < n; ++s) {
+          const float c = p.comb(t, s, j);  // source s -> destination j: the transpose of comb
+          for (index_t k = 0; k < len; ++k) acc[k] += c * src[s * cb + k];
+        }
+        const float pj = p.post(t, j);
+        for (index_t k = 0; k < len; ++k) out[j * d + k] = to_activation(p.num, pj * y[k] + acc[k]);
       }
-      const float pj = p.post(t, j);
-      for (index_t k = 0; k < len; ++k) out[j * d + k] = to_activation(p.num, pj * y[k] + acc[k]);
-    }
-  });
-  return {};
-}
+    });
+    return {};
+  }
+};
 }  // namespace detail
 
 // ---- hc_expand_op: the embedding copied into every stream (spec §2.1 step 2) -----------------
@@ -414,15 +440,17 @@ struct hc_expand_op {
 
 namespace detail {
 // The CPU kernel of hc_expand_op.
-inline status hc_expand_cpu(const hc_expand_op::params& p) {
-  DSV4_TRY(hc_expand_op::check(p));
-  const index_t n = p.x.extent(1), d = p.x.extent(2);
-  parallel_for(0, p.e.extent(0), [&](index_t t) {
-    for (index_t j = 0; j < n; ++j)
-      for (index_t k = 0; k < d; ++k) p.x(t, j, k) = to_activation(p.num, p.e(t, k));
-  });
-  return {};
-}
+template <>
+struct cpu_kernel<hc_expand_op> {
+  static status run(const hc_expand_op::params& p) {
+    const index_t n = p.x.extent(1), d = p.x.extent(2);
+    parallel_for(0, p.e.extent(0), [&](index_t t) {
+      for (index_t j = 0; j < n; ++j)
+        for (index_t k = 0; k < d; ++k) p.x(t, j, k) = to_activation(p.num, p.e(t, k));
+    });
+    return {};
+  }
+};
 }  // namespace detail
 
 // ---- hc_head_op: h = sum_j a_j X_j before the final norm (spec §3.4) --------------------------
@@ -458,45 +486,24 @@ struct hc_head_op {
 
 namespace detail {
 // The CPU kernel of hc_head_op.
-inline status hc_head_cpu(const hc_head_op::params& p) {
-  DSV4_TRY(hc_head_op::check(p));
-  const index_t n = p.x.extent(1), d = p.x.extent(2), width = n * d;
-  parallel_for(0, p.x.extent(0), [&](index_t t) {
-    const float* x = p.x.data() + t * p.x.stride(0);
-    const float rho = detail::rms_factor(sum_squares(x, width), width, p.settings.rms_norm_eps);
-    float a[max_hc_mult];
-    for (index_t j = 0; j < n; ++j) {
-      const float mix = dot(x, p.w.fn.data() + j * p.w.fn.stride(0), width) * rho;
-      a[j] = sigmoid(mix * p.w.scale(0) + p.w.base(j)) + p.settings.hc_eps;
-    }
-    detail::collapse_streams(x, n, d, a, 0, d, p.h.data() + t * p.h.stride(0), p.num);
-  });
-  return {};
-}
+template <>
+struct cpu_kernel<hc_head_op> {
+  static status run(const hc_head_op::params& p) {
+    const index_t n = p.x.extent(1), d = p.x.extent(2), width = n * d;
+    parallel_for(0, p.x.extent(0), [&](index_t t) {
+      const float* x = p.x.data() + t * p.x.stride(0);
+      const float rho = detail::rms_factor(sum_squares(x, width), width, p.settings.rms_norm_eps);
+      float a[max_hc_mult];
+      for (index_t j = 0; j < n; ++j) {
+        const float mix = dot(x, p.w.fn.data() + j * p.w.fn.stride(0), width) * rho;
+        a[j] = sigmoid(mix * p.w.scale(0) + p.w.base(j)) + p.settings.hc_eps;
+      }
+      detail::collapse_streams(x, n, d, a, 0, d, p.h.data() + t * p.h.stride(0), p.num);
+    });
+    return {};
+  }
+};
 }  // namespace detail
-
-}  // namespace dsv4::mhc
-
-namespace dsv4 {
-template <>
-struct kernel<mhc::hc_pre_op, cpu> {
-  static status run(const mhc::hc_pre_op::params& p) { return mhc::detail::hc_pre_cpu(p); }
-};
-template <>
-struct kernel<mhc::hc_post_op, cpu> {
-  static status run(const mhc::hc_post_op::params& p) { return mhc::detail::hc_post_cpu(p); }
-};
-template <>
-struct kernel<mhc::hc_expand_op, cpu> {
-  static status run(const mhc::hc_expand_op::params& p) { return mhc::detail::hc_expand_cpu(p); }
-};
-template <>
-struct kernel<mhc::hc_head_op, cpu> {
-  static status run(const mhc::hc_head_op::params& p) { return mhc::detail::hc_head_cpu(p); }
-};
-}  // namespace dsv4
-
-namespace dsv4::mhc {
 
 // ---- residual policies --------------------------------------------------------------------------
 

@@ -37,26 +37,17 @@ struct residual_add_op {
 };
 
 namespace detail {
-inline status residual_add_cpu(const residual_add_op::params& p) {
-  DSV4_TRY(residual_add_op::check(p));
-  const index_t d = p.x.extent(1);
-  parallel_for(0, p.x.extent(0), [&](index_t t) {
-    for (index_t k = 0; k < d; ++k) p.out(t, k) = p.x(t, k) + p.y(t, k);
-  });
-  return {};
-}
-}  // namespace detail
-
-}  // namespace dsv4::mhc
-
-namespace dsv4 {
 template <>
-struct kernel<mhc::residual_add_op, cpu> {
-  static status run(const mhc::residual_add_op::params& p) { return mhc::detail::residual_add_cpu(p); }
+struct cpu_kernel<residual_add_op> {
+  static status run(const residual_add_op::params& p) {
+    const index_t d = p.x.extent(1);
+    parallel_for(0, p.x.extent(0), [&](index_t t) {
+      for (index_t k = 0; k < d; ++k) p.out(t, k) = p.x(t, k) + p.y(t, k);
+    });
+    return {};
+  }
 };
-}  // namespace dsv4
-
-namespace dsv4::mhc {
+}  // namespace detail
 
 struct plain_residual {
   static constexpr int streams = 1;

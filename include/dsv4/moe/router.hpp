@@ -92,6 +92,14 @@ std::span<typename V::element_type> row_span(const V& v) {  // a 1-D view of uni
   return {v.data(), static_cast<std::size_t>(v.extent(0))};
 }
 
+// A router's gate is (n_routed_experts, d_model) of the config it is built for.
+template <weight_matrix W>
+status check_gate_for_config(const W& gate, const config::model_config& cfg) {
+  if (gate.rows() == cfg.n_routed_experts && gate.cols() == cfg.d_model) return {};
+  return {errc::shape_mismatch, "gate: expected (" + std::to_string(cfg.n_routed_experts) + ", " +
+                                    std::to_string(cfg.d_model) + ") for the config, got (" +
+                                    std::to_string(gate.rows()) + ", " + std::to_string(gate.cols()) + ")"};
+}
 }  // namespace detail
 
 // ids[0 .. k) = the k best of s[e] + bias[e] (bias may be empty) by core/top_k.hpp's rule, in rank
@@ -127,12 +135,7 @@ struct score_router {
   // (n_routed_experts, d_model) and its bias (n_routed_experts, or empty) from the checkpoint.
   static result<score_router> from(const config::model_config& cfg, const config::model_params& params,
                                    const W& gate, tensor_view<const float, 1> bias) {
-    if (gate.rows() != cfg.n_routed_experts || gate.cols() != cfg.d_model) {
-      return status{errc::shape_mismatch, "gate: expected (" + std::to_string(cfg.n_routed_experts) + ", " +
-                                              std::to_string(cfg.d_model) + ") for the config, got (" +
-                                              std::to_string(gate.rows()) + ", " +
-                                              std::to_string(gate.cols()) + ")"};
-    }
+    DSV4_TRY(detail::check_gate_for_config(gate, cfg));
     const score_router r{gate, bias, cfg.n_experts_per_tok, params.route_scale};
     DSV4_TRY(r.check());
     return r;
@@ -231,12 +234,7 @@ struct hash_router {
   // checked once (check_tid2eid).
   static result<hash_router> from(const config::model_config& cfg, const config::model_params& params,
                                   const W& gate, tensor_view<const Id, 2> tid2eid) {
-    if (gate.rows() != cfg.n_routed_experts || gate.cols() != cfg.d_model) {
-      return status{errc::shape_mismatch, "gate: expected (" + std::to_string(cfg.n_routed_experts) + ", " +
-                                              std::to_string(cfg.d_model) + ") for the config, got (" +
-                                              std::to_string(gate.rows()) + ", " +
-                                              std::to_string(gate.cols()) + ")"};
-    }
+    DSV4_TRY(detail::check_gate_for_config(gate, cfg));
     DSV4_TRY(detail::check_view(tid2eid, {cfg.vocab_size, cfg.n_experts_per_tok}, "tid2eid"));
     const hash_router r{gate, tid2eid, params.route_scale};
     DSV4_TRY(r.check());
