@@ -1,0 +1,420 @@
+// config.json of a DeepSeek-V4 checkpoint (Hugging Face `DeepseekV4Config`) -> model_shape and
+// config::model_params (spec §1.1, §16.7, §16.8, §18.2).
+//
+// Two spellings of the same config exist, and both are read:
+//   released   (the deepseek-ai repos)  `compress_ratios` [n_layers + 1 ints, the last is the MTP
+//              block's], `num_hash_layers`, `qk_rope_head_dim`, `rope_scaling` {type: yarn, ...},
+//              `quantization_config` {quant_method: fp8, weight_block_size: [128, 128]} and
+//              `expert_dtype` (fp4 | fp8);
+//   transformers (save_pretrained)     `layer_types` [n_layers names] with `compress_rates`
+//              {compressed_sparse_attention: 4, heavily_compressed_attention: 128},
+//              `mlp_layer_types` [hash_moe | moe], `partial_rotary_factor`, `rope_parameters`
+//              {main: {...}, compress: {rope_type: yarn, ...}}, `dtype`.
+// Where a key has both forms the released one wins, as in transformers. Rules:
+//   - every integer the shape needs is required (a missing `hidden_size` is an error naming the key;
+//     transformers would silently take V4-Flash's value);
+//   - the schedule comes from compress_ratios (n_layers entries get the MTP block's 0 appended),
+//     else from layer_types, else from transformers' default ([HCA, HCA] + [HCA, CSA] * ...,
+//     spec §16.7); the MTP block is SWA (spec §10);
+//   - hash layers: num_hash_layers, else the leading `hash_moe` entries of mlp_layer_types (a
+//     hash_moe after a moe layer is an error), else 3;
+//   - rope_dim: qk_rope_head_dim, else partial_rotary_factor * head_dim (must be an integer), else
+//     head_dim / 8 (transformers' default 64/512);
+//   - YaRN applies to compressed layers when rope_scaling / rope_parameters.compress has type yarn;
+//     otherwise model_params::yarn_original_seq_len = 0 (no YaRN);
+//   - formats: quantization_config fp8 -> FP8 block-128 linears, experts per expert_dtype (fp4:
+//     FP4 block-32; fp8 or absent: FP8), other tensors bf16; without quantization, dtype
+//     (or torch_dtype) float32 / bfloat16 sets all three;
+//   - n_mtp_layers: num_nextn_predict_layers, else 1 (spec §18.2).
+// Settings with one supported value are checked when present: num_key_value_heads 1, scoring_func
+// sqrtsoftplus, hidden_act silu, norm_topk_prob true, no tied embeddings, no biases.
+// The result passes the run-time form of config::validate's rules (check_rules) and
+// config::check_params (bos_token_id / eos_token_id, the first of a list, land in model_params).
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "dsv4/config/model_config.hpp"
+#include "dsv4/core/status.hpp"
+#include "dsv4/io/model_shape.hpp"
+#include "dsv4/io/safetensors.hpp"
+
+namespace dsv4::io {
+
+struct hf_config {
+  model_shape shape;
+  config::model_params params;
+};
+
+inline constexpr std::uintmax_t max_config_bytes = std::uintmax_t{16} << 20;
+
+namespace detail {
+
+class config_reader {
+ public:
+  config_reader(const nlohmann::json& j, std::string_view source) : j_(j), source_(source) {}
+
+  status error(std::string_view what) const {
+    return {errc::invalid_argument, std::string(source_) + ": " + std::string(what)};
+  }
+  [[nodiscard]] const nlohmann::json* find(std::string_view key) const {
+    const auto it = j_.find(std::string(key));
+    return it == j_.end() || it->is_null() ? nullptr : &*it;
+  }
+  // An integer in [lo, hi]; missing -> `fallback` when given, else an error naming the key.
+  status get_int(std::string_view key, int& out, int lo, int hi,
+                 std::optional<int> fallback = std::nullopt) const {
+    const nlohmann::json* v = find(key);
+    if (v == nullptr) {
+      if (!fallback) return error("missing " + std::string(key));
+      out = *fallback;
+      return {};
+    }
+    return int_value(*v, std::string(key), out, lo, hi);
+  }
+  status int_value(const nlohmann::json& v, const std::string& what, int& out, int lo, int hi) const {
+    if (!v.is_number_integer())
+      return error(what + " must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    if (v.is_number_unsigned() ? v.get<std::uint64_t>() > static_cast<std::uint64_t>(hi)
+                               : (v.get<std::int64_t>() < lo || v.get<std::int64_t>() > hi))
+      return error(what + " = " + v.dump() + " is outside [" + std::to_string(lo) + ", " +
+                   std::to_string(hi) + "]");
+    out = static_cast<int>(v.get<std::int64_t>());
+    return {};
+  }
+  // A finite number (integer or float); missing -> keeps `out`.
+  status get_float(const nlohmann::json& obj, std::string_view key, float& out, std::string_view what) const {
+    const auto it = obj.find(std::string(key));
+    if (it == obj.end() || it->is_null()) return {};
+    if (!it->is_number() || !std::isfinite(it->get<double>()))
+      return error(std::string(what) + " must be a finite number");
+    out = static_cast<float>(it->get<double>());
+    return {};
+  }
+  status get_float(std::string_view key, float& out) const { return get_float(j_, key, out, key); }
+  status get_string(const nlohmann::json& obj, std::string_view key, std::string& out,
+                    std::string_view what) const {
+    const auto it = obj.find(std::string(key));
+    if (it == obj.end() || it->is_null()) return {};
+    if (!it->is_string()) return error(std::string(what) + " must be a string");
+    out = it->get<std::string>();
+    return {};
+  }
+
+ private:
+  const nlohmann::json& j_;
+  std::string_view source_;
+};
+
+inline constexpr int max_dim = 1 << 30;
+
+inline status read_schedule(const config_reader& r, model_shape& s) {
+  const int n = s.n_layers;
+  // compress_rates (transformers) or the legacy scalars.
+  s.csa_ratio = 4;
+  s.hca_ratio = 128;
+  bool rates_given = false;
+  if (const auto* rates = r.find("compress_rates")) {
+    if (!rates->is_object()) return r.error("compress_rates must be an object");
+    for (const auto& [k, v] : rates->items()) {
+      if (k == "compressed_sparse_attention") {
+        DSV4_TRY(r.int_value(v, "compress_rates.compressed_sparse_attention", s.csa_ratio, 1, max_dim));
+      } else if (k == "heavily_compressed_attention") {
+        DSV4_TRY(r.int_value(v, "compress_rates.heavily_compressed_attention", s.hca_ratio, 1, max_dim));
+      } else {
+        return r.error("compress_rates has an unknown layer type \"" + k + "\"");
+      }
+    }
+    rates_given = true;
+  }
+  if (r.find("compress_rate_csa") || r.find("compress_rate_hca")) {
+    DSV4_TRY(r.get_int("compress_rate_csa", s.csa_ratio, 1, max_dim, s.csa_ratio));
+    DSV4_TRY(r.get_int("compress_rate_hca", s.hca_ratio, 1, max_dim, s.hca_ratio));
+    rates_given = true;
+  }
+  s.n_schedule = n + 1;
+  s.compress_ratios = {};
+  if (const auto* ratios = r.find("compress_ratios")) {
+    if (!ratios->is_array() ||
+        (ratios->size() != static_cast<std::size_t>(n) && ratios->size() != static_cast<std::size_t>(n) + 1))
+      return r.error("compress_ratios must be a list of num_hidden_layers or num_hidden_layers + 1 integers");
+    int lo = 0, hi = 0;
+    for (std::size_t l = 0; l < ratios->size(); ++l) {
+      int v = 0;
+      DSV4_TRY(r.int_value((*ratios)[l], "compress_ratios[" + std::to_string(l) + "]", v, 0, max_dim));
+      s.compress_ratios[l] = v;
+      if (v != 0) {
+        lo = lo == 0 ? v : std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+    }
+    if (!rates_given && lo != 0) {  // the ratios name the two kinds themselves
+      if (lo != hi) {
+        s.csa_ratio = lo;
+        s.hca_ratio = hi;
+      } else if (lo != s.hca_ratio) {
+        s.csa_ratio = lo;
+      }
+    }
+    return {};
+  }
+  if (const auto* types = r.find("layer_types")) {
+    if (!types->is_array() || types->size() != static_cast<std::size_t>(n))
+      return r.error("layer_types must be a list of num_hidden_layers names");
+    for (std::size_t l = 0; l < types->size(); ++l) {
+      const auto& t = (*types)[l];
+      const std::string name = t.is_string() ? t.get<std::string>() : t.dump();
+      if (name == "sliding_attention")
+        s.compress_ratios[l] = 0;
+      else if (name == "compressed_sparse_attention")
+        s.compress_ratios[l] = s.csa_ratio;
+      else if (name == "heavily_compressed_attention")
+        s.compress_ratios[l] = s.hca_ratio;
+      else
+        return r.error("layer_types[" + std::to_string(l) + "] = " + name +
+                       " is not a DeepSeek-V4 layer type");
+    }
+    return {};
+  }
+  // transformers' default when neither is given (spec §16.7): [HCA, HCA] + [HCA, CSA, HCA, ...].
+  for (int l = 0; l < n; ++l)
+    s.compress_ratios[static_cast<std::size_t>(l)] = l < 2 || (l - 2) % 2 == 0 ? s.hca_ratio : s.csa_ratio;
+  return {};
+}
+
+inline status read_hash_layers(const config_reader& r, model_shape& s) {
+  if (r.find("num_hash_layers")) return r.get_int("num_hash_layers", s.n_hash_layers, 0, s.n_layers);
+  if (const auto* types = r.find("mlp_layer_types")) {
+    if (!types->is_array() || types->size() != static_cast<std::size_t>(s.n_layers))
+      return r.error("mlp_layer_types must be a list of num_hidden_layers names");
+    int leading = 0;
+    bool seen_moe = false;
+    for (std::size_t l = 0; l < types->size(); ++l) {
+      const auto& t = (*types)[l];
+      const std::string name = t.is_string() ? t.get<std::string>() : t.dump();
+      if (name == "hash_moe") {
+        if (seen_moe)
+          return r.error("mlp_layer_types[" + std::to_string(l) +
+                         "] is hash_moe after a moe layer; hash routing must lead the schedule");
+        ++leading;
+      } else if (name == "moe") {
+        seen_moe = true;
+      } else {
+        return r.error("mlp_layer_types[" + std::to_string(l) + "] = " + name + " is not hash_moe or moe");
+      }
+    }
+    s.n_hash_layers = leading;
+    return {};
+  }
+  s.n_hash_layers = std::min(3, s.n_layers);
+  return {};
+}
+
+// YaRN from rope_scaling (released) or rope_parameters.compress / a flat rope_parameters
+// (transformers); the compressed layers' theta may also sit in rope_parameters.compress.
+inline status read_rope(const config_reader& r, model_shape& /*s*/, config::model_params& p) {
+  const nlohmann::json* yarn = nullptr;
+  std::string what;
+  if (const auto* rs = r.find("rope_scaling")) {
+    if (!rs->is_object()) return r.error("rope_scaling must be an object");
+    yarn = rs;
+    what = "rope_scaling";
+  } else if (const auto* rp = r.find("rope_parameters")) {
+    if (!rp->is_object()) return r.error("rope_parameters must be an object");
+    if (rp->contains("main") || rp->contains("compress")) {
+      const auto main = rp->find("main");
+      const auto compress = rp->find("compress");
+      if (main != rp->end()) {
+        if (!main->is_object()) return r.error("rope_parameters.main must be an object");
+        DSV4_TRY(r.get_float(*main, "rope_theta", p.rope_theta, "rope_parameters.main.rope_theta"));
+      }
+      if (compress != rp->end()) {
+        if (!compress->is_object()) return r.error("rope_parameters.compress must be an object");
+        DSV4_TRY(r.get_float(*compress, "rope_theta", p.compress_rope_theta,
+                             "rope_parameters.compress.rope_theta"));
+        yarn = &*compress;
+        what = "rope_parameters.compress";
+      }
+    } else {
+      yarn = rp;
+      what = "rope_parameters";
+    }
+  }
+  std::string type = "default";
+  if (yarn != nullptr) {
+    DSV4_TRY(r.get_string(*yarn, "type", type, what + ".type"));
+    DSV4_TRY(r.get_string(*yarn, "rope_type", type, what + ".rope_type"));
+  }
+  if (type != "yarn") {
+    if (type != "default")
+      return r.error(what + " has rope type " + type + "; DeepSeek-V4 uses yarn or none");
+    p.yarn_original_seq_len = 0;
+    return {};
+  }
+  DSV4_TRY(r.get_float(*yarn, "factor", p.yarn_factor, what + ".factor"));
+  DSV4_TRY(r.get_float(*yarn, "beta_fast", p.yarn_beta_fast, what + ".beta_fast"));
+  DSV4_TRY(r.get_float(*yarn, "beta_slow", p.yarn_beta_slow, what + ".beta_slow"));
+  const auto orig = yarn->find("original_max_position_embeddings");
+  if (orig == yarn->end()) return r.error("missing " + what + ".original_max_position_embeddings");
+  DSV4_TRY(
+      r.int_value(*orig, what + ".original_max_position_embeddings", p.yarn_original_seq_len, 1, max_dim));
+  if (!(p.yarn_factor >= 1.0f)) return r.error(what + ".factor must be at least 1");
+  return {};
+}
+
+inline status read_formats(const config_reader& r, const nlohmann::json& j, model_shape& s) {
+  using config::weight_format;
+  std::string expert_dtype;
+  DSV4_TRY(r.get_string(j, "expert_dtype", expert_dtype, "expert_dtype"));
+  if (const auto* q = r.find("quantization_config")) {
+    if (!q->is_object()) return r.error("quantization_config must be an object");
+    std::string method;
+    DSV4_TRY(r.get_string(*q, "quant_method", method, "quantization_config.quant_method"));
+    if (method != "fp8")
+      return r.error("quantization_config.quant_method is \"" + method + "\"; only fp8 is supported");
+    const auto block = q->find("weight_block_size");
+    if (block != q->end() && *block != nlohmann::json::array({128, 128}))
+      return r.error("quantization_config.weight_block_size is " + block->dump() +
+                     "; only [128, 128] is supported");
+    if (expert_dtype.empty())
+      DSV4_TRY(r.get_string(*q, "expert_dtype", expert_dtype, "quantization_config.expert_dtype"));
+    s.linear_format = weight_format::fp8_e4m3_block128;
+    s.other_format = weight_format::bf16;
+    if (expert_dtype == "fp4")
+      s.expert_format = weight_format::fp4_e2m1_block32;
+    else if (expert_dtype.empty() || expert_dtype == "fp8")
+      s.expert_format = weight_format::fp8_e4m3_block128;
+    else
+      return r.error("expert_dtype is \"" + expert_dtype + "\"; expected fp4 or fp8");
+    return {};
+  }
+  std::string dt;
+  DSV4_TRY(r.get_string(j, "torch_dtype", dt, "torch_dtype"));
+  DSV4_TRY(r.get_string(j, "dtype", dt, "dtype"));
+  weight_format f = weight_format::bf16;
+  if (dt == "float32")
+    f = weight_format::f32;
+  else if (dt.empty() || dt == "bfloat16")
+    f = weight_format::bf16;
+  else
+    return r.error("dtype is \"" + dt + "\"; expected float32 or bfloat16 (or a quantization_config)");
+  s.linear_format = s.expert_format = s.other_format = f;
+  return {};
+}
+
+inline result<hf_config> parse_hf_config(const nlohmann::json& j, std::string_view source) {
+  const config_reader r(j, source);
+  if (!j.is_object()) return r.error("is not a JSON object");
+  if (const auto* mt = r.find("model_type"); mt != nullptr && (!mt->is_string() || *mt != "deepseek_v4"))
+    return r.error("model_type is " + mt->dump() + ", not deepseek_v4");
+  // Settings the library implements one way only: anything else would load and compute wrongly.
+  const std::array<std::pair<std::string_view, nlohmann::json>, 7> fixed{{
+      {"num_key_value_heads", 1},
+      {"scoring_func", "sqrtsoftplus"},
+      {"hidden_act", "silu"},
+      {"tie_word_embeddings", false},
+      {"attention_bias", false},
+      {"mlp_bias", false},
+      {"norm_topk_prob", true},
+  }};
+  for (const auto& [key, want] : fixed)
+    if (const auto* v = r.find(key); v != nullptr && *v != want)
+      return status{errc::unsupported, std::string(source) + ": " + std::string(key) + " is " + v->dump() +
+                                           "; DeepSeek-V4 as implemented here needs " + want.dump()};
+  hf_config out;
+  model_shape& s = out.shape;
+  config::model_params& p = out.params;
+  s.family = config::attention_family::v4_hybrid;
+  DSV4_TRY(r.get_int("vocab_size", s.vocab_size, 1, max_dim));
+  DSV4_TRY(r.get_int("hidden_size", s.d_model, 1, max_dim));
+  DSV4_TRY(r.get_int("num_hidden_layers", s.n_layers, 1, config::max_schedule - 1));
+  DSV4_TRY(r.get_int("bos_token_id", p.bos_id, 0, max_dim, 0));
+  if (const auto* eos = r.find("eos_token_id"); eos != nullptr && eos->is_array()) {
+    if (eos->empty()) return r.error("eos_token_id is an empty list");
+    DSV4_TRY(r.int_value((*eos)[0], "eos_token_id[0]", p.eos_id, 0, max_dim));
+  } else {
+    DSV4_TRY(r.get_int("eos_token_id", p.eos_id, 0, max_dim, 1));
+  }
+  DSV4_TRY(r.get_int("num_attention_heads", s.n_heads, 1, max_dim));
+  DSV4_TRY(r.get_int("head_dim", s.head_dim, 1, max_dim));
+  if (r.find("qk_rope_head_dim")) {
+    DSV4_TRY(r.get_int("qk_rope_head_dim", s.rope_dim, 0, s.head_dim));
+  } else {
+    float factor = 0.125f;
+    DSV4_TRY(r.get_float("partial_rotary_factor", factor));
+    const double dims = static_cast<double>(factor) * s.head_dim;
+    if (!(factor > 0.0f && factor <= 1.0f) || std::abs(dims - std::round(dims)) > 1e-6)
+      return r.error("partial_rotary_factor * head_dim must be a whole number of dims in (0, head_dim]");
+    s.rope_dim = static_cast<int>(std::round(dims));
+  }
+  s.nope_dim = s.head_dim - s.rope_dim;
+  DSV4_TRY(r.get_int("q_lora_rank", s.q_lora_rank, 1, max_dim));
+  DSV4_TRY(r.get_int("o_groups", s.o_groups, 1, max_dim));
+  DSV4_TRY(r.get_int("o_lora_rank", s.o_lora_rank, 1, max_dim));
+  DSV4_TRY(r.get_int("sliding_window", s.window, 1, max_dim));
+  DSV4_TRY(read_schedule(r, s));
+  DSV4_TRY(r.get_int("index_n_heads", s.index_n_heads, 1, max_dim));
+  DSV4_TRY(r.get_int("index_head_dim", s.index_head_dim, 1, max_dim));
+  DSV4_TRY(r.get_int("index_topk", s.index_topk, 1, max_dim));
+  DSV4_TRY(r.get_int("hc_mult", s.hc_mult, 1, 64));
+  DSV4_TRY(r.get_int("hc_sinkhorn_iters", s.hc_sinkhorn_iters, 1, 1 << 16));
+  DSV4_TRY(r.get_int("n_routed_experts", s.n_routed_experts, 1, max_dim));
+  DSV4_TRY(r.get_int("n_shared_experts", s.n_shared_experts, 0, 64));
+  DSV4_TRY(r.get_int("num_experts_per_tok", s.n_experts_per_tok, 1, max_dim));
+  DSV4_TRY(r.get_int("moe_intermediate_size", s.moe_inter_dim, 1, max_dim));
+  DSV4_TRY(read_hash_layers(r, s));
+  DSV4_TRY(r.get_int("num_nextn_predict_layers", s.n_mtp_layers, 0, 1, 1));
+  DSV4_TRY(read_formats(r, j, s));
+  DSV4_TRY(r.get_float("rms_norm_eps", p.rms_norm_eps));
+  DSV4_TRY(r.get_float("hc_eps", p.hc_eps));
+  DSV4_TRY(r.get_float("rope_theta", p.rope_theta));
+  DSV4_TRY(r.get_float("compress_rope_theta", p.compress_rope_theta));
+  DSV4_TRY(r.get_float("routed_scaling_factor", p.route_scale));
+  DSV4_TRY(r.get_float("swiglu_limit", p.swiglu_limit));
+  DSV4_TRY(r.get_int("max_position_embeddings", p.max_seq_len, 1, INT32_MAX, p.max_seq_len));
+  DSV4_TRY(read_rope(r, s, p));
+  DSV4_TRY(check_rules(s, source));
+  if (auto params_ok = config::check_params(to_model_config(s), p); !params_ok.ok())
+    return status{params_ok.code(), std::string(source) + ": " + params_ok.message()};
+  return out;
+}
+
+}  // namespace detail
+
+// Parses config.json text. `source` labels messages ("model/config.json").
+inline result<hf_config> parse_hf_config(std::string_view text, std::string_view source) {
+  try {
+    auto j = detail::parse_untrusted_json(text, source);
+    if (!j) return j.error();
+    return detail::parse_hf_config(*j, source);
+  } catch (const std::exception& e) {
+    return status{errc::invalid_argument, std::string(source) + ": " + e.what()};
+  }
+}
+
+// Reads and parses a config.json of at most max_config_bytes.
+inline result<hf_config> read_hf_config(const std::filesystem::path& path) {
+  const std::string name = path.string();
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) return status{errc::io_error, name + ": cannot read: " + ec.message()};
+  if (size > max_config_bytes)
+    return status{errc::io_error,
+                  name + ": " + std::to_string(size) + " bytes, more than a config.json may have"};
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return status{errc::io_error, name + ": cannot open"};
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return parse_hf_config(text, name);
+}
+
+}  // namespace dsv4::io
