@@ -23,6 +23,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -209,12 +210,23 @@ double projection_macs_per_token() {
          double(d) * flash.o_groups * flash.o_lora_rank;
 }
 
+// The value of a call that must succeed (the benchmark's own weights and caches): a failure
+// says why and stops.
+template <class T>
+T made(result<T> r) {
+  if (!r.ok()) {
+    std::fprintf(stderr, "attn_bench: %s\n", r.error().to_string().c_str());
+    std::abort();
+  }
+  return std::move(r).value();
+}
+
 // One HCA layer of V4-Flash shapes with fp32 weights (about 0.5 GB), exact numerics, made once.
 struct flash_layer_f32 {
   using layer_type = attn::attention_layer<flash_exact, attn::hca>;
   test::tensor_store store = test::random_attention_store<flash_exact>(1);
   layer_type layer =
-      *layer_type::create(test::attention_views(store, flash_exact.hca_ratio), config::v4_flash_params);
+      made(layer_type::create(test::attention_views(store, flash_exact.hca_ratio), config::v4_flash_params));
   double weight_bytes = 4.0 * projection_macs_per_token();
 };
 
@@ -262,7 +274,7 @@ struct flash_layer_released {
     w.compressor = {other(c, d), other(c, d), values(flash.hca_ratio, c, 0.0f), vector(c, 1.0f)};
     return w;
   }
-  layer_type layer = *layer_type::create(weights(), config::v4_flash_params);
+  layer_type layer = made(layer_type::create(weights(), config::v4_flash_params));
 };
 
 template <class Layer>
@@ -280,11 +292,11 @@ void bm_layer_tokens(benchmark::State& state) {
   const auto x = random_floats(std::size_t(S * d), 9);
   std::vector<float> y(x.size());
   for (auto _ : state) {
-    auto cache = Layer::layer_type::make_cache(1, S);
-    const auto seq = *cache->open();
+    auto cache = made(Layer::layer_type::make_cache(1, S));
+    const auto seq = made(cache.open());
     for (index_t i = 0; i < S; i += per_call)
       if (!l.layer
-               .forward(*cache, 0, seq, {x.data() + i * d, {per_call, d}}, {y.data() + i * d, {per_call, d}})
+               .forward(cache, 0, seq, {x.data() + i * d, {per_call, d}}, {y.data() + i * d, {per_call, d}})
                .ok())
         std::abort();
   }

@@ -596,3 +596,26 @@ TEST_CASE("a layer whose cache-feeding weights are not finite is refused at crea
   REQUIRE(!made.ok());
   CHECK_THAT(made.error().message(), Catch::Contains("attn.indexer.compressor.ape"));
 }
+
+TEST_CASE("a cache shorter than the compress ratio holds no entries and gives what a longer one gives",
+          "[attn][kv]") {
+  // hca_ratio 16 and window 16 against a capacity of 10: no block closes, the ring holds every token.
+  const test::random_layer<released, attn::hca> r(43);
+  std::mt19937 rng(44);
+  const index_t d = released.d_model, n = 10;
+  const auto x = test::normal(std::size_t(n * d), 0.0f, 1.0f, rng);
+  std::vector<float> short_out(x.size()), long_out(x.size());
+  auto short_cache = attn::attention_layer<released, attn::hca>::make_cache(1, n);
+  auto long_cache = attn::attention_layer<released, attn::hca>::make_cache(1, 4 * n);
+  REQUIRE(short_cache.ok());
+  REQUIRE(long_cache.ok());
+  const auto s = *short_cache->open(), l = *long_cache->open();
+  for (index_t t = 0; t < n; ++t) {  // decode steps
+    const tensor_view<const float, 2> xt(x.data() + t * d, {1, d});
+    REQUIRE(r.layer.forward(*short_cache, 0, s, xt, {short_out.data() + t * d, {1, d}}).ok());
+    REQUIRE(r.layer.forward(*long_cache, 0, l, xt, {long_out.data() + t * d, {1, d}}).ok());
+  }
+  CHECK(short_out == long_out);
+  CHECK(std::any_of(short_out.begin(), short_out.end(), [](float v) { return v != 0.0f; }));
+  CHECK(short_cache->pages_for(n) <= long_cache->pages_for(n));
+}

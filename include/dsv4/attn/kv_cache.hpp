@@ -462,9 +462,9 @@ class kv_cache {
       if (g.window < 1 || g.window > o.capacity)
         return {errc::invalid_argument,
                 name + "window " + std::to_string(g.window) + " is not in [1, capacity]"};
-      if (g.ratio < 0 || g.ratio > o.capacity || (g.indexed && g.ratio == 0))
-        return {errc::invalid_argument, name + "compress ratio " + std::to_string(g.ratio) +
-                                            " is negative, past the capacity, or 0 with an index"};
+      if (g.ratio < 0 || (g.indexed && g.ratio == 0))
+        return {errc::invalid_argument,
+                name + "compress ratio " + std::to_string(g.ratio) + " is negative, or 0 with an index"};
       layer_plan l;
       l.geometry = g;
       l.ring = round_up(g.window + o.max_truncate, entry_rpp_);
