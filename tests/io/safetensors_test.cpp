@@ -117,19 +117,17 @@ TEST_CASE("safetensors: malformed JSON and wrong structure") {
   const auto good = test::sample_writer().serialize();
   const auto json = test::header_text(good);
   CHECK_THAT(parse_status(test::with_header(good, json.substr(0, json.size() / 2))).message(),
-             Contains("malformed JSON"));
+             Contains("JSON at byte"));
   CHECK_THAT(parse_status(test::with_header(good, "[1, 2]")).message(), Contains("not a JSON object"));
   CHECK_THAT(parse_status(test::with_header(good, std::string(100, '[') + std::string(100, ']'))).message(),
-             Contains("nests deeper"));
-  // Brackets inside strings do not count as nesting.
-  CHECK(io::detail::json_depth(R"({"a[[[[[[[[[[": "]]]]{{{{{{{{{{\"["})", 8) == 1);
+             Contains("nesting deeper than 8 levels"));
   CHECK_THAT(parse_status(edited("\"format\":\"pt\"", "\"format\":7")).message(), Contains("__metadata__"));
   const auto repeated = edited("\"a.f32\"", "\"b.bf16\"");
-  CHECK_THAT(parse_status(repeated).message(), Contains("repeats the key \"b.bf16\""));
+  CHECK_THAT(parse_status(repeated).message(), Contains("repeated member name \"b.bf16\""));
   CHECK_THAT(parse_status(edited("\"a.f32\":{", "\"a.f32\":{\"extra\":1,")).message(),
              Contains("a.f32") && Contains("unknown field"));
   // Invalid UTF-8 in a name.
-  CHECK_THAT(parse_status(edited("\"a.f32\"", "\"a.\xff\xfe\"")).message(), Contains("malformed JSON"));
+  CHECK_THAT(parse_status(edited("\"a.f32\"", "\"a.\xff\xfe\"")).message(), Contains("JSON at byte"));
 }
 
 TEST_CASE("safetensors: dtypes, shapes and offsets are checked against each other") {

@@ -30,6 +30,8 @@
 // model). For V4-Pro this list has 145,116 entries, the count of the released inventory.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -51,41 +53,33 @@ enum class tensor_kind : std::uint8_t {
   ids,         // I64 or I32
 };
 
+namespace detail {
+// What each kind accepts, in tensor_kind order: one or two stored dtypes and how a message says so.
+struct kind_dtypes {
+  dtype first, second;
+  std::string_view text;
+};
+inline constexpr std::array<kind_dtypes, 6> kind_table{{
+    {dtype::f32, dtype::bf16, "F32 or BF16"},     // dense
+    {dtype::f32, dtype::f32, "F32"},              // fp32
+    {dtype::f8_e4m3, dtype::f8_e4m3, "F8_E4M3"},  // fp8_weight
+    {dtype::i8, dtype::i8, "I8 (packed FP4)"},    // fp4_weight
+    {dtype::f8_e8m0, dtype::f8_e8m0, "F8_E8M0"},  // scale
+    {dtype::i64, dtype::i32, "I64 or I32"},       // ids
+}};
+static_assert(kind_table.size() == static_cast<std::size_t>(tensor_kind::ids) + 1);
+}  // namespace detail
+
 // Whether a stored dtype is acceptable for a kind.
 constexpr bool accepts(tensor_kind k, dtype t) {
-  switch (k) {
-    case tensor_kind::dense:
-      return t == dtype::f32 || t == dtype::bf16;
-    case tensor_kind::fp32:
-      return t == dtype::f32;
-    case tensor_kind::fp8_weight:
-      return t == dtype::f8_e4m3;
-    case tensor_kind::fp4_weight:
-      return t == dtype::i8;
-    case tensor_kind::scale:
-      return t == dtype::f8_e8m0;
-    case tensor_kind::ids:
-      return t == dtype::i64 || t == dtype::i32;
-  }
-  return false;
+  const auto i = static_cast<std::size_t>(k);
+  return i < detail::kind_table.size() &&
+         (t == detail::kind_table[i].first || t == detail::kind_table[i].second);
 }
 
 constexpr std::string_view accepted_dtypes(tensor_kind k) {
-  switch (k) {
-    case tensor_kind::dense:
-      return "F32 or BF16";
-    case tensor_kind::fp32:
-      return "F32";
-    case tensor_kind::fp8_weight:
-      return "F8_E4M3";
-    case tensor_kind::fp4_weight:
-      return "I8 (packed FP4)";
-    case tensor_kind::scale:
-      return "F8_E8M0";
-    case tensor_kind::ids:
-      return "I64 or I32";
-  }
-  return "?";
+  const auto i = static_cast<std::size_t>(k);
+  return i < detail::kind_table.size() ? detail::kind_table[i].text : "?";
 }
 
 struct expected_tensor {

@@ -113,35 +113,31 @@ constexpr std::string_view format_name(config::weight_format f) {
   }
   return "?";
 }
+
+// Field by field between model_shape and config::model_config (either way); compress_ratios
+// entries past n_schedule are zero in both.
+template <class To, class From>
+constexpr To convert_shape(const From& f) {
+  To t;
+  t.family = f.family;
+  const auto from = int_fields<From>();
+  const auto to = int_fields<To>();
+  for (std::size_t i = 0; i < from.size(); ++i) t.*(to[i].member) = f.*(from[i].member);
+  t.compress_ratios = f.compress_ratios;
+  t.linear_format = f.linear_format;
+  t.expert_format = f.expert_format;
+  t.other_format = f.other_format;
+  t.cache_format = f.cache_format;
+  return t;
+}
 }  // namespace detail
 
-// Field by field; compress_ratios entries past n_schedule are zero in both.
 constexpr model_shape shape_of(const config::model_config& c) {
-  model_shape s;
-  s.family = c.family;
-  const auto from = detail::int_fields<config::model_config>();
-  const auto to = detail::int_fields<model_shape>();
-  for (std::size_t i = 0; i < from.size(); ++i) s.*(to[i].member) = c.*(from[i].member);
-  s.compress_ratios = c.compress_ratios;
-  s.linear_format = c.linear_format;
-  s.expert_format = c.expert_format;
-  s.other_format = c.other_format;
-  s.cache_format = c.cache_format;
-  return s;
+  return detail::convert_shape<model_shape>(c);
 }
 
 constexpr config::model_config to_model_config(const model_shape& s) {
-  config::model_config c;
-  c.family = s.family;
-  const auto from = detail::int_fields<model_shape>();
-  const auto to = detail::int_fields<config::model_config>();
-  for (std::size_t i = 0; i < from.size(); ++i) c.*(to[i].member) = s.*(from[i].member);
-  c.compress_ratios = s.compress_ratios;
-  c.linear_format = s.linear_format;
-  c.expert_format = s.expert_format;
-  c.other_format = s.other_format;
-  c.cache_format = s.cache_format;
-  return c;
+  return detail::convert_shape<config::model_config>(s);
 }
 
 // ok when `file` describes the model `expected` describes; otherwise names the first field that

@@ -22,6 +22,7 @@
 
 #include <array>
 #include <charconv>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -36,15 +37,10 @@ namespace dsv4::io {
 enum class naming_scheme : std::uint8_t { official, hf_modules, hf_saved };
 
 constexpr std::string_view to_string(naming_scheme s) {
-  switch (s) {
-    case naming_scheme::official:
-      return "official";
-    case naming_scheme::hf_modules:
-      return "transformers modules";
-    case naming_scheme::hf_saved:
-      return "transformers save_pretrained";
-  }
-  return "?";
+  constexpr std::array<std::string_view, 3> names{"official", "transformers modules",
+                                                  "transformers save_pretrained"};
+  const auto i = static_cast<std::size_t>(s);
+  return i < names.size() ? names[i] : "?";
 }
 
 // Where a canonical tensor lives in a file: a whole stored tensor, or a part of a fused experts
@@ -154,33 +150,29 @@ inline bool split_expert(std::string_view leaf, std::int64_t& expert, int& which
   return true;
 }
 
-inline std::optional<std::string> leaf_to_module(std::string_view leaf) {
+// A module's parameters: the official suffix and the transformers one.
+inline constexpr std::array<leaf_pair, 2> leaf_suffixes{
+    {{".weight", ".weight"}, {".scale", ".weight_scale_inv"}}};
+
+// Maps a leaf between the two spellings: official to transformers modules (to_module) or back.
+inline std::optional<std::string> map_leaf(std::string_view leaf, bool to_module) {
+  const auto from = [&](const leaf_pair& p) { return to_module ? p.official : p.module; };
+  const auto to = [&](const leaf_pair& p) { return to_module ? p.module : p.official; };
   for (const auto& p : param_leaves)
-    if (leaf == p.official) return std::string(p.module);
-  for (const auto& [suffix, module_suffix] : std::array<std::pair<std::string_view, std::string_view>, 2>{
-           {{".weight", ".weight"}, {".scale", ".weight_scale_inv"}}}) {
-    if (leaf.size() > suffix.size() && leaf.substr(leaf.size() - suffix.size()) == suffix) {
+    if (leaf == from(p)) return std::string(to(p));
+  for (const auto& s : leaf_suffixes) {
+    const std::string_view suffix = from(s);
+    if (leaf.size() > suffix.size() && leaf.ends_with(suffix)) {
       const auto base = leaf.substr(0, leaf.size() - suffix.size());
       for (const auto& p : module_leaves)
-        if (base == p.official) return std::string(p.module) + std::string(module_suffix);
+        if (base == from(p)) return std::string(to(p)) + std::string(to(s));
     }
   }
   return std::nullopt;
 }
 
-inline std::optional<std::string> module_to_leaf(std::string_view leaf) {
-  for (const auto& p : param_leaves)
-    if (leaf == p.module) return std::string(p.official);
-  for (const auto& [suffix, official_suffix] : std::array<std::pair<std::string_view, std::string_view>, 2>{
-           {{".weight_scale_inv", ".scale"}, {".weight", ".weight"}}}) {
-    if (leaf.size() > suffix.size() && leaf.substr(leaf.size() - suffix.size()) == suffix) {
-      const auto base = leaf.substr(0, leaf.size() - suffix.size());
-      for (const auto& p : module_leaves)
-        if (base == p.module) return std::string(p.official) + std::string(official_suffix);
-    }
-  }
-  return std::nullopt;
-}
+inline std::optional<std::string> leaf_to_module(std::string_view leaf) { return map_leaf(leaf, true); }
+inline std::optional<std::string> module_to_leaf(std::string_view leaf) { return map_leaf(leaf, false); }
 
 }  // namespace detail
 

@@ -10,7 +10,7 @@
 // Every byte is hostile. parse_header() accepts a header only when
 //   - the file holds the 8 length bytes and N <= max_header_bytes and 8 + N <= file size (compared
 //     without forming 8 + N first, so N = 2^64 - 1 neither wraps nor allocates);
-//   - the JSON nests at most max_json_depth deep (checked on the raw bytes before parsing), is an
+//   - the JSON (read by json.hpp) nests at most max_json_depth levels below the top, is an
 //     object, has no repeated key, and every entry has exactly a known dtype, a shape of at most
 //     max_rank non-negative extents and two offsets;
 //   - elements(shape) * dtype_size == end - begin, computed with checked arithmetic;
@@ -28,6 +28,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -46,6 +47,7 @@
 #include "dsv4/core/dtype.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
+#include "dsv4/io/json.hpp"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <fcntl.h>
@@ -61,47 +63,37 @@ namespace dsv4::io {
 
 enum class dtype : std::uint8_t { f32, bf16, f8_e4m3, f8_e8m0, i8, i32, i64 };
 
+namespace detail {
+struct dtype_desc {
+  std::string_view name;  // the safetensors spelling
+  std::int64_t size;      // bytes an element
+};
+inline constexpr std::array<dtype_desc, 7> dtype_table{{
+    {"F32", 4},
+    {"BF16", 2},
+    {"F8_E4M3", 1},
+    {"F8_E8M0", 1},
+    {"I8", 1},
+    {"I32", 4},
+    {"I64", 8},
+}};  // in dtype order
+static_assert(dtype_table.size() == static_cast<std::size_t>(dtype::i64) + 1);
+}  // namespace detail
+
 // The safetensors spelling: "F32", "BF16", "F8_E4M3", "F8_E8M0", "I8", "I32", "I64".
 constexpr std::string_view to_string(dtype t) {
-  switch (t) {
-    case dtype::f32:
-      return "F32";
-    case dtype::bf16:
-      return "BF16";
-    case dtype::f8_e4m3:
-      return "F8_E4M3";
-    case dtype::f8_e8m0:
-      return "F8_E8M0";
-    case dtype::i8:
-      return "I8";
-    case dtype::i32:
-      return "I32";
-    case dtype::i64:
-      return "I64";
-  }
-  return "?";
+  const auto i = static_cast<std::size_t>(t);
+  return i < detail::dtype_table.size() ? detail::dtype_table[i].name : "?";
 }
 
 constexpr std::int64_t dtype_size(dtype t) {
-  switch (t) {
-    case dtype::f32:
-    case dtype::i32:
-      return 4;
-    case dtype::bf16:
-      return 2;
-    case dtype::f8_e4m3:
-    case dtype::f8_e8m0:
-    case dtype::i8:
-      return 1;
-    case dtype::i64:
-      return 8;
-  }
-  return 0;
+  const auto i = static_cast<std::size_t>(t);
+  return i < detail::dtype_table.size() ? detail::dtype_table[i].size : 0;
 }
 
 constexpr std::optional<dtype> parse_dtype(std::string_view s) {
-  for (dtype t : {dtype::f32, dtype::bf16, dtype::f8_e4m3, dtype::f8_e8m0, dtype::i8, dtype::i32, dtype::i64})
-    if (to_string(t) == s) return t;
+  for (std::size_t i = 0; i < detail::dtype_table.size(); ++i)
+    if (detail::dtype_table[i].name == s) return static_cast<dtype>(i);
   return std::nullopt;
 }
 
@@ -128,7 +120,8 @@ inline constexpr std::optional<dtype> dtype_of<std::int64_t> = dtype::i64;
 // ---- limits -----------------------------------------------------------------------------------------
 
 inline constexpr std::uint64_t max_header_bytes = std::uint64_t{100} << 20;  // the reference's bound
-inline constexpr int max_json_depth = 8;  // a valid header nests 3 deep ({ name: { shape: [ ] } })
+// Nesting levels below the top object; a valid header has 2 ({ name: { shape: [ ] } }).
+inline constexpr int max_json_depth = 8;
 inline constexpr std::size_t max_rank = 8;
 
 // "(4096, 1024)"
@@ -176,34 +169,6 @@ inline status tensor_error(std::string_view file, std::string_view tensor, std::
   return {errc::io_error, std::string(file) + ": tensor " + std::string(tensor) + ": " + std::string(what)};
 }
 
-// The deepest nesting of [ and { outside strings, stopping as soon as it passes `limit`: run
-// before the JSON parser so that "[[[[..." cannot exhaust memory or the stack.
-inline int json_depth(std::string_view s, int limit) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : s) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-      if (deepest > limit) return deepest;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
 // A JSON number that is a non-negative integer fitting in int64 (floats, negatives, booleans and
 // 2^64 - 1 are all rejected).
 inline std::optional<std::int64_t> json_index(const nlohmann::json& j) {
@@ -220,35 +185,12 @@ inline std::optional<std::int64_t> json_index(const nlohmann::json& j) {
   return std::nullopt;
 }
 
-// Parses JSON text that is untrusted: depth-limited first, no exceptions out, and a repeated key
-// in any object reported instead of the last one silently winning.
+// Parses JSON text that is untrusted (json.hpp): at most max_json_depth levels below the top
+// value, no repeated key, nothing thrown; a problem is reported with the file's name.
 inline result<nlohmann::json> parse_untrusted_json(std::string_view text, std::string_view file) {
-  if (json_depth(text, max_json_depth) > max_json_depth)
-    return header_error(file, "JSON nests deeper than " + std::to_string(max_json_depth) + " levels");
-  std::vector<std::vector<std::string>> keys;  // the keys seen so far in each open object
-  std::string repeated;
-  auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-    using ev = nlohmann::json::parse_event_t;
-    const auto d = static_cast<std::size_t>(depth);
-    if (event == ev::object_start) {
-      if (keys.size() <= d) keys.resize(d + 1);
-      keys[d].clear();
-    } else if (event == ev::key && d >= 1 && d - 1 < keys.size() && repeated.empty()) {
-      auto& seen = keys[d - 1];
-      const auto& k = parsed.get_ref<const std::string&>();
-      if (std::find(seen.begin(), seen.end(), k) != seen.end()) repeated = k;
-      seen.push_back(k);
-    }
-    return true;
-  };
-  try {
-    nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/false);
-    if (j.is_discarded()) return header_error(file, "malformed JSON");
-    if (!repeated.empty()) return header_error(file, "JSON repeats the key \"" + repeated + "\"");
-    return j;
-  } catch (const std::exception& e) {  // allocation failure or a parser error despite the flag
-    return header_error(file, std::string("malformed JSON: ") + e.what());
-  }
+  auto j = parse_json(text, max_json_depth);
+  if (!j) return header_error(file, j.error().message());
+  return j;
 }
 
 inline status parse_entry(const std::string& name, const nlohmann::json& v, std::string_view file,

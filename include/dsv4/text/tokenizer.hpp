@@ -24,6 +24,7 @@
 
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/status.hpp"
+#include "dsv4/io/json.hpp"
 #include "dsv4/text/regex.hpp"
 #include "dsv4/text/utf8.hpp"
 
@@ -244,193 +245,14 @@ struct tokenizer_data {
 
 // ---- tokenizer.json as JSON ------------------------------------------------------------------
 //
-// tokenizer.json comes from a checkpoint directory, so every byte is hostile. nlohmann_json's
-// parser checks the grammar, UTF-8, escapes and surrogates; this SAX handler builds the tree
-// and adds two rules of its own: nesting deeper than max_depth stops the parse (so "[[[[..."
-// cannot exhaust memory), and a repeated member name is refused (nlohmann would keep one copy
-// silently; a tokenizer file never repeats one). Nothing is thrown for bad input: the first
-// problem comes back as a status.
-//
-// The tree is an ordered_json: objects keep their members in file order, in a vector. For the
-// vocabulary (128,000 members) that is much faster to build, walk and free than a std::map, and
-// the vocabulary is then read in id order, as the file lists it.
+// tokenizer.json comes from a checkpoint directory, so every byte is hostile: it is read by
+// io::parse_json (dsv4/io/json.hpp), which refuses nesting deeper than 64 levels and repeated
+// member names and throws nothing for bad input. The tree is an ordered_json: objects keep their
+// members in file order, in a vector. For the vocabulary (128,000 members) that is much faster to
+// build, walk and free than a std::map, and the vocabulary is then read in id order, as the file
+// lists it.
 using json = nlohmann::ordered_json;
-
-class json_reader {
- public:
-  json_reader(json& root, int max_depth) : root_(root), max_depth_(static_cast<std::size_t>(max_depth)) {}
-
-  // The nlohmann_json SAX interface.
-  bool null() { return put(json(nullptr)); }
-  bool boolean(bool v) { return put(json(v)); }
-  bool number_integer(json::number_integer_t v) { return put(json(v)); }
-  bool number_unsigned(json::number_unsigned_t v) { return put(json(v)); }
-  bool number_float(json::number_float_t v, const json::string_t& /*text*/) { return put(json(v)); }
-  bool string(json::string_t& v) { return put(json(std::move(v))); }
-  bool binary(json::binary_t& /*v*/) {  // JSON text has no binary values
-    error_ = "JSON: unexpected binary value";
-    return false;
-  }
-  bool start_object(std::size_t /*elements*/) { return open(json::value_t::object); }
-  bool start_array(std::size_t /*elements*/) { return open(json::value_t::array); }
-  bool end_object() {
-    if (const std::string* k = repeated(*stack_.back().value->get_ptr<const json::object_t*>())) {
-      error_ = "JSON: " + path() + "repeated member name " + quoted(*k);
-      return false;
-    }
-    return close();
-  }
-  bool end_array() { return close(); }
-  bool key(json::string_t& k) {
-    // ordered_map is a std::vector of (key, value): append, and look for repeated names once the
-    // object is complete (its emplace would search linearly for every member).
-    level& top = stack_.back();
-    auto& members = *top.value->get_ptr<json::object_t*>();
-    members.emplace_back(std::move(k), nullptr);
-    top.key = &members.back().first;
-    slot_ = &members.back().second;
-    return true;
-  }
-  bool parse_error(std::size_t position, const std::string& last_token, const json::exception& e) {
-    // e.what(): "[json.exception.parse_error.101] parse error at line 1, column 5: syntax error
-    // while parsing value - invalid literal; last read: 'tru}'". Keep the description, not the
-    // echo of the input (hostile bytes), and give the byte offset instead of line and column.
-    std::string what = e.what();
-    if (const auto id = what.find("] "); what.starts_with("[json.exception.") && id != std::string::npos) {
-      what.erase(0, id + 2);
-    }
-    if (const auto at = what.find(": "); what.starts_with("parse error") && at != std::string::npos) {
-      what.erase(0, at + 2);
-    }
-    if (const auto echo = what.find("; last read: '" + last_token + "'"); echo != std::string::npos) {
-      what.erase(echo, 14 + last_token.size() + 1);
-    }
-    error_ = "JSON at byte " + std::to_string(position) + ": " + what;
-    return false;
-  }
-
-  [[nodiscard]] const std::string& error() const noexcept { return error_; }
-
- private:
-  struct level {
-    json* value;
-    const std::string* key = nullptr;  // the member being read (objects)
-  };
-
-  static std::string quoted(std::string_view s) {
-    std::string q = "\"";
-    q.append(s.substr(0, 64));
-    if (s.size() > 64) q += "...";
-    return q + "\"";
-  }
-
-  // "model.vocab: " for a problem inside model.vocab ("added_tokens[3]: " inside an array).
-  [[nodiscard]] std::string path() const {
-    std::string p;
-    for (std::size_t i = 0; i + 1 < stack_.size(); ++i) {  // each level names its child's place
-      const level& l = stack_[i];
-      if (const auto* items = l.value->get_ptr<const json::array_t*>()) {
-        p += "[" + std::to_string(items->size() - 1) + "]";
-      } else if (l.key != nullptr) {
-        if (!p.empty()) p += '.';
-        p += l.key->substr(0, 64);
-      }
-    }
-    return p.empty() ? p : p + ": ";
-  }
-
-  // Stores a value where the parse is: the root, the end of the open array, or the member whose
-  // name was just read.
-  json* place(json&& v) {
-    if (stack_.empty()) {
-      root_ = std::move(v);
-      return &root_;
-    }
-    if (auto* items = stack_.back().value->get_ptr<json::array_t*>()) {
-      items->push_back(std::move(v));
-      return &items->back();
-    }
-    *slot_ = std::move(v);
-    return slot_;
-  }
-  bool put(json&& v) {
-    place(std::move(v));
-    return true;
-  }
-
-  bool open(json::value_t type) {
-    if (stack_.size() > max_depth_) {
-      error_ = "JSON: nesting deeper than " + std::to_string(max_depth_) + " levels";
-      return false;
-    }
-    stack_.push_back({place(json(type))});
-    return true;
-  }
-  bool close() {
-    stack_.pop_back();
-    return true;
-  }
-
-  // The first member name that repeats an earlier one, or nullptr.
-  static const std::string* repeated(const json::object_t& members) {
-    if (members.size() <= 16) {
-      for (auto i = members.begin(); i != members.end(); ++i) {
-        for (auto j = members.begin(); j != i; ++j) {
-          if (i->first == j->first) return &i->first;
-        }
-      }
-      return nullptr;
-    }
-    // Open addressing over member indices (the vocabulary has 128,000 names).
-    std::size_t cap = 64;
-    while (cap < 2 * members.size()) cap <<= 1;
-    std::vector<std::uint32_t> slots(cap, 0);  // index + 1, 0 = empty
-    const std::hash<std::string_view> hash;
-    std::uint32_t index = 0;
-    for (auto m = members.begin(); m != members.end(); ++m) {
-      ++index;
-      for (std::size_t i = hash(m->first) & (cap - 1);; i = (i + 1) & (cap - 1)) {
-        if (slots[i] == 0) {
-          slots[i] = index;
-          break;
-        }
-        if ((members.begin() + (slots[i] - 1))->first == m->first) return &m->first;
-      }
-    }
-    return nullptr;
-  }
-
-  json& root_;
-  std::size_t max_depth_;
-  std::vector<level> stack_;  // the open arrays and objects, outermost first
-  json* slot_ = nullptr;      // where the value after a key goes
-  std::string error_;
-};
-
-// Frees a tree that parse_json built, depth first. nlohmann's destructor first moves every element
-// of a container onto a stack of its own, so that any depth is safe; a parsed tree is at most
-// max_depth deep, and this is faster for the vocabulary and the merges.
-inline void release(json& j) noexcept {
-  if (auto* items = j.get_ptr<json::array_t*>()) {
-    for (auto& v : *items) release(v);
-    items->clear();
-  } else if (auto* members = j.get_ptr<json::object_t*>()) {
-    for (auto& m : *members) release(m.second);
-    members->clear();
-  }
-}
-
-// Parses `text` into `out`. Nesting deeper than max_depth is refused.
-inline status parse_json(std::string_view text, json& out, int max_depth = 64) {
-  out = json();
-  json_reader reader(out, max_depth);
-  const bool ok = json::sax_parse(text.data(), text.data() + text.size(), &reader);
-  if (!ok) {
-    out = json();
-    return {errc::io_error, reader.error().empty() ? std::string("JSON: malformed") : reader.error()};
-  }
-  return {};
-}
+inline constexpr int max_json_depth = 64;  // levels below the top object
 
 }  // namespace detail
 
@@ -701,7 +523,9 @@ class tokenizer {
   }
   static const json* member(const json& obj, std::string_view key) { return member(&obj, key); }
   static const std::string* text_of(const json* v) { return v ? v->get_ptr<const std::string*>() : nullptr; }
-  static const json::array_t* array_of(const json* v) { return v ? v->get_ptr<const json::array_t*>() : nullptr; }
+  static const json::array_t* array_of(const json* v) {
+    return v ? v->get_ptr<const json::array_t*>() : nullptr;
+  }
   static const json::object_t* object_of(const json* v) {
     return v ? v->get_ptr<const json::object_t*>() : nullptr;
   }
@@ -735,7 +559,8 @@ class tokenizer {
     return false;
   }
 
-  static status flag(const json& obj, std::string_view key, bool fallback, bool& out, const std::string& where) {
+  static status flag(const json& obj, std::string_view key, bool fallback, bool& out,
+                     const std::string& where) {
     const json* v = member(obj, key);
     if (absent(v)) {
       out = fallback;
@@ -749,11 +574,11 @@ class tokenizer {
 
   static status load(std::string_view text, detail::tokenizer_data& d) {
     json root;
-    if (status parsed = detail::parse_json(text, root); !parsed.ok()) {
+    if (status parsed = io::parse_json(text, root, detail::max_json_depth); !parsed.ok()) {
       return {parsed.code(), "tokenizer.json: " + parsed.message()};
     }
     status s = load_tree(root, d);
-    detail::release(root);
+    io::release(root);
     return s;
   }
 
@@ -815,7 +640,8 @@ class tokenizer {
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
       const json* v = member(model, key);
       const std::string* s = text_of(v);
-      if (!absent(v) && !(s && s->empty())) return unsupported("model." + std::string(key) + " is not supported");
+      if (!absent(v) && !(s && s->empty()))
+        return unsupported("model." + std::string(key) + " is not supported");
     }
     for (const char* key : {"byte_fallback", "ignore_merges"}) {
       bool on = false;
@@ -902,9 +728,11 @@ class tokenizer {
       joined.assign(a);
       joined.append(b);
       const token_id ij = index.find(joined);
-      if (ij < 0) return malformed(where() + ": the merged token " + quoted(joined) + " is not in the vocabulary");
+      if (ij < 0)
+        return malformed(where() + ": the merged token " + quoted(joined) + " is not in the vocabulary");
       if (!d.merges.insert(detail::merge_table::key(ia, ib), static_cast<std::int32_t>(r), ij)) {
-        return malformed(where() + ": the pair " + quoted(std::string(a) + " " + std::string(b)) + " repeats");
+        return malformed(where() + ": the pair " + quoted(std::string(a) + " " + std::string(b)) +
+                         " repeats");
       }
     }
     return {};
@@ -938,7 +766,8 @@ class tokenizer {
       DSV4_TRY(flag(t, "rstrip", false, rstrip, where));
       DSV4_TRY(flag(t, "single_word", false, single_word, where));
       if (lstrip || rstrip || single_word) {
-        return unsupported(where + " " + quoted(*content) + ": lstrip, rstrip and single_word are not supported");
+        return unsupported(where + " " + quoted(*content) +
+                           ": lstrip, rstrip and single_word are not supported");
       }
       if (!contents.emplace(*content, i).second) {
         return malformed(where + ": " + quoted(*content) + " repeats added_tokens[" +
@@ -1036,7 +865,8 @@ class tokenizer {
         return unsupported(where + ": type " + quoted(*t) + " is not supported (Split, ByteLevel)");
       }
     }
-    if (!byte_level) return unsupported("pre_tokenizer: no ByteLevel step (only byte-level BPE is supported)");
+    if (!byte_level)
+      return unsupported("pre_tokenizer: no ByteLevel step (only byte-level BPE is supported)");
     return {};
   }
 

@@ -15,31 +15,37 @@
 
 namespace dsv4::text::utf8 {
 
-// Length of the well-formed UTF-8 sequence that starts at p (n > 0 bytes available), or 0 when
-// none starts there (Unicode Table 3-7: no overlongs, no surrogates, nothing past U+10FFFF).
-inline std::size_t sequence_length(const unsigned char* p, std::size_t n) noexcept {
-  const unsigned c = p[0];
-  if (c < 0x80) return 1;
-  std::size_t len = 0;
+// What a lead byte allows (Unicode Table 3-7: no overlongs, no surrogates, nothing past
+// U+10FFFF): the length of its sequence (0 when the byte starts none, 1 for ASCII) and the range
+// of the second byte; the later ones are 80..BF.
+struct lead_byte {
+  std::size_t len;
   unsigned lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
+};
+constexpr lead_byte classify_lead(unsigned c) noexcept {
+  if (c < 0x80) return {1};
+  if (c >= 0xC2 && c <= 0xDF) return {2};
+  if (c >= 0xE0 && c <= 0xEF) return {3, c == 0xE0 ? 0xA0u : 0x80u, c == 0xED ? 0x9Fu : 0xBFu};
+  if (c >= 0xF0 && c <= 0xF4) return {4, c == 0xF0 ? 0x90u : 0x80u, c == 0xF4 ? 0x8Fu : 0xBFu};
+  return {0};
+}
+
+// How many of the bytes [p + 1, p + min(n, lead.len)) continue the sequence that lead starts.
+inline std::size_t continuation_bytes(const unsigned char* p, std::size_t n, const lead_byte& lead) noexcept {
+  std::size_t i = 1;
+  for (; i < lead.len && i < n; ++i) {
+    const unsigned b = p[i];
+    if (b < (i == 1 ? lead.lo : 0x80u) || b > (i == 1 ? lead.hi : 0xBFu)) break;
   }
-  if (n < 2 || p[1] < lo || p[1] > hi) return 0;
-  for (std::size_t i = 2; i < len; ++i) {
-    if (i >= n || p[i] < 0x80 || p[i] > 0xBF) return 0;
-  }
-  return len;
+  return i;
+}
+
+// Length of the well-formed UTF-8 sequence that starts at p (n > 0 bytes available), or 0 when
+// none starts there.
+inline std::size_t sequence_length(const unsigned char* p, std::size_t n) noexcept {
+  const lead_byte lead = classify_lead(p[0]);
+  if (lead.len <= 1) return lead.len;
+  return continuation_bytes(p, n, lead) == lead.len ? lead.len : 0;
 }
 
 // Length of the longest well-formed prefix of [p, p + n).
@@ -76,29 +82,8 @@ inline std::size_t invalid_run_length(const unsigned char* p, std::size_t n) noe
 // Length of the maximal subpart of an ill-formed sequence at p (Unicode 3.9, "U+FFFD substitution
 // of maximal subparts"): the bytes that could still begin a well-formed sequence, at least 1.
 inline std::size_t maximal_subpart(const unsigned char* p, std::size_t n) noexcept {
-  const unsigned c = p[0];
-  std::size_t len = 0;
-  unsigned lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) {
-    len = 2;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    len = 3;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    len = 4;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    return 1;
-  }
-  std::size_t i = 1;
-  for (; i < len && i < n; ++i) {
-    const unsigned b = p[i];
-    const unsigned l = i == 1 ? lo : 0x80, h = i == 1 ? hi : 0xBF;
-    if (b < l || b > h) break;
-  }
-  return i;
+  const lead_byte lead = classify_lead(p[0]);
+  return lead.len == 0 ? 1 : continuation_bytes(p, n, lead);
 }
 
 // `bytes` with every maximal ill-formed subpart replaced by U+FFFD (as Rust's from_utf8_lossy
