@@ -9,45 +9,53 @@
 
 namespace dsv4::config {
 
+// The storage of DeepSeek's released checkpoints (spec §11.1, §8.2): FP8 linears with 128x128
+// block scales, BF16 for the rest, the FP8 KV cache layout; routed experts as the release has them.
+constexpr model_config released_storage(model_config c, weight_format experts) {
+  c.linear_format = weight_format::fp8_e4m3_block128;
+  c.expert_format = experts;
+  c.other_format = weight_format::bf16;
+  c.cache_format = kv_format::fp8_released;
+  return c;
+}
+
 // ---- DeepSeek-V4-Flash (284B total / 13B activated) ---------------------------------------------
 
 // [0, 0] + [4, 128] * 20 + [4] + [0]: SWA layers 0-1, CSA even 2..42, HCA odd 3..41, SWA MTP.
 inline constexpr compress_schedule v4_flash_schedule =
     compress_schedule{}.append({0, 0}).append({4, 128}, 20).append({4}).append({0});
 
-inline constexpr model_config v4_flash{
-    .family = attention_family::v4_hybrid,
-    .vocab_size = 129280,
-    .d_model = 4096,
-    .n_layers = 43,
-    .n_heads = 64,
-    .head_dim = 512,
-    .rope_dim = 64,
-    .nope_dim = 448,
-    .q_lora_rank = 1024,
-    .o_groups = 8,
-    .o_lora_rank = 1024,
-    .window = 128,
-    .csa_ratio = 4,
-    .hca_ratio = 128,
-    .compress_ratios = v4_flash_schedule.ratios,
-    .n_schedule = v4_flash_schedule.size,
-    .index_n_heads = 64,
-    .index_head_dim = 128,
-    .index_topk = 512,
-    .hc_mult = 4,
-    .hc_sinkhorn_iters = 20,
-    .n_routed_experts = 256,
-    .n_shared_experts = 1,
-    .n_experts_per_tok = 6,
-    .moe_inter_dim = 2048,
-    .n_hash_layers = 3,
-    .n_mtp_layers = 1,
-    .linear_format = weight_format::fp8_e4m3_block128,
-    .expert_format = weight_format::fp4_e2m1_block32,
-    .other_format = weight_format::bf16,
-    .cache_format = kv_format::fp8_released,
-};
+inline constexpr model_config v4_flash = released_storage(
+    {
+        .family = attention_family::v4_hybrid,
+        .vocab_size = 129280,
+        .d_model = 4096,
+        .n_layers = 43,
+        .n_heads = 64,
+        .head_dim = 512,
+        .rope_dim = 64,
+        .nope_dim = 448,
+        .q_lora_rank = 1024,
+        .o_groups = 8,
+        .o_lora_rank = 1024,
+        .window = 128,
+        .csa_ratio = 4,
+        .hca_ratio = 128,
+        .compress_ratios = v4_flash_schedule.ratios,
+        .n_schedule = v4_flash_schedule.size,
+        .index_n_heads = 64,
+        .index_head_dim = 128,
+        .index_topk = 512,
+        .hc_mult = 4,
+        .hc_sinkhorn_iters = 20,
+        .n_routed_experts = 256,
+        .n_shared_experts = 1,
+        .n_experts_per_tok = 6,
+        .moe_inter_dim = 2048,
+        .n_hash_layers = 3,
+        .n_mtp_layers = 1,
+    },
+    weight_format::fp4_e2m1_block32);
 static_assert(is_valid_config<v4_flash>);
 
 inline constexpr model_params v4_flash_params{.route_scale = 1.5f};
@@ -78,33 +86,31 @@ inline constexpr model_params v4_pro_params{.route_scale = 2.5f};
 
 // Published config.json. Only what the accounting reads is filled in: no mHC, no schedule (every
 // layer is MLA + DSA), FP8 weights including experts, FP8 KV cache (656 B entries, 132 B keys).
-inline constexpr model_config v32{
-    .family = attention_family::v32_mla_dsa,
-    .vocab_size = 129280,
-    .d_model = 7168,
-    .n_layers = 61,
-    .n_heads = 128,
-    .head_dim = 192,  // qk_nope_head_dim + qk_rope_head_dim
-    .rope_dim = 64,
-    .nope_dim = 128,
-    .q_lora_rank = 1536,
-    .kv_lora_rank = 512,
-    .v_head_dim = 128,
-    .index_n_heads = 64,
-    .index_head_dim = 128,
-    .index_topk = 2048,
-    .n_routed_experts = 256,
-    .n_shared_experts = 1,
-    .n_experts_per_tok = 8,
-    .moe_inter_dim = 2048,
-    .first_k_dense = 3,
-    .dense_inter_dim = 18432,
-    .n_mtp_layers = 1,
-    .linear_format = weight_format::fp8_e4m3_block128,
-    .expert_format = weight_format::fp8_e4m3_block128,
-    .other_format = weight_format::bf16,
-    .cache_format = kv_format::fp8_released,
-};
+inline constexpr model_config v32 = released_storage(
+    {
+        .family = attention_family::v32_mla_dsa,
+        .vocab_size = 129280,
+        .d_model = 7168,
+        .n_layers = 61,
+        .n_heads = 128,
+        .head_dim = 192,  // qk_nope_head_dim + qk_rope_head_dim
+        .rope_dim = 64,
+        .nope_dim = 128,
+        .q_lora_rank = 1536,
+        .kv_lora_rank = 512,
+        .v_head_dim = 128,
+        .index_n_heads = 64,
+        .index_head_dim = 128,
+        .index_topk = 2048,
+        .n_routed_experts = 256,
+        .n_shared_experts = 1,
+        .n_experts_per_tok = 8,
+        .moe_inter_dim = 2048,
+        .first_k_dense = 3,
+        .dense_inter_dim = 18432,
+        .n_mtp_layers = 1,
+    },
+    weight_format::fp8_e4m3_block128);
 static_assert(is_valid_config<v32>);
 
 // V3.2 applies YaRN (factor 40 over 4,096 tokens) to every layer at theta 10,000; no SwiGLU clamp.
