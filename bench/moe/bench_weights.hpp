@@ -41,9 +41,8 @@ struct stored_matrix {
     } else if constexpr (std::is_same_v<W, fp8_matrix>) {
       fill(n);
       for (auto& c : codes) c = static_cast<std::uint8_t>(c & 0xbf);  // exponent <= 7: no NaN
-      scale.assign(
-          static_cast<std::size_t>(ceil_div(rows, fp8_block) * ceil_div(cols, fp8_block)),
-          ue8m0::from_exponent(-3));
+      scale.assign(static_cast<std::size_t>(ceil_div(rows, fp8_block) * ceil_div(cols, fp8_block)),
+                   ue8m0::from_exponent(-3));
     } else {
       fill(n / 2);
       scale.assign(n / fp4_block, ue8m0::from_exponent(-2));

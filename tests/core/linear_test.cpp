@@ -306,8 +306,7 @@ void check_gemv_contract(const W& m, const std::vector<float>& x, Weight weight,
 // gemv of one FP8 matrix whose 128-row blocks all carry scale 2^e_scale against the contract.
 void check_fp8_gemv_contract(const std::vector<dsv4::fp8_e4m3>& codes, index_t out, index_t in, int e_scale,
                              const std::vector<float>& x) {
-  const index_t sr = dsv4::ceil_div(out, dsv4::fp8_block),
-                sc = dsv4::ceil_div(in, dsv4::fp8_block);
+  const index_t sr = dsv4::ceil_div(out, dsv4::fp8_block), sc = dsv4::ceil_div(in, dsv4::fp8_block);
   std::vector<dsv4::ue8m0> s(static_cast<std::size_t>(sr * sc), dsv4::ue8m0::from_exponent(e_scale));
   const dsv4::fp8_matrix m{{codes.data(), {out, in}}, {s.data(), {sr, sc}}};
   check_gemv_contract(

@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "allocations.hpp"
-#include "dsv4/core/sgemm.hpp"
 #include "dsv4/core/linear.hpp"
 #include "dsv4/core/parallel.hpp"
+#include "dsv4/core/sgemm.hpp"
 #include "moe/random_weights.hpp"
 
 namespace {

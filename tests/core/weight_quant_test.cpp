@@ -58,11 +58,10 @@ TEST_CASE("weight_quant: FP8 block-128 stays within half an E4M3 step and picks 
   CHECK(es[0].bits == 127);
   for (std::size_t i = 0; i < exact.size(); ++i) CHECK(eq[i].to_float() == exact[i]);
   exact[2] = NAN;
-  CHECK_THAT(quantize_fp8_block128({exact.data(), {1, 6}}, {eq.data(), {1, 6}}, {es.data(), {1, 1}}, "wq")
-                 .message(),
-             Contains("wq: element (0, 2) is not finite"));
-  CHECK_FALSE(
-      quantize_fp8_block128({exact.data(), {1, 6}}, {eq.data(), {1, 6}}, {es.data(), {1, 2}}).ok());
+  CHECK_THAT(
+      quantize_fp8_block128({exact.data(), {1, 6}}, {eq.data(), {1, 6}}, {es.data(), {1, 1}}, "wq").message(),
+      Contains("wq: element (0, 2) is not finite"));
+  CHECK_FALSE(quantize_fp8_block128({exact.data(), {1, 6}}, {eq.data(), {1, 6}}, {es.data(), {1, 2}}).ok());
 }
 
 TEST_CASE("weight_quant: FP4 block-32 error bound, scale choice and nibble order") {
@@ -70,9 +69,8 @@ TEST_CASE("weight_quant: FP4 block-32 error bound, scale choice and nibble order
   const auto w = test::random_normal(static_cast<std::size_t>(rows * cols), 12, 3.0f);
   std::vector<fp4x2> q(static_cast<std::size_t>(rows * cols / 2));
   std::vector<ue8m0> s(static_cast<std::size_t>(rows * 3));
-  REQUIRE(
-      quantize_fp4_block32({w.data(), {rows, cols}}, {q.data(), {rows, cols / 2}}, {s.data(), {rows, 3}})
-          .ok());
+  REQUIRE(quantize_fp4_block32({w.data(), {rows, cols}}, {q.data(), {rows, cols / 2}}, {s.data(), {rows, 3}})
+              .ok());
   std::vector<float> back(w.size());
   REQUIRE(kernel<dequantize_fp4_op, cpu>::run(
               {{q.data(), {rows, cols / 2}}, {s.data(), {rows, 3}}, {back.data(), {rows, cols}}})
@@ -100,8 +98,6 @@ TEST_CASE("weight_quant: FP4 block-32 error bound, scale choice and nibble order
   REQUIRE(quantize_fp4_block32({pair.data(), {1, 32}}, {pq.data(), {1, 16}}, {ps.data(), {1, 1}}).ok());
   CHECK(ps[0].bits == 127);
   CHECK(pq[0].bits == 0xF2);
-  CHECK_THAT(
-      quantize_fp4_block32({pair.data(), {2, 16}}, {pq.data(), {2, 8}}, {ps.data(), {2, 0}}).message(),
-      Contains("multiple of 32"));
+  CHECK_THAT(quantize_fp4_block32({pair.data(), {2, 16}}, {pq.data(), {2, 8}}, {ps.data(), {2, 0}}).message(),
+             Contains("multiple of 32"));
 }
-

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "dsv4/core/quant.hpp"
-#include "dsv4/io/checkpoint.hpp"
 #include "dsv4/core/weight_quant.hpp"
+#include "dsv4/io/checkpoint.hpp"
 #include "dsv4/io/writer.hpp"
 #include "io_test_util.hpp"
 #include "random.hpp"

@@ -126,7 +126,8 @@ TEST_CASE("mHC released: the exact path keeps fp32 and differs by BF16 rounding"
   CHECK(exact.comb == released.comb);  // the coefficients do not depend on the numerics
 }
 
-TEST_CASE("mHC released: constrained_hc<4, released> expands to BF16 streams and runs a site", "[mhc][released]") {
+TEST_CASE("mHC released: constrained_hc<4, released> expands to BF16 streams and runs a site",
+          "[mhc][released]") {
   using policy = dsv4::mhc::constrained_hc<4, numerics::released>;
   static_assert(policy::activation_numerics == numerics::released);
   constexpr index_t tokens = 3, d = 16;

@@ -46,8 +46,7 @@ struct random_matrix {
         do c.bits = static_cast<std::uint8_t>(rng() & 0xff);
         while (c.is_nan() || (c.bits & 0x7f) > 0x58);  // codes up to 2^4 in magnitude
       }
-      scale.resize(
-          static_cast<std::size_t>(ceil_div(rows, fp8_block) * ceil_div(cols, fp8_block)));
+      scale.resize(static_cast<std::size_t>(ceil_div(rows, fp8_block) * ceil_div(cols, fp8_block)));
       for (auto& s : scale) s = random_scale(2);
     } else {
       e2m1.resize(n / 2);
@@ -63,9 +62,8 @@ struct random_matrix {
     } else if constexpr (F == format::bf16) {
       return bf16_matrix{{b16.data(), {out, in}}};
     } else if constexpr (F == format::fp8) {
-      return fp8_matrix{
-          {e4m3.data(), {out, in}},
-          {scale.data(), {ceil_div(out, fp8_block), ceil_div(in, fp8_block)}}};
+      return fp8_matrix{{e4m3.data(), {out, in}},
+                        {scale.data(), {ceil_div(out, fp8_block), ceil_div(in, fp8_block)}}};
     } else {
       return fp4_matrix{{e2m1.data(), {out, in / 2}}, {scale.data(), {out, in / fp4_block}}};
     }
@@ -79,8 +77,8 @@ struct random_matrix {
     } else if constexpr (F == format::bf16) {
       return b16[i].to_float();
     } else if constexpr (F == format::fp8) {
-      return dequantize_fp8_at(e4m3.data() + r * in,
-                               scale.data() + (r / fp8_block) * ceil_div(in, fp8_block), c);
+      return dequantize_fp8_at(e4m3.data() + r * in, scale.data() + (r / fp8_block) * ceil_div(in, fp8_block),
+                               c);
     } else {
       return dequantize_fp4_at(e2m1.data() + r * in / 2, scale.data() + r * (in / fp4_block), c);
     }

@@ -161,8 +161,7 @@ TEST_CASE("tokenizer rules: malformed files are refused with a status naming the
     }
   }
   SECTION("invalid UTF-8 and control characters in strings") {
-    CHECK(tokenizer::from_json("{\"a\": \"\xff\"}").error().message().find("UTF-8") !=
-          std::string::npos);
+    CHECK(tokenizer::from_json("{\"a\": \"\xff\"}").error().message().find("UTF-8") != std::string::npos);
     CHECK(tokenizer::from_json("{\"a\": \"\x01\"}").error().message().find("control character") !=
           std::string::npos);
   }

@@ -35,8 +35,8 @@
 #include "dsv4/core/arith.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
-#include "dsv4/io/safetensors.hpp"
 #include "dsv4/core/weight_quant.hpp"
+#include "dsv4/io/safetensors.hpp"
 
 namespace dsv4::io {
 

@@ -18,9 +18,9 @@
 #include <string>
 #include <string_view>
 
-#include "dsv4/core/weight_matrix.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
+#include "dsv4/core/weight_matrix.hpp"
 #include "dsv4/moe/concepts.hpp"
 
 namespace dsv4::moe::detail {

@@ -102,7 +102,8 @@ index_t swiglu_scratch_floats(const swiglu_weights<W>& e, index_t n, numerics nu
   index_t floats = 0;  // saturated: no scratch that large passes swiglu_forward
   if (__builtin_mul_overflow(t, 2 * inter + d + std::max(inter, d), &floats))
     return std::numeric_limits<index_t>::max();
-  const index_t lanes = std::max(linear_op<W>::workspace_floats(t, d), linear_op<W>::workspace_floats(t, inter));
+  const index_t lanes =
+      std::max(linear_op<W>::workspace_floats(t, d), linear_op<W>::workspace_floats(t, inter));
   return 2 * t * inter + (num == numerics::released ? t * d : 0) + lanes;
 }
 
