@@ -17,41 +17,7 @@ using Catch::Matchers::Contains;
 namespace {
 
 // tests/fixtures/tiny_v4 as a compile-time config (tests/reference/make_tiny_checkpoint.py).
-constexpr config::compress_schedule tiny_v4_schedule = config::compress_schedule{}.append({0, 4, 128, 4, 0});
-constexpr config::model_config tiny_v4 = [] {
-  config::model_config c = config::tiny_swa;
-  c.vocab_size = 128;
-  c.d_model = 64;
-  c.n_layers = 4;
-  c.n_heads = 4;
-  c.head_dim = 32;
-  c.rope_dim = 16;
-  c.nope_dim = 16;
-  c.q_lora_rank = 32;
-  c.o_groups = 2;
-  c.o_lora_rank = 16;
-  c.window = 8;
-  c.csa_ratio = 4;
-  c.hca_ratio = 128;
-  c.compress_ratios = tiny_v4_schedule.ratios;
-  c.n_schedule = tiny_v4_schedule.size;
-  c.index_n_heads = 2;
-  c.index_head_dim = 16;
-  c.index_topk = 4;
-  c.hc_mult = 4;
-  c.hc_sinkhorn_iters = 20;
-  c.n_routed_experts = 4;
-  c.n_shared_experts = 1;
-  c.n_experts_per_tok = 2;
-  c.moe_inter_dim = 16;
-  c.n_hash_layers = 2;
-  c.n_mtp_layers = 1;
-  c.linear_format = config::weight_format::f32;
-  c.expert_format = config::weight_format::f32;
-  c.other_format = config::weight_format::f32;
-  return c;
-}();
-static_assert(config::is_valid_config<tiny_v4>);
+using config::tiny_v4;
 
 // V4-Flash's config.json as the deepseek-ai repository spells it (spec §1.1).
 nlohmann::json released_flash() {

@@ -172,4 +172,20 @@ static_assert(is_valid_config<tiny_hybrid>);
 
 inline constexpr model_params tiny_params = v4_flash_params;
 
+// The committed tiny checkpoint (tests/fixtures/tiny_v4, a random DeepseekV4ForCausalLM saved by
+// Hugging Face transformers): layers SWA, CSA, HCA (ratio 128), CSA, hash-routed then score-routed,
+// 4 experts of width 16, vocabulary 128; config.json names an MTP block the file does not hold.
+inline constexpr compress_schedule tiny_v4_schedule = compress_schedule{}.append({0, 4, 128, 4}).append({0});
+
+inline constexpr model_config tiny_v4 = [] {
+  model_config c = with_schedule(tiny_hybrid, tiny_v4_schedule);
+  c.vocab_size = 128;
+  c.n_layers = 4;
+  c.hca_ratio = 128;
+  c.n_routed_experts = 4;
+  c.moe_inter_dim = 16;
+  return c;
+}();
+static_assert(is_valid_config<tiny_v4>);
+
 }  // namespace dsv4::config
