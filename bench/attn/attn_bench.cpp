@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <random>
 #include <vector>
 
@@ -231,12 +232,14 @@ struct flash_layer_f32 {
 };
 
 // The same layer as released: FP8 linears with 128x128 block scales, BF16 compressor, the FP8/FP4
-// cache layout and the released numerics (about 115 MB of weights).
+// cache layout and the released numerics (about 115 MB of weights); or a layer of policy P in the
+// same formats (CSA adds its overlapping compressor and the indexer).
+template <class P = attn::hca>
 struct flash_layer_released {
-  using layer_type = attn::attention_layer<flash, attn::hca, numerics::released>;
-  std::vector<test::random_matrix<test::format::fp8>> fp8;
-  std::vector<test::random_matrix<test::format::bf16>> b16;
-  std::vector<std::vector<float>> vectors;
+  using layer_type = attn::attention_layer<flash, P, numerics::released>;
+  std::deque<test::random_matrix<test::format::fp8>> fp8;  // deques: views stay valid
+  std::deque<test::random_matrix<test::format::bf16>> b16;
+  std::deque<std::vector<float>> vectors;
   double weight_bytes = 0;
 
   fp8_matrix linear(index_t out, index_t in) {
@@ -258,20 +261,27 @@ struct flash_layer_released {
     const auto v = values(1, n, mean);
     return {v.data(), {n}};
   }
-  attn::attention_weights_for<attn::shape_of<flash>> weights() {
-    fp8.reserve(8), b16.reserve(4), vectors.reserve(8);  // views stay valid
+  typename layer_type::weights weights() {
     const index_t d = flash.d_model, go = index_t{flash.o_groups} * flash.o_lora_rank;
-    attn::attention_weights_for<attn::shape_of<flash>> w{linear(flash.q_lora_rank, d),
-                                                         vector(flash.q_lora_rank, 1.0f),
-                                                         linear(heads * c, flash.q_lora_rank),
-                                                         linear(c, d),
-                                                         vector(c, 1.0f),
-                                                         linear(go, heads * c / flash.o_groups),
-                                                         linear(d, go),
-                                                         vector(heads, 0.0f),
-                                                         {},
-                                                         {}};
-    w.compressor = {other(c, d), other(c, d), values(flash.hca_ratio, c, 0.0f), vector(c, 1.0f)};
+    typename layer_type::weights w{linear(flash.q_lora_rank, d),
+                                   vector(flash.q_lora_rank, 1.0f),
+                                   linear(heads * c, flash.q_lora_rank),
+                                   linear(c, d),
+                                   vector(c, 1.0f),
+                                   linear(go, heads * c / flash.o_groups),
+                                   linear(d, go),
+                                   vector(heads, 0.0f),
+                                   {},
+                                   {}};
+    constexpr int ratio = P::compress_ratio(attn::shape_of<flash>);
+    const index_t coff = ratio == flash.csa_ratio ? 2 : 1, ci = flash.index_head_dim;
+    if constexpr (ratio > 0)
+      w.compressor = {other(coff * c, d), other(coff * c, d), values(ratio, coff * c, 0.0f), vector(c, 1.0f)};
+    if constexpr (P::top_k(attn::shape_of<flash>) > 0)
+      w.indexer = {
+          linear(index_t{flash.index_n_heads} * ci, flash.q_lora_rank),
+          other(flash.index_n_heads, d),
+          {other(2 * ci, d), other(2 * ci, d), values(flash.csa_ratio, 2 * ci, 0.0f), vector(ci, 1.0f)}};
     return w;
   }
   layer_type layer = made(layer_type::create(weights(), config::v4_flash_params));
@@ -305,6 +315,56 @@ void bm_layer_tokens(benchmark::State& state) {
   state.counters["weight_MB"] = l.weight_bytes / 1e6;
   state.counters["of_fma_peak"] = bench::fma_fraction(2.0 * projection_macs_per_token() * double(S));
   state.counters["of_read_bw"] = bench::bandwidth_fraction(l.weight_bytes * double(S / per_call));
+}
+
+// B sequences, each at position context (a synthesized cache), decoding one token each per call:
+// the projections of the B rows run as one GEMM per weight. Checked once before timing: the
+// batched call's outputs equal the bits of each sequence's own call in a copy of the cache.
+// Sequences go back to `context` tokens (untimed) when the cache fills: its capacity is context + 3,
+// which adds no compressed entry (synthesize fills every row a sequence's view spans, so its pages
+// must be those of `context` tokens).
+template <class P>
+void bm_decode_batch(benchmark::State& state) {
+  using Layer = flash_layer_released<P>;
+  const index_t B = state.range(0), context = 4096, capacity = context + 3, d = flash.d_model;
+  const auto& l = shared_layer<Layer>();
+  const auto x = random_floats(std::size_t(B * d), 9);
+  std::vector<float> y(x.size()), alone(y.size() / std::size_t(B));
+  auto cache = made(Layer::layer_type::make_cache(B, capacity)),
+       other = made(Layer::layer_type::make_cache(B, capacity));
+  const auto at_context = [&](attn::kv_cache_for<flash>& to, attn::sequence_id seq) {
+    synthesize<flash>(to, seq, context);
+  };
+  std::vector<attn::sequence_tokens> batch;
+  for (index_t i = 0; i < B; ++i) {
+    batch.push_back({made(cache.open()), 1});
+    at_context(cache, batch.back().seq);
+  }
+  const auto call = [&] {
+    if (!l.layer.forward(cache, 0, batch, {x.data(), {B, d}}, {y.data(), {B, d}}).ok()) std::abort();
+  };
+  call();
+  for (index_t i = 0; i < B; ++i) {
+    const auto seq = made(other.open());
+    at_context(other, seq);
+    if (!l.layer.forward(other, 0, seq, {x.data() + i * d, {1, d}}, {alone.data(), {1, d}}).ok() ||
+        std::memcmp(alone.data(), y.data() + i * d, alone.size() * sizeof(float)) != 0) {
+      std::fprintf(stderr, "attn_bench: decode_batch: sequence %lld differs from its own call\n",
+                   (long long)i);
+      std::abort();
+    }
+  }
+  for (auto _ : state) {
+    if (*cache.tokens(batch[0].seq, 0) == capacity) {
+      state.PauseTiming();
+      for (const auto& b : batch) at_context(cache, b.seq);
+      state.ResumeTiming();
+    }
+    call();
+  }
+  state.SetItemsProcessed(state.iterations() * B);  // items_per_second: tokens per second
+  state.counters["weight_MB"] = l.weight_bytes / 1e6;
+  state.counters["of_read_bw"] = bench::bandwidth_fraction(l.weight_bytes);  // the weights, once per call
 }
 
 // Decode steps are timed call by call (manual time), between probes of the FMA peak.
@@ -349,10 +409,31 @@ BENCHMARK(bm_layer_tokens<flash_layer_f32>)
     ->Iterations(2)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-BENCHMARK(bm_layer_tokens<flash_layer_released>)
+BENCHMARK(bm_layer_tokens<flash_layer_released<>>)
     ->Name("layer_64_tokens/released/per_call")
     ->Arg(64)
     ->Arg(1)
     ->Iterations(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(bm_decode_batch<attn::swa>)
+    ->Name("decode_batch/released/swa/B")
+    ->Arg(1)
+    ->Arg(4)
+    ->Arg(16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(bm_decode_batch<attn::csa>)
+    ->Name("decode_batch/released/csa/B")
+    ->Arg(1)
+    ->Arg(4)
+    ->Arg(16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(bm_decode_batch<attn::hca>)
+    ->Name("decode_batch/released/hca/B")
+    ->Arg(1)
+    ->Arg(4)
+    ->Arg(16)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

@@ -15,10 +15,12 @@
 // layer's RoPE table; the state of every sequence lives in a kv_cache<kv_shape_of(S)>
 // (kv_cache.hpp), in the storage format S names. One call takes a batch of sequences, each at its own
 // position, and appends a number of tokens to each: a prefill from position 0, a chunk of a longer prefill
-// and a single-token decode are the same call. The projections of a sequence's tokens run as GEMMs over
-// blocks of up to chunk_rows tokens (core/ linear.hpp, whose rows equal one-token products), then the tokens
-// go through the cache in order with the same arithmetic whatever the call's length: decoding token by token,
-// prefilling in chunks and prefilling at once give identical outputs.
+// and a single-token decode are the same call. The call's rows (the batch's tokens, back to back) run in
+// chunks of up to chunk_rows consecutive rows, whatever sequences they belong to: each projection is one
+// GEMM over a chunk's rows (core/linear.hpp, whose rows equal one-token products), so a weight is read once
+// per chunk, not once per sequence; then the chunk's rows go through the cache in row order, each at its
+// own sequence's next position, with the same arithmetic whatever the call's length or company: decoding
+// token by token, prefilling in chunks, prefilling at once and any batch of sequences give identical outputs.
 //
 // Weights: the projections are matrices of core/weight_matrix.hpp in the formats the config names
 // (attention_weights_for<S>: linear_format for wq_a, wq_b, wkv, wo_a, wo_b and the indexer's wq_b,
@@ -202,8 +204,8 @@ class attention {
  public:
   using weights = attention_weights_for<S>;
 
-  // Tokens whose projections run as one GEMM (bounds the workspace: about 70K floats per token at
-  // V4-Flash shapes).
+  // Rows of a call (of one sequence or several) whose projections run as one GEMM (bounds the
+  // workspace: about 70K floats per row at V4-Flash shapes).
   static constexpr index_t chunk_rows = 64;
 
   // Checks every weight the policy reads against the config before the layer can be used.
@@ -252,14 +254,28 @@ class attention {
     DSV4_TRY(check_call(cache, layer, batch, x, out, ws));
     workspace_layout l{ws.data()};
     const buffers b = carve(l, cache.capacity());
-    index_t row0 = 0;
-    for (const sequence_tokens& bt : batch) {
-      for (index_t r = 0; r < bt.tokens; r += chunk_rows) {
-        const index_t n = std::min(chunk_rows, bt.tokens - r);
-        DSV4_TRY(run_chunk(cache, layer, bt.seq, b, x.slice(row0 + r, row0 + r + n),
-                           out.slice(row0 + r, row0 + r + n)));
+    // The call's rows in chunks of up to chunk_rows, whatever sequences they belong to. Walking
+    // the batch: entry `e` holds the next row to place, `done` of its rows are placed already.
+    std::size_t e = 0;
+    index_t done = 0;
+    for (index_t r0 = 0; r0 < x.extent(0); r0 += chunk_rows) {
+      const index_t n = std::min(chunk_rows, x.extent(0) - r0);
+      // The chunk's segments: the runs of its rows that belong to one sequence. A sequence's
+      // earlier rows went through the cache in earlier chunks, so its length is where it resumes.
+      index_t count = 0;
+      for (index_t r = 0; r < n; ++count) {
+        while (batch[e].tokens == done) {  // entries with no rows left (or none at all)
+          ++e;
+          done = 0;
+        }
+        const index_t rows = std::min(n - r, batch[e].tokens - done);
+        b.segments[static_cast<std::size_t>(count)] = {batch[e].seq, r, rows,
+                                                       *cache.tokens(batch[e].seq, layer)};
+        r += rows;
+        done += rows;
       }
-      row0 += bt.tokens;
+      DSV4_TRY(run_chunk(cache, layer, b.segments.first(static_cast<std::size_t>(count)), b,
+                         x.slice(r0, r0 + n), out.slice(r0, r0 + n)));
     }
     return {};
   }
@@ -292,9 +308,16 @@ class attention {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{64}); }
   };
 
+  // Rows [row, row + rows) of a chunk: tokens of sequence seq at positions t0, t0 + 1, ...
+  struct segment {
+    sequence_id seq;
+    index_t row, rows, t0;
+  };
+
   // The workspace: a chunk's projections and the per-token buffers (one layout for the size query
   // and the carving).
   struct buffers {
+    std::span<segment> segments;         // (chunk_rows) the sequences of a chunk's rows
     tensor_view<float, 2> x_act, x_fp8;  // (chunk_rows, d) released numerics: x and a linear's input
     tensor_view<float, 2> qr, qr_fp8;    // (chunk_rows, d_c)
     tensor_view<float, 2> q, o;          // (chunk_rows, n_h * c)
@@ -314,6 +337,7 @@ class attention {
       return tensor_view<float, 2>(l.take<float>(rows * cols), {rows, cols});
     };
     buffers b;
+    b.segments = l.take_span<segment>(n);
     if constexpr (released) {
       b.x_act = matrix(n, dims::d);
       b.x_fp8 = matrix(n, dims::d);
@@ -498,11 +522,13 @@ class attention {
     return rows_copy(copy, x, [](std::span<float> r) { to_linear_input(Num, true, r); });
   }
 
-  // n consecutive tokens of one sequence: projections as GEMMs, then the tokens in order, then
-  // the output projections as GEMMs.
-  status run_chunk(cache_type& cache, int layer, sequence_id seq, const buffers& s,
+  // n consecutive rows of the call, of one sequence or several (segs, in row order): projections
+  // as GEMMs over all n rows, then the rows through the cache in order, each at its sequence's
+  // position, then the output projections as GEMMs. A row's projections do not depend on the other
+  // rows (core/linear_op.hpp), so its output is that of its sequence run alone.
+  status run_chunk(cache_type& cache, int layer, std::span<const segment> segs, const buffers& s,
                    tensor_view<const float, 2> x_in, tensor_view<float, 2> y) const {
-    const index_t n = x_in.extent(0), t0 = *cache.tokens(seq, layer), c = dims::c, hc = dims::heads * c;
+    const index_t n = x_in.extent(0), c = dims::c, hc = dims::heads * c;
     constexpr compressor_shape cs = dims::compressor;
     constexpr indexer_shape is = dims::indexer;
     // Released numerics: x is the BF16 output of attn_norm.
@@ -550,19 +576,21 @@ class attention {
     }
 
     const tensor_view<float, 2> o = rows_of(s.o, n);
-    for (index_t i = 0; i < n; ++i) {
-      const index_t t = t0 + i;
-      const tensor_view<float, 2> qh(&q(i, 0), {dims::heads, c}), oh(&o(i, 0), {dims::heads, c});
-      for (index_t h = 0; h < dims::heads; ++h) {
-        if constexpr (released) {
-          released_head_norm(row(qh, h), eps_);
-        } else {
-          rms_norm(row(qh, h), {}, eps_, row(qh, h));
+    for (const segment& g : segs) {
+      for (index_t k = 0; k < g.rows; ++k) {
+        const index_t i = g.row + k, t = g.t0 + k;
+        const tensor_view<float, 2> qh(&q(i, 0), {dims::heads, c}), oh(&o(i, 0), {dims::heads, c});
+        for (index_t h = 0; h < dims::heads; ++h) {
+          if constexpr (released) {
+            released_head_norm(row(qh, h), eps_);
+          } else {
+            rms_norm(row(qh, h), {}, eps_, row(qh, h));
+          }
         }
+        rope_.apply_rows(qh, t);
+        to_activation_rows(qh);
+        DSV4_TRY(token(cache, layer, g.seq, s, t, row(kv, i), ckv, cgate, kkv, kgate, iq, iw, i, qh, oh));
       }
-      rope_.apply_rows(qh, t);
-      to_activation_rows(qh);
-      DSV4_TRY(token(cache, layer, seq, s, t, row(kv, i), ckv, cgate, kkv, kgate, iq, iw, i, qh, oh));
     }
 
     // Grouped low-rank output: group j (n_h/g consecutive heads) through its own wo_a block.
