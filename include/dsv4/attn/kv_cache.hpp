@@ -151,11 +151,11 @@ class kv_cache {
     return cache;
   }
 
-  // A cache that owns a pool large enough for max_sequences sequences of `capacity` tokens.
-  static result<kv_cache> create(index_t max_sequences, index_t capacity,
-                                 std::vector<kv_layer_geometry> layers) {
+  // A cache that owns a pool large enough for o.max_sequences sequences of o.capacity tokens.
+  static result<kv_cache> create(const kv_cache_options& o, std::vector<kv_layer_geometry> layers) {
     kv_cache cache;
-    DSV4_TRY(cache.plan({max_sequences, capacity, 0, 0}, std::move(layers)));
+    DSV4_TRY(cache.plan(o, std::move(layers)));
+    const index_t max_sequences = o.max_sequences, capacity = o.capacity;
     std::int64_t pages = 0, bytes = 0;
     if (!checked_mul(max_sequences, cache.pages_for(capacity), pages) ||
         !checked_mul(pages, cache.page_bytes_, bytes) || pages > INT32_MAX)
@@ -168,6 +168,10 @@ class kv_cache {
       return status{errc::out_of_range, "kv_cache: cannot allocate " + std::to_string(bytes) + " bytes"};
     cache.pool_ = cache.owned_.get();
     return cache;
+  }
+  static result<kv_cache> create(index_t max_sequences, index_t capacity,
+                                 std::vector<kv_layer_geometry> layers) {
+    return create(kv_cache_options{max_sequences, capacity, 0, 0}, std::move(layers));
   }
 
   index_t max_sequences() const { return options_.max_sequences; }
@@ -251,22 +255,23 @@ class kv_cache {
     records_[static_cast<std::size_t>(s)].state = sequence_state::open;
     return id_of(s);
   }
-  // Returns seq to position `tokens` in every layer: back by at most max_truncate tokens, or to 0.
+  // Returns seq to position `tokens` in every layer that holds more: back by at most max_truncate
+  // tokens, or to 0. A layer that holds fewer keeps them (an MTP block runs a token behind the
+  // layers of the main model).
   status truncate(sequence_id seq, index_t tokens) {
     DSV4_TRY(check_open(seq));
-    for (int l = 0; l < layers(); ++l) {
-      const index_t now = progress(seq.slot(), l).tokens;
-      if (tokens < 0 || tokens > now)
-        return {errc::out_of_range, "kv_cache: truncate to " + std::to_string(tokens) + " in layer " +
-                                        std::to_string(l) + ", which holds " + std::to_string(now) +
-                                        " tokens"};
-      if (tokens > 0 && now - tokens > options_.max_truncate)
-        return {errc::out_of_range,
-                "kv_cache: truncate from " + std::to_string(now) + " to " + std::to_string(tokens) +
-                    " goes back further than max_truncate = " + std::to_string(options_.max_truncate)};
-    }
+    index_t most = 0;
+    for (int l = 0; l < layers(); ++l) most = std::max(most, progress(seq.slot(), l).tokens);
+    if (tokens < 0 || tokens > most)
+      return {errc::out_of_range, "kv_cache: truncate to " + std::to_string(tokens) +
+                                      " tokens, the sequence holds " + std::to_string(most) + " tokens"};
+    if (tokens > 0 && most - tokens > options_.max_truncate)
+      return {errc::out_of_range,
+              "kv_cache: truncate from " + std::to_string(most) + " to " + std::to_string(tokens) +
+                  " goes back further than max_truncate = " + std::to_string(options_.max_truncate)};
     for (int l = 0; l < layers(); ++l) {
       token_progress& p = progress(seq.slot(), l);
+      if (p.tokens <= tokens) continue;
       p.tokens = tokens;
       p.first = std::min(p.first, tokens);
       drop_pages(seq.slot(), l, tokens);

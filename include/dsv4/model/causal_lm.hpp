@@ -77,6 +77,7 @@ class causal_lm {
 
  public:
   using policies = Policies;
+  static constexpr config::model_config model_config = C;
   using weights = model_weights<C>;
   using cache_type = attn::kv_cache_for<C>;
   using residual = typename Policies::residual;
@@ -102,8 +103,13 @@ class causal_lm {
     DSV4_TRY(check_top(w));
     causal_lm m(w, params);
     for (int l = 0; l < C.n_layers; ++l) {
-      auto built = m.build_layer(l);
+      auto built = m.build_layer(l, w.layers[static_cast<std::size_t>(l)]);
       if (!built.ok()) return status{built.code(), "layers." + std::to_string(l) + ": " + built.message()};
+    }
+    for (std::size_t i = 0; i < w.mtp.size(); ++i) {
+      const std::string p = "mtp." + std::to_string(i) + ".";
+      auto built = m.build_mtp(static_cast<int>(i), w.mtp[i]);
+      if (!built.ok()) return status{built.code(), p + built.message()};
     }
     return m;
   }
@@ -116,15 +122,18 @@ class causal_lm {
                                   [&]<class L>() { return L::geometry(capacity); }));
     return layers;
   }
-  // A cache over the engine's pool (kv_cache::create), and one that owns memory for max_sequences
-  // sequences of `capacity` tokens.
+  // A cache over the engine's pool (kv_cache::create), one that owns its pool, and one that owns
+  // memory for max_sequences sequences of `capacity` tokens.
   static result<cache_type> make_cache(const attn::kv_cache_options& o, std::span<std::byte> pool) {
     if (o.capacity <= 0) return status{errc::invalid_argument, "kv_cache: capacity must be positive"};
     return cache_type::create(o, cache_layers(o.capacity), pool);
   }
+  static result<cache_type> make_cache(const attn::kv_cache_options& o) {
+    if (o.capacity <= 0) return status{errc::invalid_argument, "kv_cache: capacity must be positive"};
+    return cache_type::create(o, cache_layers(o.capacity));
+  }
   static result<cache_type> make_cache(index_t max_sequences, index_t capacity) {
-    if (capacity <= 0) return status{errc::invalid_argument, "kv_cache: capacity must be positive"};
-    return cache_type::create(max_sequences, capacity, cache_layers(capacity));
+    return make_cache(attn::kv_cache_options{max_sequences, capacity, 0, 0});
   }
 
   // Bytes of workspace a forward of up to max_tokens tokens needs with a cache of `capacity`
@@ -136,28 +145,85 @@ class causal_lm {
   }
 
   // Appends each batch entry's tokens to its sequence and writes the logits it asks for into
-  // consecutive rows of `logits` (rows, vocab), in batch order. ws: workspace_bytes(N,
-  // cache.capacity()) bytes, 64-byte aligned, for the call's N tokens.
+  // consecutive rows of `logits` (rows, vocab), in batch order; `hidden`, when not empty, receives
+  // the final residual streams (N, hc, d) of every token of the call, before the HC head (what the
+  // MTP block reads). ws: workspace_bytes(N, cache.capacity()) bytes, 64-byte aligned, for the
+  // call's N tokens.
   status forward(cache_type& cache, std::span<const sequence_input> batch, tensor_view<float, 2> logits,
-                 std::span<std::byte> ws) const {
+                 tensor_view<float, 3> hidden, std::span<std::byte> ws) const {
     index_t tokens = 0, rows = 0;
-    DSV4_TRY(check_call(cache, batch, logits, ws, tokens, rows));
+    DSV4_TRY(check_call(cache, batch, main_layer, logits, ws, tokens, rows));
+    DSV4_TRY(check_hidden(hidden, tokens, logits, ws));
     if (tokens == 0) return {};
     workspace_layout l{ws.data()};
     const buffers b = carve(l, tokens, rows, cache.capacity());
-    return run(cache, batch, logits, b);
+    DSV4_TRY(embed(batch, b));
+    DSV4_TRY(residual::expand(b.y, b.x));
+    for (int layer = 0; layer < C.n_layers; ++layer) DSV4_TRY(run_block(cache, batch, layer, b));
+    if (!hidden.empty()) std::copy_n(b.x.data(), b.x.size(), hidden.data());
+    return write_logits(batch, b, w_.hc_head, w_.norm, logits);
+  }
+  status forward(cache_type& cache, std::span<const sequence_input> batch, tensor_view<float, 2> logits,
+                 std::span<std::byte> ws) const {
+    return forward(cache, batch, logits, {}, ws);
   }
   // The same with a workspace allocated for the call (convenient; engines pass their own).
-  status forward(cache_type& cache, std::span<const sequence_input> batch,
-                 tensor_view<float, 2> logits) const {
-    index_t tokens = 0;
-    for (const sequence_input& s : batch) tokens += static_cast<index_t>(s.tokens.size());
-    const std::size_t need = workspace_bytes(tokens, cache.capacity());
-    if (need == SIZE_MAX) return check_workspace({}, need);
-    const std::unique_ptr<std::byte[], aligned_delete> ws(
-        static_cast<std::byte*>(::operator new[](need, std::align_val_t{workspace_align}, std::nothrow)));
-    if (!ws) return {errc::out_of_range, "workspace: cannot allocate " + std::to_string(need) + " bytes"};
-    return forward(cache, batch, logits, {ws.get(), need});
+  status forward(cache_type& cache, std::span<const sequence_input> batch, tensor_view<float, 2> logits,
+                 tensor_view<float, 3> hidden = {}) const {
+    return with_workspace(cache, batch,
+                          [&](std::span<std::byte> ws) { return forward(cache, batch, logits, hidden, ws); });
+  }
+
+  // Whether the weights hold an MTP block (a checkpoint may leave it out).
+  bool has_mtp() const { return !mtp_slots_.empty(); }
+
+  // The MTP block (spec §10) over a batch: entry i's tokens are the tokens that follow the
+  // positions the MTP block of its sequence is at, and the rows of `hidden` (N, hc, d), in batch
+  // order, the main model's final streams at those positions (forward's `hidden`). Appends to the
+  // sequence's MTP cache layer and writes the draft logits the entries ask for. The MTP block may
+  // run only over positions the main model has processed: from its own position p, n tokens need
+  // the main layers at p + n or beyond.
+  status mtp_forward(cache_type& cache, std::span<const sequence_input> batch,
+                     tensor_view<const float, 3> hidden, tensor_view<float, 2> logits,
+                     std::span<std::byte> ws) const {
+    if (!has_mtp()) return {errc::invalid_state, "mtp_forward: the model's weights hold no MTP block"};
+    index_t tokens = 0, rows = 0;
+    DSV4_TRY(check_call(cache, batch, mtp_layer, logits, ws, tokens, rows));
+    DSV4_TRY(check_shape(hidden, {tokens, hc, d}, "hidden"));
+    DSV4_TRY(check_contiguous(hidden, "hidden"));
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const index_t main = *cache.tokens(batch[i].seq, 0), at = *cache.tokens(batch[i].seq, mtp_layer);
+      if (at + static_cast<index_t>(batch[i].tokens.size()) > main)
+        return {errc::invalid_argument,
+                "batch entry " + std::to_string(i) + ": the MTP block at position " + std::to_string(at) +
+                    " takes " + std::to_string(batch[i].tokens.size()) +
+                    " tokens, the main layers have processed " + std::to_string(main)};
+    }
+    if (tokens == 0) return {};
+    workspace_layout l{ws.data()};
+    const buffers b = carve(l, tokens, rows, cache.capacity());
+    const mtp_weights<C>& w = w_.mtp.front();
+    // X0 = e_proj(enorm(embed(next))) on every stream + h_proj(hnorm(H)) per stream.
+    DSV4_TRY(embed(batch, b));
+    norm_rows(b.y, w.enorm, b.x_in);
+    DSV4_TRY(project(w.e_proj, b.x_in, b.y, b));
+    for (index_t j = 0; j < hc; ++j) {
+      norm_rows(tensor_view<const float, 2>(hidden.data() + j * d, {tokens, d}, {hc * d, 1}), w.hnorm,
+                b.x_in);
+      DSV4_TRY(
+          project(w.h_proj, b.x_in, tensor_view<float, 2>(b.x.data() + j * d, {tokens, d}, {hc * d, 1}), b));
+    }
+    parallel_for(0, tokens, [&](index_t t) {
+      for (index_t j = 0; j < hc; ++j)
+        for (index_t k = 0; k < d; ++k) b.x(t, j, k) = to_activation(num, b.x(t, j, k) + b.y(t, k));
+    });
+    DSV4_TRY(run_block(cache, batch, mtp_layer, b));
+    return write_logits(batch, b, w.hc_head, w.norm, logits);
+  }
+  status mtp_forward(cache_type& cache, std::span<const sequence_input> batch,
+                     tensor_view<const float, 3> hidden, tensor_view<float, 2> logits) const {
+    return with_workspace(
+        cache, batch, [&](std::span<std::byte> ws) { return mtp_forward(cache, batch, hidden, logits, ws); });
   }
 
   // The rows of logits a batch writes.
@@ -171,6 +237,7 @@ class causal_lm {
 
  private:
   using other_matrix = typename matrices_of<C>::other;
+  using linear_matrix = typename matrices_of<C>::linear;
   static constexpr index_t d = C.d_model, hc = C.hc_mult, vocab = C.vocab_size;
   static constexpr bool released = num == numerics::released;
 
@@ -178,12 +245,13 @@ class causal_lm {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{workspace_align}); }
   };
 
-  // Where layer l's attention and FFN live: an index into the vector of its kind.
+  // Where a block's attention and FFN live: an index into the vector of their kinds.
   struct layer_slot {
     config::layer_kind kind = config::layer_kind::swa;
     bool hash = false;
     std::size_t attn = 0, ffn = 0;
   };
+  static constexpr int main_layer = 0, mtp_layer = C.n_layers;  // cache layers the checks look at
 
   // One call's scratch, for n tokens and r logits rows (one layout for the size and the carving).
   struct buffers {
@@ -194,13 +262,17 @@ class causal_lm {
     tensor_view<float, 2> x_in, y;          // (n, d) a site's collapsed input, a sublayer's output
     typename residual::site_state state;    // (n) the site's coefficients
     std::span<std::byte> attn_ws, ffn_ws;
+    std::span<float> lanes;        // a linear's input in its weights' lane order
     tensor_view<float, 3> head_x;  // (r, hc, d) the streams of the rows asked for
     tensor_view<float, 2> h;       // (r, d)
-    std::span<float> head_lanes;   // the LM head's GEMM input
   };
   buffers carve(workspace_layout& l, index_t n, index_t r, index_t capacity) const {
     const auto matrix = [&](index_t rows, index_t cols) {
       return tensor_view<float, 2>(l.take<float>(rows * cols), {rows, cols});
+    };
+    const auto bytes = [&](std::size_t count) {
+      if (count == SIZE_MAX) l.used = SIZE_MAX;
+      return l.take_span<std::byte>(static_cast<std::int64_t>(std::min<std::size_t>(count, INT64_MAX)));
     };
     buffers b;
     b.ids = l.take_span<std::int32_t>(n);
@@ -215,21 +287,33 @@ class causal_lm {
          {config::layer_kind::swa, config::layer_kind::csa, config::layer_kind::hca})
       attn_bytes =
           std::max(attn_bytes, visit_kind(k, [&]<class L>() { return L::workspace_bytes(capacity); }));
-    b.attn_ws =
-        l.take_span<std::byte>(static_cast<std::int64_t>(std::min<std::size_t>(attn_bytes, INT64_MAX)));
+    b.attn_ws = bytes(attn_bytes);
     std::size_t ffn_bytes = 0;
     if (!score_ffns_.empty()) ffn_bytes = std::max(ffn_bytes, score_ffns_.front().workspace_bytes(n));
     if (!hash_ffns_.empty()) ffn_bytes = std::max(ffn_bytes, hash_ffns_.front().workspace_bytes(n));
-    b.ffn_ws = l.take_span<std::byte>(static_cast<std::int64_t>(std::min<std::size_t>(ffn_bytes, INT64_MAX)));
-    if (attn_bytes == SIZE_MAX || ffn_bytes == SIZE_MAX) l.used = SIZE_MAX;
+    b.ffn_ws = bytes(ffn_bytes);
+    b.lanes = l.take_span<float>(std::max(linear_op<other_matrix>::workspace_floats(r, d),
+                                          linear_op<linear_matrix>::workspace_floats(n, d)));
     b.head_x = {l.take<float>(r * hc * d), {r, hc, d}};
     b.h = matrix(r, d);
-    b.head_lanes = l.take_span<float>(linear_op<other_matrix>::workspace_floats(r, d));
     return b;
   }
 
   causal_lm(const weights& w, const config::model_params& p)
       : w_(w), params_(p), settings_(mhc::settings_of(C, p)) {}
+
+  // f(ws) with a workspace allocated for the batch.
+  template <class F>
+  status with_workspace(const cache_type& cache, std::span<const sequence_input> batch, F&& f) const {
+    index_t tokens = 0;
+    for (const sequence_input& s : batch) tokens += static_cast<index_t>(s.tokens.size());
+    const std::size_t need = workspace_bytes(tokens, cache.capacity());
+    if (need == SIZE_MAX) return check_workspace({}, need);
+    const std::unique_ptr<std::byte[], aligned_delete> ws(
+        static_cast<std::byte*>(::operator new[](need, std::align_val_t{workspace_align}, std::nothrow)));
+    if (!ws) return {errc::out_of_range, "workspace: cannot allocate " + std::to_string(need) + " bytes"};
+    return f(std::span<std::byte>(ws.get(), need));
+  }
 
   // Calls f.template operator()<L>() with the attention layer type of a layer kind.
   template <class F>
@@ -269,22 +353,24 @@ class causal_lm {
     }
     return {};
   }
-  static status check_head(const mhc::hc_head_weights& h, const std::string& prefix) {
+  static status check_head(const mhc::hc_head_weights& h, const tensor_view<const float, 1>& norm) {
     if constexpr (std::is_same_v<typename residual::head_weights, mhc::hc_head_weights>) {
-      DSV4_TRY(check_shape(h.fn, {hc, hc * d}, prefix + "hc_head_fn"));
-      DSV4_TRY(check_shape(h.scale, {1}, prefix + "hc_head_scale"));
-      DSV4_TRY(check_shape(h.base, {hc}, prefix + "hc_head_base"));
+      DSV4_TRY(check_shape(h.fn, {hc, hc * d}, "hc_head_fn"));
+      DSV4_TRY(check_shape(h.scale, {1}, "hc_head_scale"));
+      DSV4_TRY(check_shape(h.base, {hc}, "hc_head_base"));
     }
-    return {};
+    return check_vector(norm, d, "norm.weight");
   }
   static status check_top(const weights& w) {
     DSV4_TRY(attn::check_matrix(w.embed, vocab, d, "embed"));
     DSV4_TRY(attn::check_matrix(w.head, vocab, d, "head"));
-    DSV4_TRY(check_vector(w.norm, d, "norm.weight"));
-    DSV4_TRY(check_head(w.hc_head, ""));
+    DSV4_TRY(check_head(w.hc_head, w.norm));
     if (static_cast<int>(w.layers.size()) != C.n_layers)
       return {errc::shape_mismatch, "layers: " + std::to_string(w.layers.size()) +
                                         " blocks, the config has " + std::to_string(C.n_layers)};
+    if (!w.mtp.empty() && static_cast<int>(w.mtp.size()) != C.n_mtp_layers)
+      return {errc::shape_mismatch, "mtp: " + std::to_string(w.mtp.size()) + " blocks, the config has " +
+                                        std::to_string(C.n_mtp_layers)};
     return {};
   }
 
@@ -305,40 +391,40 @@ class causal_lm {
     }
   }
 
-  status build_layer(int l) {
-    const block_weights<C>& b = w_.layers[static_cast<std::size_t>(l)];
+  // The attention and FFN of block b, at cache layer `layer`, into slots_.
+  status build_layer(int layer, const block_weights<C>& b) {
     DSV4_TRY(check_vector(b.attn_norm, d, "attn_norm.weight"));
     DSV4_TRY(check_vector(b.ffn_norm, d, "ffn_norm.weight"));
     DSV4_TRY(check_site(b.hc_attn, "hc_attn"));
     DSV4_TRY(check_site(b.hc_ffn, "hc_ffn"));
     layer_slot s;
-    s.kind = config::layer_kind_of(C, l);
+    s.kind = config::layer_kind_of(C, layer);
     DSV4_TRY(visit_kind(s.kind, [&]<class L>() -> status {
-      auto layer = L::create(b.attn, params_);
-      if (!layer) return layer.error();
+      auto made = L::create(b.attn, params_);
+      if (!made) return made.error();
       // The normed input of a finite residual is at most sqrt(d) * max|attn_norm| in magnitude:
       // the layer must accept all of it, so that no finite input is refused after earlier layers
       // wrote to the cache.
       float most = 0.0f;
       for (index_t k = 0; k < d; ++k) most = std::max(most, std::fabs(b.attn_norm(k)));
-      if (!(std::sqrt(static_cast<float>(d)) * most * 1.01f <= layer->x_limit()))
+      const float reach = std::sqrt(static_cast<float>(d)) * most;
+      if (!(reach * 1.01f <= made->x_limit()))
         return {errc::invalid_argument, "attn_norm.weight: its largest value lets normed inputs reach " +
-                                            std::to_string(std::sqrt(static_cast<float>(d)) * most) +
-                                            ", beyond the attention's x_limit() " +
-                                            std::to_string(layer->x_limit())};
+                                            std::to_string(reach) + ", beyond the attention's x_limit() " +
+                                            std::to_string(made->x_limit())};
       if constexpr (std::is_same_v<L, csa_layer>) {
         s.attn = csa_.size();
-        csa_.push_back(std::move(*layer));
+        csa_.push_back(std::move(*made));
       } else if constexpr (std::is_same_v<L, hca_layer>) {
         s.attn = hca_.size();
-        hca_.push_back(std::move(*layer));
+        hca_.push_back(std::move(*made));
       } else {
         s.attn = swa_.size();
-        swa_.push_back(std::move(*layer));
+        swa_.push_back(std::move(*made));
       }
       return {};
     }));
-    s.hash = config::is_hash_layer(C, l);
+    s.hash = layer < C.n_layers && config::is_hash_layer(C, layer);
     const std::span<const moe::swiglu_weights<typename matrices_of<C>::expert>> experts(b.experts);
     if (s.hash) {
       auto router = Policies::hash_router::from(C, params_, b.gate, b.tid2eid);
@@ -358,6 +444,17 @@ class causal_lm {
     slots_.push_back(s);
     return {};
   }
+  status build_mtp(int i, const mtp_weights<C>& m) {
+    DSV4_TRY(build_layer(C.n_layers + i, m.block));
+    DSV4_TRY(attn::check_matrix(m.e_proj, d, d, "e_proj"));
+    DSV4_TRY(attn::check_matrix(m.h_proj, d, d, "h_proj"));
+    DSV4_TRY(check_vector(m.enorm, d, "enorm.weight"));
+    DSV4_TRY(check_vector(m.hnorm, d, "hnorm.weight"));
+    DSV4_TRY(check_head(m.hc_head, m.norm));
+    mtp_slots_.push_back(slots_.back());
+    slots_.pop_back();
+    return {};
+  }
 
   static index_t rows_of(const sequence_input& s) {
     switch (s.logits) {
@@ -371,14 +468,17 @@ class causal_lm {
     return static_cast<index_t>(s.tokens.size());
   }
 
-  status check_call(const cache_type& cache, std::span<const sequence_input> batch,
+  // The checks of a call that appends to cache layer `first` (the main layers from 0, or the MTP
+  // block), before anything is written.
+  status check_call(const cache_type& cache, std::span<const sequence_input> batch, int first,
                     tensor_view<float, 2> logits, std::span<std::byte> ws, index_t& tokens,
                     index_t& rows) const {
+    const int last = first == main_layer ? C.n_layers : C.n_layers + 1;
     const std::vector<attn::kv_layer_geometry> want = cache_layers(cache.capacity());
-    if (cache.layers() < C.n_layers)
+    if (cache.layers() < last)
       return {errc::invalid_argument, "kv_cache: " + std::to_string(cache.layers()) +
-                                          " layers, the model has " + std::to_string(C.n_layers)};
-    for (int l = 0; l < C.n_layers; ++l)
+                                          " layers, the model needs " + std::to_string(last)};
+    for (int l = first; l < last; ++l)
       if (cache.geometry(l) != want[static_cast<std::size_t>(l)])
         return {errc::invalid_argument, "kv_cache: layer " + std::to_string(l) +
                                             " was not made for this model's policies (make_cache)"};
@@ -404,18 +504,18 @@ class causal_lm {
           return {errc::invalid_argument, entry + ": token " + std::to_string(k) + " is " +
                                               std::to_string(s.tokens[k]) + ", outside the vocabulary [0, " +
                                               std::to_string(vocab) + ")"};
-      const index_t at = *cache.tokens(s.seq, 0), n = static_cast<index_t>(s.tokens.size());
-      for (int l = 1; l < C.n_layers; ++l)
+      const index_t at = *cache.tokens(s.seq, first), n = static_cast<index_t>(s.tokens.size());
+      for (int l = first + 1; l < last; ++l)
         if (*cache.tokens(s.seq, l) != at)
           return {errc::invalid_state, entry + ": layer " + std::to_string(l) + " holds " +
-                                           std::to_string(*cache.tokens(s.seq, l)) + " tokens, layer 0 " +
-                                           std::to_string(at) +
+                                           std::to_string(*cache.tokens(s.seq, l)) + " tokens, layer " +
+                                           std::to_string(first) + " " + std::to_string(at) +
                                            " (every layer of a sequence advances together)"};
       if (n > cache.capacity() - at)
         return {errc::out_of_range, entry + ": " + std::to_string(n) + " tokens from position " +
                                         std::to_string(at) + " pass the cache capacity " +
                                         std::to_string(cache.capacity())};
-      for (int l = 0; l < C.n_layers; ++l) pages += cache.pages_to_append(l, s.seq, n);
+      for (int l = first; l < last; ++l) pages += cache.pages_to_append(l, s.seq, n);
       tokens += n;
       rows += rows_of(s);
     }
@@ -426,6 +526,16 @@ class causal_lm {
     if (overlaps(logits, ws_view))
       return {errc::invalid_argument, "logits and the workspace must not overlap"};
     return tokens == 0 ? status{} : check_workspace(ws, workspace_bytes(tokens, cache.capacity()));
+  }
+  static status check_hidden(tensor_view<float, 3> hidden, index_t tokens, tensor_view<float, 2> logits,
+                             std::span<std::byte> ws) {
+    if (hidden.empty()) return {};
+    DSV4_TRY(check_shape(hidden, {tokens, hc, d}, "hidden"));
+    DSV4_TRY(check_contiguous(hidden, "hidden"));
+    const tensor_view<const std::byte, 1> ws_view(ws.data(), {static_cast<index_t>(ws.size())});
+    if (overlaps(hidden, ws_view) || overlaps(hidden, logits))
+      return {errc::invalid_argument, "hidden must not overlap the logits or the workspace"};
+    return {};
   }
 
   // x (n, d) -> y: the weighted RMS norm of each row, a BF16 activation under released numerics.
@@ -440,47 +550,68 @@ class causal_lm {
     });
   }
 
-  status run(cache_type& cache, std::span<const sequence_input> batch, tensor_view<float, 2> logits,
-             const buffers& b) const {
-    const index_t n = b.x.extent(0);
-    // Embedding (the released model's BF16 rows), and the attention layers' view of the batch.
+  // y (n, out) = x . W^T as the released model's linear() computes it: x (BF16) FP8-simulated in
+  // place where W is FP8 or FP4, the output a BF16 activation (both under released numerics only).
+  template <weight_matrix W>
+  status project(const W& w, tensor_view<float, 2> x, tensor_view<float, 2> y, const buffers& b) const {
+    if constexpr (released)
+      for (index_t t = 0; t < x.extent(0); ++t)
+        to_linear_input(num, takes_fp8_input<W>,
+                        std::span<float>(&x(t, 0), static_cast<std::size_t>(x.extent(1))));
+    DSV4_TRY(linear(w, tensor_view<const float, 2>(x), y, b.lanes));
+    if constexpr (released)
+      for (index_t t = 0; t < y.extent(0); ++t)
+        to_activation(num, std::span<float>(&y(t, 0), static_cast<std::size_t>(y.extent(1))));
+    return {};
+  }
+
+  // The call's token ids, the attention layers' view of the batch, and the embedding rows in y
+  // (the released model's BF16 rows).
+  status embed(std::span<const sequence_input> batch, const buffers& b) const {
     index_t row = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      b.seqs[i] = {batch[i].seq, static_cast<index_t>(batch[i].tokens.size())};
-      b.starts[i] = *cache.tokens(batch[i].seq, 0);
+      std::construct_at(&b.seqs[i],
+                        attn::sequence_tokens{batch[i].seq, static_cast<index_t>(batch[i].tokens.size())});
       for (const std::int32_t id : batch[i].tokens) b.ids[static_cast<std::size_t>(row++)] = id;
     }
-    parallel_for(0, n, [&](index_t t) {
+    parallel_for(0, row, [&](index_t t) {
       float* e = &b.y(t, 0);
       for (index_t k = 0; k < d; k += weight_chunk)
         w_.embed.decode(b.ids[static_cast<std::size_t>(t)], k, std::min(weight_chunk, d - k), e + k);
       to_activation(num, std::span<float>(e, static_cast<std::size_t>(d)));
     });
-    DSV4_TRY(residual::expand(b.y, b.x));
+    return {};
+  }
 
+  // One decoder block at cache layer `layer` (a main layer, or the MTP block's) over the streams b.x.
+  status run_block(cache_type& cache, std::span<const sequence_input> batch, int layer,
+                   const buffers& b) const {
+    const bool mtp = layer >= C.n_layers;
+    const block_weights<C>& w = mtp ? w_.mtp[static_cast<std::size_t>(layer - C.n_layers)].block
+                                    : w_.layers[static_cast<std::size_t>(layer)];
+    const layer_slot& s = mtp ? mtp_slots_[static_cast<std::size_t>(layer - C.n_layers)]
+                              : slots_[static_cast<std::size_t>(layer)];
+    for (std::size_t i = 0; i < batch.size(); ++i) b.starts[i] = *cache.tokens(batch[i].seq, layer);
+    using site = typename residual::site_weights;
+    DSV4_TRY(residual::pre(site_of<site>(w.hc_attn), settings_, b.x, b.y, b.state));
+    norm_rows(b.y, w.attn_norm, b.x_in);
     const std::span<const attn::sequence_tokens> seqs = b.seqs.first(batch.size());
-    const moe::ffn_input ffn_in{b.x_in, b.ids};
-    for (int l = 0; l < C.n_layers; ++l) {
-      const block_weights<C>& w = w_.layers[static_cast<std::size_t>(l)];
-      const layer_slot& s = slots_[static_cast<std::size_t>(l)];
-      using site = typename residual::site_weights;
-      DSV4_TRY(residual::pre(site_of<site>(w.hc_attn), settings_, b.x, b.y, b.state));
-      norm_rows(b.y, w.attn_norm, b.x_in);
-      const status a = with_attention(
-          s, [&](const auto& layer) { return layer.forward(cache, l, seqs, b.x_in, b.y, b.attn_ws); });
-      if (!a.ok()) return abandon(cache, batch, b, l, a);
-      DSV4_TRY(residual::post(b.y, b.x, b.state, b.x));
-      DSV4_TRY(residual::pre(site_of<site>(w.hc_ffn), settings_, b.x, b.y, b.state));
-      norm_rows(b.y, w.ffn_norm, b.x_in);
-      DSV4_TRY(s.hash ? hash_ffns_[s.ffn].forward(ffn_in, b.y, b.ffn_ws)
-                      : score_ffns_[s.ffn].forward(ffn_in, b.y, b.ffn_ws));
-      DSV4_TRY(residual::post(b.y, b.x, b.state, b.x));
-    }
-    return write_logits(batch, b, logits);
+    const status a = with_attention(s, [&](const auto& attention) {
+      return attention.forward(cache, layer, seqs, b.x_in, b.y, b.attn_ws);
+    });
+    if (!a.ok()) return abandon(cache, batch, b, layer, a);
+    DSV4_TRY(residual::post(b.y, b.x, b.state, b.x));
+    DSV4_TRY(residual::pre(site_of<site>(w.hc_ffn), settings_, b.x, b.y, b.state));
+    norm_rows(b.y, w.ffn_norm, b.x_in);
+    const moe::ffn_input in{b.x_in, b.ids};
+    DSV4_TRY(s.hash ? hash_ffns_[s.ffn].forward(in, b.y, b.ffn_ws)
+                    : score_ffns_[s.ffn].forward(in, b.y, b.ffn_ws));
+    return residual::post(b.y, b.x, b.state, b.x);
   }
 
   // The HC head, the final norm and the LM head for the rows the batch asks for.
   status write_logits(std::span<const sequence_input> batch, const buffers& b,
+                      const mhc::hc_head_weights& head, tensor_view<const float, 1> norm,
                       tensor_view<float, 2> logits) const {
     const index_t r = logits.extent(0);
     if (r == 0) return {};
@@ -491,16 +622,18 @@ class causal_lm {
         std::copy_n(&b.x(row + k, 0, 0), hc * d, &b.head_x(out, 0, 0));
       row += n;
     }
-    DSV4_TRY(residual::head(head_of<typename residual::head_weights>(w_.hc_head), settings_, b.head_x, b.h));
-    norm_rows(b.h, w_.norm, b.h);
-    return linear(w_.head, tensor_view<const float, 2>(b.h), logits, b.head_lanes);
+    DSV4_TRY(residual::head(head_of<typename residual::head_weights>(head), settings_, b.head_x, b.h));
+    norm_rows(b.h, norm, b.h);
+    return linear(w_.head, tensor_view<const float, 2>(b.h), logits, b.lanes);
   }
 
-  // After a layer refused its input mid-call: every sequence back to its starting position where
-  // the cache allows it, and the layer named.
+  // After a layer refused its input mid-call: every sequence back to where it was before the call
+  // in every layer (b.starts holds the refusing layer's), where the cache allows it, and the layer named.
   status abandon(cache_type& cache, std::span<const sequence_input> batch, const buffers& b, int layer,
                  const status& why) const {
-    std::string what = "layers." + std::to_string(layer) + ": " + why.message();
+    std::string what =
+        (layer < C.n_layers ? "layers." + std::to_string(layer) : std::string("mtp")) + ": " + why.message();
+    if (layer == main_layer || layer >= C.n_layers) return {why.code(), what};  // nothing was written
     bool stuck = false;
     for (std::size_t i = 0; i < batch.size(); ++i) {
       if (cache.truncate(batch[i].seq, b.starts[i]).ok()) continue;
@@ -514,7 +647,8 @@ class causal_lm {
   weights w_;
   config::model_params params_;
   mhc::hc_settings settings_;
-  std::vector<layer_slot> slots_;
+  std::vector<layer_slot> slots_;      // (n_layers)
+  std::vector<layer_slot> mtp_slots_;  // (n_mtp_layers) or none
   std::vector<swa_layer> swa_;
   std::vector<csa_layer> csa_;
   std::vector<hca_layer> hca_;
