@@ -188,4 +188,64 @@ inline constexpr model_config tiny_v4 = [] {
 }();
 static_assert(is_valid_config<tiny_v4>);
 
+// tiny_v4's layer schedule in the released storage (FP8 linears, FP4 experts, BF16 others, the
+// FP8/FP4 KV layout), at the smallest dims those tiles allow: head_dim 128 (64 NoPE dims of one KV
+// tile, 64 rope dims), d_model, q_lora_rank, o_lora_rank and index_head_dim 128, experts 32 wide;
+// with its MTP block (tests/fixtures/tiny_v4_released).
+inline constexpr model_config tiny_v4_released = [] {
+  model_config c = released_storage(tiny_v4, weight_format::fp4_e2m1_block32);
+  c.d_model = 128;
+  c.n_heads = 2;
+  c.head_dim = 128;
+  c.rope_dim = 64;
+  c.nope_dim = 64;
+  c.q_lora_rank = 128;
+  c.o_groups = 1;
+  c.o_lora_rank = 128;
+  c.index_head_dim = 128;
+  c.moe_inter_dim = 32;
+  return c;
+}();
+static_assert(is_valid_config<tiny_v4_released>);
+
+// ---- peer-small: the V4 shape the model benchmarks share with other engines ---------------------
+
+// d 1024, 8 layers [0, 0, 4, 128, 4, 128, 4, 128] + MTP, 16 heads of 512 (rope 64), q_lora 512,
+// 4 output groups of rank 256, window 128, indexer 16 x 128 top-512, 64 experts of width 512 top-6,
+// 1 shared expert, 3 hash layers, vocabulary 256, hc 4: small enough for a CPU, with every
+// structure of V4-Flash. Three storages: BF16 everywhere, the released FP8 linears with FP8
+// experts, and with FP4 experts.
+inline constexpr compress_schedule peer_small_schedule =
+    compress_schedule{}.append({0, 0}).append({4, 128}, 3).append({0});
+
+inline constexpr model_config peer_small_fp8 = [] {
+  model_config c = with_schedule(v4_flash, peer_small_schedule);
+  c.vocab_size = 256;
+  c.d_model = 1024;
+  c.n_layers = 8;
+  c.n_heads = 16;
+  c.q_lora_rank = 512;
+  c.o_groups = 4;
+  c.o_lora_rank = 256;
+  c.index_n_heads = 16;
+  c.n_routed_experts = 64;
+  c.moe_inter_dim = 512;
+  c.n_hash_layers = 3;
+  c.expert_format = weight_format::fp8_e4m3_block128;
+  return c;
+}();
+static_assert(is_valid_config<peer_small_fp8>);
+
+inline constexpr model_config peer_small_fp4 =
+    released_storage(peer_small_fp8, weight_format::fp4_e2m1_block32);
+static_assert(is_valid_config<peer_small_fp4>);
+
+inline constexpr model_config peer_small = [] {
+  model_config c = peer_small_fp8;
+  c.linear_format = c.expert_format = c.other_format = weight_format::bf16;
+  c.cache_format = kv_format::bf16;
+  return c;
+}();
+static_assert(is_valid_config<peer_small>);
+
 }  // namespace dsv4::config

@@ -69,6 +69,22 @@ class loaded_model {
     }
   }
 
+  // A checkpoint of one safetensors file held in memory (random_model.hpp), kept alive here.
+  static result<loaded_model> bind(std::vector<std::byte> file, std::string label,
+                                   const config::model_params& params,
+                                   mtp_policy mtp = mtp_policy::automatic) {
+    const std::span<const std::byte> bytes(file);  // the buffer stays where it is when file moves
+    auto f = safetensors_file::from_bytes(bytes, label);
+    if (!f) return f.error();
+    std::vector<safetensors_file> shards;
+    shards.push_back(std::move(*f));
+    auto ckpt = checkpoint::from_files(std::move(shards), std::move(label));
+    if (!ckpt) return ckpt.error();
+    auto m = bind(std::move(*ckpt), params, mtp);
+    if (m) m->file_bytes_ = std::move(file);
+    return m;
+  }
+
   const model::model_weights<C>& weights() const { return w_; }
   const config::model_params& params() const { return params_; }
   const checkpoint& file() const { return ckpt_; }
@@ -279,6 +295,7 @@ class loaded_model {
     return {};
   }
 
+  std::vector<std::byte> file_bytes_;  // the file of a checkpoint made in memory
   checkpoint ckpt_;
   config::model_params params_;
   std::vector<std::unique_ptr<std::byte[], free_bytes>> owned_;
