@@ -34,24 +34,9 @@ using test::format;
 
 // V4's 128-wide tiles at the smallest width: d = q_lora_rank = head_dim = c_I = 128.
 constexpr config::model_config released_config = [] {
-  config::model_config c = config::tiny_hybrid;
-  c.d_model = 128;
-  c.n_heads = 2;
-  c.head_dim = 128;
-  c.rope_dim = 64;
-  c.nope_dim = 64;
-  c.q_lora_rank = 128;
-  c.o_groups = 1;
-  c.o_lora_rank = 128;
+  config::model_config c =
+      config::released_storage(config::with_released_tiles(config::tiny_hybrid), config::weight_format::f32);
   c.window = 16;
-  c.csa_ratio = 4;
-  c.hca_ratio = 16;
-  c.index_n_heads = 2;
-  c.index_head_dim = 128;
-  c.index_topk = 4;
-  c.linear_format = config::weight_format::fp8_e4m3_block128;
-  c.other_format = config::weight_format::bf16;
-  c.cache_format = config::kv_format::fp8_released;
   return c;
 }();
 static_assert(config::is_valid_config<released_config>);

@@ -188,12 +188,10 @@ inline constexpr model_config tiny_v4 = [] {
 }();
 static_assert(is_valid_config<tiny_v4>);
 
-// tiny_v4's layer schedule in the released storage (FP8 linears, FP4 experts, BF16 others, the
-// FP8/FP4 KV layout), at the smallest dims those tiles allow: head_dim 128 (64 NoPE dims of one KV
-// tile, 64 rope dims), d_model, q_lora_rank, o_lora_rank and index_head_dim 128, experts 32 wide;
-// with its MTP block (tests/fixtures/tiny_v4_released).
-inline constexpr model_config tiny_v4_released = [] {
-  model_config c = released_storage(tiny_v4, weight_format::fp4_e2m1_block32);
+// The smallest dims the released storage's tiles allow (128 x 128 FP8 blocks, KV tiles of 64 NoPE
+// dims, FP4 blocks of 32): d_model, q_lora_rank, o_lora_rank, head_dim and index_head_dim 128 (64
+// rope dims), 2 heads in one output group, experts 32 wide. For tiny models in released storage.
+constexpr model_config with_released_tiles(model_config c) {
   c.d_model = 128;
   c.n_heads = 2;
   c.head_dim = 128;
@@ -205,7 +203,12 @@ inline constexpr model_config tiny_v4_released = [] {
   c.index_head_dim = 128;
   c.moe_inter_dim = 32;
   return c;
-}();
+}
+
+// tiny_v4's layer schedule in the released storage (FP8 linears, FP4 experts, BF16 others, the
+// FP8/FP4 KV layout), with its MTP block (tests/fixtures/tiny_v4_released).
+inline constexpr model_config tiny_v4_released =
+    released_storage(with_released_tiles(tiny_v4), weight_format::fp4_e2m1_block32);
 static_assert(is_valid_config<tiny_v4_released>);
 
 // ---- peer-small: the V4 shape the model benchmarks share with other engines ---------------------
