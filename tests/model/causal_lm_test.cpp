@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "allocations.hpp"
 #include "dsv4/config/presets.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/io/load_model.hpp"
@@ -231,4 +232,37 @@ TEST_CASE("bad input to forward is a status naming the problem, and the cache st
   CHECK(m.forward(cache, {&step, 1}, tensor_view<float, 2>(logits.data(), {1, vocab}),
                   std::span<std::byte>(base, need))
             .ok());
+}
+
+TEST_CASE(
+    "a decode step with the engine's workspace allocates nothing, on the model's team or the caller's pool",
+    "[model]") {
+  const lm m = make_model();
+  auto cache = lm::make_cache(2, 64);
+  REQUIRE(cache.ok());
+  const auto seq = *cache->open();
+  const std::vector<std::int32_t> prompt{5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
+  const model::sequence_input first{seq, prompt, model::logits_rows::none};
+  run(m, *cache, {&first, 1});
+  const std::size_t need = m.workspace_bytes(1, cache->capacity());
+  std::vector<std::byte> raw(need + 64);
+  const std::span<std::byte> ws(
+      reinterpret_cast<std::byte*>((reinterpret_cast<std::uintptr_t>(raw.data()) + 63) / 64 * 64), need);
+  std::vector<float> logits(vocab);
+  std::int32_t token = 3;
+  const auto step = [&] {
+    const model::sequence_input in{seq, std::span<const std::int32_t>(&token, 1)};
+    return m.forward(*cache, {&in, 1}, tensor_view<float, 2>(logits.data(), {1, vocab}), ws);
+  };
+  const int threads = max_threads();
+  set_num_threads(2);
+  REQUIRE(step().ok());  // makes the model's team
+  status s;
+  CHECK(test::allocations_during([&] { s = step(); }) == 0);
+  CHECK(s.ok());
+  spin_pool pool(2);
+  const executor_scope scope(pool);
+  CHECK(test::allocations_during([&] { s = step(); }) == 0);
+  CHECK(s.ok());
+  set_num_threads(threads);
 }

@@ -132,6 +132,9 @@ inline bool use_executor(std::int64_t n) {
 
 }  // namespace detail
 
+// Whether the calling thread's loops run on an executor it installed (executor_scope).
+inline bool executor_installed() noexcept { return detail::installed_executor != nullptr; }
+
 // Installs an executor for the loops the calling thread starts, for the scope's lifetime; the
 // executor installed before (or the default) is restored at its end. Scopes nest and must end in
 // reverse order on the thread that made them; the executor must outlive the scope.

@@ -22,6 +22,12 @@
 // with the geometry the policies give) holds each sequence's state; workspace_bytes(max_tokens,
 // capacity) sizes the scratch of a call of up to max_tokens tokens; forward allocates nothing.
 //
+// Threads: a decode step is hundreds of short parallel loops, so forward keeps one team of threads
+// alive across all of them: unless the caller installed an executor (core/parallel.hpp), it runs
+// on the model's spin_pool of max_threads() threads (made on the first call and again when that
+// count changes; its workers sleep when the model is idle), so starting a loop costs about a
+// microsecond whatever OMP_WAIT_POLICY says. An engine with its own pool installs it instead.
+//
 // Checks: forward validates everything the caller controls before its first write: token ids in
 // the vocabulary, sequences open, distinct and with every layer at the same position, capacity,
 // the pool's free pages for every layer, the logits view and the workspace. A failed check leaves
@@ -35,6 +41,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <span>
 #include <string>
@@ -114,12 +121,15 @@ class causal_lm {
     return m;
   }
 
-  // The cache geometry of every layer (main layers, then the MTP blocks), as the policies make it.
+  // The cache geometry of layer l (a main layer, or an MTP block from n_layers on), and of every
+  // layer, as the policies make them.
+  static attn::kv_layer_geometry cache_layer(int l, index_t capacity) {
+    return visit_kind(config::layer_kind_of(C, std::min(l, C.n_layers)),
+                      [&]<class L>() { return L::geometry(capacity); });
+  }
   static std::vector<attn::kv_layer_geometry> cache_layers(index_t capacity) {
     std::vector<attn::kv_layer_geometry> layers;
-    for (int l = 0; l < C.n_layers + C.n_mtp_layers; ++l)
-      layers.push_back(visit_kind(config::layer_kind_of(C, std::min(l, C.n_layers)),
-                                  [&]<class L>() { return L::geometry(capacity); }));
+    for (int l = 0; l < C.n_layers + C.n_mtp_layers; ++l) layers.push_back(cache_layer(l, capacity));
     return layers;
   }
   // A cache over the engine's pool (kv_cache::create), one that owns its pool, and one that owns
@@ -151,17 +161,7 @@ class causal_lm {
   // call's N tokens.
   status forward(cache_type& cache, std::span<const sequence_input> batch, tensor_view<float, 2> logits,
                  tensor_view<float, 3> hidden, std::span<std::byte> ws) const {
-    index_t tokens = 0, rows = 0;
-    DSV4_TRY(check_call(cache, batch, main_layer, logits, ws, tokens, rows));
-    DSV4_TRY(check_hidden(hidden, tokens, logits, ws));
-    if (tokens == 0) return {};
-    workspace_layout l{ws.data()};
-    const buffers b = carve(l, tokens, rows, cache.capacity());
-    DSV4_TRY(embed(batch, b));
-    DSV4_TRY(residual::expand(b.y, b.x));
-    for (int layer = 0; layer < C.n_layers; ++layer) DSV4_TRY(run_block(cache, batch, layer, b));
-    if (!hidden.empty()) std::copy_n(b.x.data(), b.x.size(), hidden.data());
-    return write_logits(batch, b, w_.hc_head, w_.norm, logits);
+    return on_team([&] { return run_forward(cache, batch, logits, hidden, ws); });
   }
   status forward(cache_type& cache, std::span<const sequence_input> batch, tensor_view<float, 2> logits,
                  std::span<std::byte> ws) const {
@@ -186,6 +186,77 @@ class causal_lm {
   status mtp_forward(cache_type& cache, std::span<const sequence_input> batch,
                      tensor_view<const float, 3> hidden, tensor_view<float, 2> logits,
                      std::span<std::byte> ws) const {
+    return on_team([&] { return run_mtp_forward(cache, batch, hidden, logits, ws); });
+  }
+  status mtp_forward(cache_type& cache, std::span<const sequence_input> batch,
+                     tensor_view<const float, 3> hidden, tensor_view<float, 2> logits) const {
+    return with_workspace(
+        cache, batch, [&](std::span<std::byte> ws) { return mtp_forward(cache, batch, hidden, logits, ws); });
+  }
+
+  // The rows of logits a batch writes.
+  static index_t logits_rows_of(std::span<const sequence_input> batch) {
+    index_t rows = 0;
+    for (const sequence_input& s : batch) rows += rows_of(s);
+    return rows;
+  }
+
+  const config::model_params& params() const { return params_; }
+
+ private:
+  using other_matrix = typename matrices_of<C>::other;
+  using linear_matrix = typename matrices_of<C>::linear;
+  static constexpr index_t d = C.d_model, hc = C.hc_mult, vocab = C.vocab_size;
+  static constexpr bool released = num == numerics::released;
+
+  struct aligned_delete {
+    void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{workspace_align}); }
+  };
+
+  // The model's threads: a spin_pool of the thread count its last call saw (see the banner).
+  struct thread_team {
+    std::mutex m;
+    std::shared_ptr<spin_pool> pool;
+  };
+  // f() on the caller's executor, or on the model's team.
+  template <class F>
+  status on_team(F&& f) const {
+    const int threads = max_threads();
+    if (executor_installed() || threads <= 1) return f();
+    std::shared_ptr<spin_pool> pool;
+    {
+      const std::lock_guard<std::mutex> lock(team_->m);
+      if (!team_->pool || team_->pool->threads() != threads) {
+        try {
+          team_->pool = std::make_shared<spin_pool>(threads);
+        } catch (const std::bad_alloc&) {
+          return f();  // no memory for a team: the default threads
+        }
+      }
+      pool = team_->pool;
+    }
+    const executor_scope scope(*pool);
+    return f();
+  }
+
+  status run_forward(cache_type& cache, std::span<const sequence_input> batch, tensor_view<float, 2> logits,
+                     tensor_view<float, 3> hidden, std::span<std::byte> ws) const {
+    index_t tokens = 0, rows = 0;
+    DSV4_TRY(check_call(cache, batch, main_layer, logits, ws, tokens, rows));
+    DSV4_TRY(check_hidden(hidden, tokens, logits, ws));
+    if (tokens == 0) return {};
+    workspace_layout l{ws.data()};
+    const buffers b = carve(l, tokens, rows, cache.capacity());
+    DSV4_TRY(embed(batch, b));
+    DSV4_TRY(residual::expand(b.y, b.x));
+    for (int layer = 0; layer < C.n_layers; ++layer) DSV4_TRY(run_block(cache, batch, layer, b));
+    if (!hidden.empty()) std::copy_n(b.x.data(), b.x.size(), hidden.data());
+    return write_logits(batch, b, w_.hc_head, w_.norm, logits);
+  }
+
+  status run_mtp_forward(cache_type& cache, std::span<const sequence_input> batch,
+                         tensor_view<const float, 3> hidden, tensor_view<float, 2> logits,
+                         std::span<std::byte> ws) const {
     if (!has_mtp()) return {errc::invalid_state, "mtp_forward: the model's weights hold no MTP block"};
     index_t tokens = 0, rows = 0;
     DSV4_TRY(check_call(cache, batch, mtp_layer, logits, ws, tokens, rows));
@@ -220,30 +291,6 @@ class causal_lm {
     DSV4_TRY(run_block(cache, batch, mtp_layer, b));
     return write_logits(batch, b, w.hc_head, w.norm, logits);
   }
-  status mtp_forward(cache_type& cache, std::span<const sequence_input> batch,
-                     tensor_view<const float, 3> hidden, tensor_view<float, 2> logits) const {
-    return with_workspace(
-        cache, batch, [&](std::span<std::byte> ws) { return mtp_forward(cache, batch, hidden, logits, ws); });
-  }
-
-  // The rows of logits a batch writes.
-  static index_t logits_rows_of(std::span<const sequence_input> batch) {
-    index_t rows = 0;
-    for (const sequence_input& s : batch) rows += rows_of(s);
-    return rows;
-  }
-
-  const config::model_params& params() const { return params_; }
-
- private:
-  using other_matrix = typename matrices_of<C>::other;
-  using linear_matrix = typename matrices_of<C>::linear;
-  static constexpr index_t d = C.d_model, hc = C.hc_mult, vocab = C.vocab_size;
-  static constexpr bool released = num == numerics::released;
-
-  struct aligned_delete {
-    void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{workspace_align}); }
-  };
 
   // Where a block's attention and FFN live: an index into the vector of their kinds.
   struct layer_slot {
@@ -474,12 +521,11 @@ class causal_lm {
                     tensor_view<float, 2> logits, std::span<std::byte> ws, index_t& tokens,
                     index_t& rows) const {
     const int last = first == main_layer ? C.n_layers : C.n_layers + 1;
-    const std::vector<attn::kv_layer_geometry> want = cache_layers(cache.capacity());
     if (cache.layers() < last)
       return {errc::invalid_argument, "kv_cache: " + std::to_string(cache.layers()) +
                                           " layers, the model needs " + std::to_string(last)};
     for (int l = first; l < last; ++l)
-      if (cache.geometry(l) != want[static_cast<std::size_t>(l)])
+      if (cache.geometry(l) != cache_layer(l, cache.capacity()))
         return {errc::invalid_argument, "kv_cache: layer " + std::to_string(l) +
                                             " was not made for this model's policies (make_cache)"};
     if (static_cast<index_t>(batch.size()) > cache.max_sequences())
@@ -490,29 +536,29 @@ class causal_lm {
     index_t pages = 0;
     for (std::size_t i = 0; i < batch.size(); ++i) {
       const sequence_input& s = batch[i];
-      const std::string entry = "batch entry " + std::to_string(i);
+      const auto entry = [i] { return "batch entry " + std::to_string(i); };  // for messages only
       DSV4_TRY(cache.check_open(s.seq));
       for (std::size_t j = 0; j < i; ++j)
         if (batch[j].seq == s.seq)
           return {errc::invalid_argument, "batch: a sequence appears twice (entries " + std::to_string(j) +
                                               " and " + std::to_string(i) + ")"};
-      if (s.tokens.empty()) return {errc::invalid_argument, entry + ": no tokens"};
+      if (s.tokens.empty()) return {errc::invalid_argument, entry() + ": no tokens"};
       if (s.logits != logits_rows::none && s.logits != logits_rows::last && s.logits != logits_rows::all)
-        return {errc::invalid_argument, entry + ": logits is not a logits_rows value"};
+        return {errc::invalid_argument, entry() + ": logits is not a logits_rows value"};
       for (std::size_t k = 0; k < s.tokens.size(); ++k)
         if (s.tokens[k] < 0 || s.tokens[k] >= vocab)
-          return {errc::invalid_argument, entry + ": token " + std::to_string(k) + " is " +
+          return {errc::invalid_argument, entry() + ": token " + std::to_string(k) + " is " +
                                               std::to_string(s.tokens[k]) + ", outside the vocabulary [0, " +
                                               std::to_string(vocab) + ")"};
       const index_t at = *cache.tokens(s.seq, first), n = static_cast<index_t>(s.tokens.size());
       for (int l = first + 1; l < last; ++l)
         if (*cache.tokens(s.seq, l) != at)
-          return {errc::invalid_state, entry + ": layer " + std::to_string(l) + " holds " +
+          return {errc::invalid_state, entry() + ": layer " + std::to_string(l) + " holds " +
                                            std::to_string(*cache.tokens(s.seq, l)) + " tokens, layer " +
                                            std::to_string(first) + " " + std::to_string(at) +
                                            " (every layer of a sequence advances together)"};
       if (n > cache.capacity() - at)
-        return {errc::out_of_range, entry + ": " + std::to_string(n) + " tokens from position " +
+        return {errc::out_of_range, entry() + ": " + std::to_string(n) + " tokens from position " +
                                         std::to_string(at) + " pass the cache capacity " +
                                         std::to_string(cache.capacity())};
       for (int l = first; l < last; ++l) pages += cache.pages_to_append(l, s.seq, n);
@@ -654,6 +700,7 @@ class causal_lm {
   std::vector<hca_layer> hca_;
   std::vector<score_ffn> score_ffns_;
   std::vector<hash_ffn> hash_ffns_;
+  std::unique_ptr<thread_team> team_ = std::make_unique<thread_team>();
 };
 
 }  // namespace dsv4::model
