@@ -343,3 +343,108 @@ TEST_CASE("checkpoint: ambiguous files: mixed schemes, names stored twice, missh
   REQUIRE(c.ok());
   CHECK(c->unrecognized().size() == 1);
 }
+
+namespace {
+
+// The micro model with every block scale renamed X.weight_scale_inv (transformers' fine-grained
+// FP8 convention), stored as F8_E8M0 or as F32 (`f32`), with `edit` applied to each F32 scale.
+template <class Edit>
+io::safetensors_writer micro_with_scale_inv(bool f32, Edit edit, bool keep_official_too = false) {
+  io::safetensors_writer all;
+  REQUIRE(test::add_random_model(all, test::micro_shape(), true, 3).ok());
+  const auto bytes = all.serialize();
+  auto f = io::safetensors_file::from_bytes(bytes, "micro");
+  REQUIRE(f.ok());
+  io::safetensors_writer w;
+  for (const auto& t : f->tensors()) {
+    if (!t.name.ends_with(".scale") || t.type != io::dtype::f8_e8m0) {
+      REQUIRE(w.add(t.name, t.type, t.shape, f->bytes(t)).ok());
+      continue;
+    }
+    if (keep_official_too) REQUIRE(w.add(t.name, t.type, t.shape, f->bytes(t)).ok());
+    const std::string name = t.name.substr(0, t.name.size() - 6) + ".weight_scale_inv";
+    if (!f32) {
+      REQUIRE(w.add(name, t.type, t.shape, f->bytes(t)).ok());
+      continue;
+    }
+    const auto raw = f->bytes(t);
+    std::vector<float> v(raw.size());
+    for (std::size_t i = 0; i < raw.size(); ++i)
+      v[i] = ue8m0::from_bits(static_cast<std::uint8_t>(raw[i])).to_float();
+    edit(name, v);
+    REQUIRE(w.add<float>(name, t.shape, v).ok());
+  }
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint: block scales spelled X.weight_scale_inv, E8M0 or F32 powers of two") {
+  io::safetensors_writer plain;
+  REQUIRE(test::add_random_model(plain, test::micro_shape(), true, 3).ok());
+  const auto plain_bytes = plain.serialize();
+  auto reference = io::checkpoint::from_files(
+      [&] {
+        std::vector<io::safetensors_file> v;
+        v.push_back(must_parse(plain_bytes, "plain"));
+        return v;
+      }(),
+      "plain");
+  REQUIRE(reference.ok());
+  for (bool f32 : {false, true}) {
+    INFO((f32 ? "F32 scales" : "F8_E8M0 scales"));
+    test::scratch_dir dir("scale_inv");
+    const auto w = micro_with_scale_inv(f32, [](const std::string&, std::vector<float>&) {});
+    REQUIRE(w.write(dir.path / "model.safetensors").ok());
+    auto c = io::checkpoint::open(dir.path);
+    REQUIRE(c.ok());
+    CHECK(c->canonical_names() == reference->canonical_names());
+    const auto v = c->validate(test::micro_shape());
+    INFO(v.message());
+    CHECK(v.ok());
+    for (const char* name :
+         {"layers.1.attn.wq_a.weight", "layers.0.ffn.experts.1.w2.weight", "mtp.0.e_proj.weight"}) {
+      auto a = c->read_as_float(name);
+      auto b = reference->read_as_float(name);
+      INFO(name << (a.ok() ? std::string() : ": " + a.error().message()));
+      REQUIRE(a.ok());
+      REQUIRE(b.ok());
+      CHECK(a->data == b->data);
+    }
+    auto s = c->scales("layers.1.attn.wq_a.scale");
+    REQUIRE(s.ok());
+    auto sr = reference->find("layers.1.attn.wq_a.scale");
+    REQUIRE(sr.ok());
+    CHECK(std::memcmp(s->data(), sr->bytes.data(), sr->bytes.size()) == 0);
+    // Messages use the file's spelling.
+    CHECK_THAT(c->stored_label("layers.9.attn.wq_a.scale"), Contains("layers.9.attn.wq_a.weight_scale_inv"));
+  }
+}
+
+TEST_CASE("checkpoint: F32 scales that are not powers of two, and scales stored twice") {
+  test::scratch_dir dir("scale_inv_bad");
+  const auto w = micro_with_scale_inv(true, [](const std::string& name, std::vector<float>& v) {
+    if (name == "layers.1.attn.wq_a.weight_scale_inv") v[0] *= 1.5f;  // max_abs / 448: not a power of two
+  });
+  REQUIRE(w.write(dir.path / "model.safetensors").ok());
+  auto c = io::checkpoint::open(dir.path);
+  REQUIRE(c.ok());
+  const auto v = c->validate(test::micro_shape());
+  REQUIRE_FALSE(v.ok());
+  CHECK_THAT(v.message(),
+             Contains("layers.1.attn.wq_a.weight_scale_inv (canonical layers.1.attn.wq_a.scale)") &&
+                 Contains("element 0") && Contains("not a power of two"));
+  auto f = c->read_as_float("layers.1.attn.wq_a.weight");
+  REQUIRE_FALSE(f.ok());
+  CHECK_THAT(f.error().message(),
+             Contains("layers.1.attn.wq_a.weight_scale_inv") && Contains("not a power of two"));
+  CHECK(c->read_as_float("layers.0.attn.wq_a.weight").ok());
+
+  test::scratch_dir d2("scale_twice");
+  const auto both = micro_with_scale_inv(
+      false, [](const std::string&, std::vector<float>&) {}, true);
+  REQUIRE(both.write(d2.path / "model.safetensors").ok());
+  auto c2 = io::checkpoint::open(d2.path);
+  REQUIRE_FALSE(c2.ok());
+  CHECK_THAT(c2.error().message(), Contains("is stored twice"));
+}

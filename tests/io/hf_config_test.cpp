@@ -278,3 +278,171 @@ TEST_CASE("hf_config: bad configs name the key") {
              Contains("repeated member name \"a\""));
   CHECK_FALSE(io::read_hf_config("/nonexistent/dsv4/config.json").ok());
 }
+
+namespace {
+
+// V4-Flash's inference/config.json, in the official inference code's ModelArgs spelling, with the
+// keys the shipped file lacks (spec §18.2: n_mtp_layers, scale_dtype, norm_eps, hc_eps,
+// max_seq_len, max_batch_size) left out.
+nlohmann::json inference_flash() {
+  return {{"vocab_size", 129280},
+          {"dim", 4096},
+          {"moe_inter_dim", 2048},
+          {"n_layers", 43},
+          {"n_hash_layers", 3},
+          {"n_heads", 64},
+          {"n_routed_experts", 256},
+          {"n_shared_experts", 1},
+          {"n_activated_experts", 6},
+          {"score_func", "sqrtsoftplus"},
+          {"route_scale", 1.5},
+          {"swiglu_limit", 10.0},
+          {"q_lora_rank", 1024},
+          {"head_dim", 512},
+          {"rope_head_dim", 64},
+          {"o_groups", 8},
+          {"o_lora_rank", 1024},
+          {"window_size", 128},
+          {"compress_ratios", released_flash()["compress_ratios"]},
+          {"compress_rope_theta", 160000.0},
+          {"original_seq_len", 65536},
+          {"rope_theta", 10000.0},
+          {"rope_factor", 16},
+          {"beta_fast", 32},
+          {"beta_slow", 1},
+          {"index_n_heads", 64},
+          {"index_head_dim", 128},
+          {"index_topk", 512},
+          {"hc_mult", 4},
+          {"hc_sinkhorn_iters", 20},
+          {"dtype", "fp8"},
+          {"scale_fmt", "ue8m0"},
+          {"expert_dtype", "fp4"}};
+}
+
+void check_same_params(const config::model_params& a, const config::model_params& b) {
+  CHECK(a.rms_norm_eps == b.rms_norm_eps);
+  CHECK(a.hc_eps == b.hc_eps);
+  CHECK(a.rope_theta == b.rope_theta);
+  CHECK(a.compress_rope_theta == b.compress_rope_theta);
+  CHECK(a.yarn_factor == b.yarn_factor);
+  CHECK(a.yarn_original_seq_len == b.yarn_original_seq_len);
+  CHECK(a.yarn_beta_fast == b.yarn_beta_fast);
+  CHECK(a.yarn_beta_slow == b.yarn_beta_slow);
+  CHECK(a.route_scale == b.route_scale);
+  CHECK(a.swiglu_limit == b.swiglu_limit);
+  CHECK(a.max_seq_len == b.max_seq_len);
+  CHECK(a.bos_id == b.bos_id);
+  CHECK(a.eos_id == b.eos_id);
+}
+
+}  // namespace
+
+TEST_CASE("hf_config: the inference code's spelling of V4-Flash equals the Hugging Face one") {
+  auto hf = parse(released_flash());
+  auto inf = parse(inference_flash());
+  INFO((inf.ok() ? std::string() : inf.error().message()));
+  REQUIRE(hf.ok());
+  REQUIRE(inf.ok());
+  const auto same = io::check_matches(inf->shape, io::to_model_config(hf->shape), "inference/config.json");
+  INFO(same.message());
+  CHECK(same.ok());
+  CHECK(io::check_matches<config::v4_flash>(inf->shape, "inference/config.json").ok());
+  CHECK(inf->shape.n_mtp_layers == 1);  // absent: the code's default (spec §18.2)
+  CHECK(inf->shape.expert_format == config::weight_format::fp4_e2m1_block32);
+  CHECK(inf->shape.linear_format == config::weight_format::fp8_e4m3_block128);
+  check_same_params(inf->params, hf->params);
+  // The keys a loader may add at run time, and the explicit defaults, change nothing.
+  auto j = inference_flash();
+  j["n_mtp_layers"] = 1;
+  j["scale_dtype"] = "fp8";
+  j["norm_eps"] = 1e-6;
+  j["hc_eps"] = 1e-6;
+  j["max_batch_size"] = 4;
+  j["max_seq_len"] = 4096;
+  auto with_runtime = parse(j);
+  REQUIRE(with_runtime.ok());
+  CHECK(with_runtime->params.max_seq_len == 4096);
+  CHECK(io::check_matches(with_runtime->shape, io::to_model_config(hf->shape), "x").ok());
+}
+
+TEST_CASE("hf_config: the inference spelling's defaults, formats and errors") {
+  SECTION("numbers missing take the inference code's defaults") {
+    auto j = inference_flash();
+    for (const char* k :
+         {"route_scale", "swiglu_limit", "compress_rope_theta", "original_seq_len", "rope_factor"})
+      j.erase(k);
+    auto r = parse(j);
+    REQUIRE(r.ok());
+    CHECK(r->params.route_scale == 1.0f);
+    CHECK(r->params.swiglu_limit == 0.0f);
+    CHECK(r->params.compress_rope_theta == 40000.0f);
+    CHECK(r->params.yarn_original_seq_len == 0);  // no YaRN
+  }
+  SECTION("expert_dtype null: experts as dtype; dtype bf16: unquantized") {
+    auto j = inference_flash();
+    j["expert_dtype"] = nullptr;
+    auto r = parse(j);
+    REQUIRE(r.ok());
+    CHECK(r->shape.expert_format == config::weight_format::fp8_e4m3_block128);
+    j["dtype"] = "bf16";
+    auto b = parse(j);
+    REQUIRE(b.ok());
+    CHECK(b->shape.linear_format == config::weight_format::bf16);
+    CHECK(b->shape.expert_format == config::weight_format::bf16);
+  }
+  SECTION("bad values and keys are named") {
+    auto j = inference_flash();
+    j["n_hash_layer"] = 3;  // a typo: ModelArgs(**json) refuses it too
+    CHECK_THAT(error_of(j), Contains("unknown key \"n_hash_layer\""));
+    j = inference_flash();
+    j.erase("dim");
+    j["hidden_size"] = 4096;
+    CHECK_THAT(error_of(j), Contains("mixes the inference code's spelling") && Contains("hidden_size"));
+    j = inference_flash();
+    j.erase("window_size");
+    CHECK(error_of(j) == "cfg/config.json: missing window_size");
+    j = inference_flash();
+    j.erase("compress_ratios");
+    CHECK(error_of(j) == "cfg/config.json: missing compress_ratios");
+    j = inference_flash();
+    j["compress_ratios"] = {0, 4};
+    CHECK(error_of(j) ==
+          "cfg/config.json: compress_ratios must be a list of n_layers or n_layers + 1 integers");
+    j = inference_flash();
+    j["dtype"] = "fp16";
+    CHECK_THAT(error_of(j), Contains("dtype is \"fp16\""));
+    j = inference_flash();
+    j["score_func"] = "sigmoid";
+    CHECK_THAT(error_of(j), Contains("score_func is \"sigmoid\""));
+    j = inference_flash();
+    j["scale_dtype"] = "fp32";
+    CHECK(parse(j).ok());  // scale_fmt ue8m0: power-of-two scales kept in fp32
+    j["scale_fmt"] = nullptr;
+    CHECK_THAT(error_of(j), Contains("not powers of two"));
+    j = inference_flash();
+    j["n_mtp_layers"] = 2;
+    CHECK_THAT(error_of(j), Contains("n_mtp_layers"));
+  }
+}
+
+TEST_CASE("hf_config: a directory with only inference/config.json") {
+  test::scratch_dir dir("hf_config_inference_dir");
+  std::filesystem::create_directories(dir.path / "inference");
+  test::write_text(dir.path / "inference" / "config.json", inference_flash().dump(2));
+  auto p = io::config_path(dir.path);
+  REQUIRE(p.ok());
+  CHECK(*p == dir.path / "inference" / "config.json");
+  auto cfg = io::read_hf_config(dir.path);
+  INFO((cfg.ok() ? std::string() : cfg.error().message()));
+  REQUIRE(cfg.ok());
+  CHECK(io::check_matches<config::v4_flash>(cfg->shape, "dir").ok());
+  // config.json, when present, is the one read.
+  test::write_text(dir.path / "config.json", released_flash().dump(2));
+  REQUIRE(io::config_path(dir.path).ok());
+  CHECK(*io::config_path(dir.path) == dir.path / "config.json");
+  test::scratch_dir empty("hf_config_empty_dir");
+  auto none = io::read_hf_config(empty.path);
+  REQUIRE_FALSE(none.ok());
+  CHECK_THAT(none.error().message(), Contains("holds neither config.json nor inference/config.json"));
+}

@@ -3,6 +3,7 @@
 // inventories, then scheme detection.
 #include <catch2/catch.hpp>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,7 +60,8 @@ TEST_CASE("naming: spec 11.3 pairs, official to transformers modules") {
   REQUIRE(w2);
   CHECK(w2->name == "model.layers.7.mlp.experts.down_proj");
   CHECK(w2->part == io::fused_part::expert);
-  CHECK_FALSE(io::to_scheme("layers.7.ffn.experts.0.w2.scale", m));  // no fused scale layout defined
+  CHECK(in_scheme("layers.7.ffn.experts.0.w2.scale", m) ==
+        "model.layers.7.mlp.experts.down_proj_scale_inv");  // transformers' FP8Experts
   CHECK(in_scheme("mtp.0.e_proj.weight", m) == "mtp.0.e_proj.weight");
   CHECK_FALSE(io::to_scheme("layers.7.attn.nonsense.weight", m));
 }
@@ -91,11 +93,12 @@ TEST_CASE("naming: every tensor of V4-Flash round-trips through both transformer
       const auto n = io::to_scheme(e.name, scheme);
       const bool expert_scale = scheme == naming_scheme::hf_modules && e.name.starts_with("layers.") &&
                                 e.name.find(".experts.") != std::string::npos && e.name.ends_with(".scale");
-      if (expert_scale) {
-        CHECK_FALSE(n);
+      REQUIRE(n);
+      if (expert_scale) {  // transformers' FP8Experts: the fused `_scale_inv` companions
+        CHECK(n->part != io::fused_part::whole);
+        CHECK(n->name.ends_with("_proj_scale_inv"));
         continue;
       }
-      REQUIRE(n);
       if (n->part != io::fused_part::whole) continue;
       const auto back = io::to_canonical(n->name, scheme);
       INFO(e.name << " -> " << n->name);
@@ -137,4 +140,26 @@ TEST_CASE("naming: scheme detection, and files that mix schemes") {
   REQUIRE_FALSE(mixed.ok());
   CHECK_THAT(mixed.error().message(), Catch::Matchers::Contains("mixed.safetensors") &&
                                           Catch::Matchers::Contains("mixes naming schemes"));
+}
+
+TEST_CASE("naming: X.weight_scale_inv is the canonical X.scale in every scheme") {
+  CHECK(io::to_canonical("layers.3.attn.wq_a.weight_scale_inv", naming_scheme::official) ==
+        "layers.3.attn.wq_a.scale");
+  CHECK(io::to_canonical("mtp.0.e_proj.weight_scale_inv", naming_scheme::official) == "mtp.0.e_proj.scale");
+  CHECK(io::to_canonical("model.layers.3.ffn.experts.5.w2.weight_scale_inv", naming_scheme::hf_saved) ==
+        "layers.3.ffn.experts.5.w2.scale");
+  CHECK(io::to_canonical("model.layers.3.self_attn.q_a_proj.weight_scale_inv", naming_scheme::hf_modules) ==
+        "layers.3.attn.wq_a.scale");
+  CHECK_FALSE(io::to_canonical(".weight_scale_inv", naming_scheme::hf_saved));
+  std::int64_t layer = 0;
+  bool gate_up = false, scale = false;
+  CHECK(io::is_fused_experts("model.layers.2.mlp.experts.gate_up_proj_scale_inv", naming_scheme::hf_modules,
+                             layer, gate_up, scale));
+  CHECK((layer == 2 && gate_up && scale));
+  CHECK_FALSE(io::is_fused_experts("model.layers.2.mlp.experts.down_proj_scale_inv",
+                                   naming_scheme::hf_modules, layer, gate_up));  // the weights-only form
+  const auto down = io::to_scheme("layers.2.ffn.experts.7.w2.scale", naming_scheme::hf_modules);
+  REQUIRE(down);
+  CHECK(down->name == "model.layers.2.mlp.experts.down_proj_scale_inv");
+  CHECK((down->part == io::fused_part::expert && down->expert == 7));
 }

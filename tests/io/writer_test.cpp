@@ -123,3 +123,105 @@ TEST_CASE("writer: refuses bad tensors") {
   CHECK_FALSE(w.write(dir.path / "no_such_dir" / "x.safetensors").ok());
   CHECK(w.size() == 1);
 }
+
+namespace {
+
+// Every tensor of `w`'s file streamed through safetensors_stream_writer into `path`, written in
+// `order` (file order when empty, else reversed), skipping `skip` and truncating `short_one`.
+status stream_copy(const io::safetensors_writer& w, const std::filesystem::path& path, bool reversed,
+                   const std::string& skip = "", const std::string& short_one = "") {
+  const auto bytes = w.serialize();
+  auto f = io::safetensors_file::from_bytes(bytes, "src");
+  if (!f) return f.error();
+  io::safetensors_stream_writer s;
+  for (const auto& t : f->tensors()) DSV4_TRY(s.declare(t.name, t.type, t.shape));
+  for (const auto& [k, v] : f->metadata()) s.set_metadata(k, v);
+  DSV4_TRY(s.open(path));
+  std::vector<std::string> order = s.order();
+  if (reversed) std::reverse(order.begin(), order.end());
+  for (const auto& name : order) {
+    if (name == skip) continue;
+    const auto* t = f->find(name);
+    auto data = f->bytes(*t);
+    if (name == short_one) data = data.first(data.size() - 1);
+    std::vector<std::byte> one(data.begin(), data.end());  // produced one at a time
+    DSV4_TRY(s.write(name, std::span<const std::byte>(one)));
+  }
+  return s.finish();
+}
+
+}  // namespace
+
+TEST_CASE("writer: the streaming writer writes the in-memory writer's bytes, in any order") {
+  io::safetensors_writer micro;
+  REQUIRE(test::add_random_model(micro, test::micro_shape(), true, 9).ok());
+  for (const io::safetensors_writer* w : {&micro}) {
+    const auto expected = w->serialize();
+    for (bool reversed : {false, true}) {
+      test::scratch_dir dir("stream");
+      const auto path = dir.path / "model.safetensors";
+      const auto s = stream_copy(*w, path, reversed);
+      INFO(s.message());
+      REQUIRE(s.ok());
+      CHECK(test::read_file(path) == expected);
+      CHECK_FALSE(std::filesystem::exists(path.string() + ".tmp"));
+    }
+  }
+  auto sample = test::sample_writer();  // with metadata and every dtype
+  test::scratch_dir dir("stream_sample");
+  REQUIRE(stream_copy(sample, dir.path / "s.safetensors", true).ok());
+  CHECK(test::read_file(dir.path / "s.safetensors") == sample.serialize());
+}
+
+TEST_CASE("writer: the streaming writer leaves no file on a wrong-size, missing or unknown tensor") {
+  io::safetensors_writer micro;
+  REQUIRE(test::add_random_model(micro, test::micro_shape(), true, 9).ok());
+  const auto files_in = [](const std::filesystem::path& d) {
+    return std::distance(std::filesystem::directory_iterator(d), std::filesystem::directory_iterator{});
+  };
+  {
+    test::scratch_dir dir("stream_short");
+    const auto s = stream_copy(micro, dir.path / "m.safetensors", false, "", "layers.0.attn.wq_a.weight");
+    REQUIRE_FALSE(s.ok());
+    CHECK_THAT(s.message(), Contains("layers.0.attn.wq_a.weight: F8_E4M3 (16, 32) needs 512 bytes, got 511"));
+    CHECK(files_in(dir.path) == 0);
+  }
+  {
+    test::scratch_dir dir("stream_missing");
+    const auto s = stream_copy(micro, dir.path / "m.safetensors", true, "layers.1.attn.attn_sink");
+    REQUIRE_FALSE(s.ok());
+    CHECK_THAT(s.message(), Contains("layers.1.attn.attn_sink was declared but not written (1 missing)"));
+    CHECK(files_in(dir.path) == 0);
+  }
+  {
+    test::scratch_dir dir("stream_misc");
+    const auto path = dir.path / "m.safetensors";
+    io::safetensors_stream_writer s;
+    REQUIRE(s.declare<float>("a", {2}).ok());
+    CHECK_THAT(s.declare<float>("a", {3}).message(), Contains("a declared twice"));
+    // The first error is final.
+    CHECK_THAT(s.open(path).message(), Contains("a declared twice"));
+    CHECK(files_in(dir.path) == 0);
+    io::safetensors_stream_writer t;
+    REQUIRE(t.declare<float>("a", {2}).ok());
+    REQUIRE(t.declare<std::int64_t>("b", {1}).ok());
+    REQUIRE(t.open(path).ok());
+    CHECK(files_in(dir.path) == 1);  // m.safetensors.tmp
+    const std::vector<float> a{1, 2};
+    REQUIRE(t.write<float>("a", a).ok());
+    CHECK_THAT(t.write<float>("a", a).message(), Contains("a written twice"));
+    CHECK(files_in(dir.path) == 0);
+    io::safetensors_stream_writer u;
+    REQUIRE(u.declare<float>("a", {2}).ok());
+    REQUIRE(u.open(path).ok());
+    CHECK_THAT(u.write<float>("c", a).message(), Contains("c was not declared"));
+    CHECK(files_in(dir.path) == 0);
+    {
+      io::safetensors_stream_writer abandoned;  // destroyed unfinished: its temporary file goes
+      REQUIRE(abandoned.declare<float>("a", {2}).ok());
+      REQUIRE(abandoned.open(path).ok());
+      REQUIRE(abandoned.write<float>("a", a).ok());
+    }
+    CHECK(files_in(dir.path) == 0);
+  }
+}

@@ -21,10 +21,17 @@
 // validate(shape) checks the whole inventory: every expected tensor present with an accepted dtype
 // and its shape, no extra tensor, and every tid2eid entry in [0, n_routed_experts) with distinct
 // experts per row. Mapped shards live as long as the checkpoint (move-only).
+// Block scales may be spelled `X.scale` (official) or `X.weight_scale_inv` (transformers'
+// fine-grained FP8; fused `mlp.experts.{gate_up,down}_proj_scale_inv` in module names), both the
+// canonical `X.scale` (naming.hpp), and stored F8_E8M0 or F32: an F32 scale is accepted when every
+// value is an exact power of two (it is then converted to E8M0), and refused naming the tensor,
+// element and value otherwise (validate, read_as_float, scales(), load_model).
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -81,6 +88,41 @@ struct float_tensor {
   std::vector<std::int64_t> shape;  // logical (an FP4 weight has twice the stored columns)
   std::vector<float> data;          // row-major
 };
+
+// A block scale stored as F32 (transformers' fine-grained FP8 with scale_fmt "float") as E8M0:
+// exact only for a power of two in [2^-127, 2^127].
+inline bool f32_scale_to_ue8m0(float v, ue8m0& out) {
+  if (!(v > 0.0f) || !std::isfinite(v)) return false;
+  out = ue8m0::ceil_pow2(v);
+  return !out.is_nan() && out.to_float() == v;
+}
+
+// The block scales of `r` as E8M0 into `out` (r's element count): F8_E8M0 as stored; F32 when every
+// value is an exact power of two, otherwise a status naming the tensor, the element and its value
+// (a scale that is not a power of two has no E8M0 form and the matrices take E8M0 scales only).
+inline status scales_to_ue8m0(const tensor_ref& r, std::span<ue8m0> out) {
+  const std::size_t n = out.size();
+  if (r.type == dtype::f8_e8m0 && r.bytes.size() == n) {
+    if (n > 0) std::memcpy(out.data(), r.bytes.data(), n);
+    return {};
+  }
+  if (r.type != dtype::f32 || r.bytes.size() != n * sizeof(float))
+    return {errc::invalid_argument, r.where() + ": dtype " + std::string(to_string(r.type)) +
+                                        ", expected F8_E8M0 (or F32 powers of two) block scales"};
+  for (std::size_t i = 0; i < n; ++i) {
+    float v = 0.0f;
+    std::memcpy(&v, r.bytes.data() + i * sizeof(float), sizeof(float));
+    if (!f32_scale_to_ue8m0(v, out[i])) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
+      return {errc::invalid_argument, r.where() + ": F32 block scale element " + std::to_string(i) + " is " +
+                                          buf +
+                                          ", not a power of two in [2^-127, 2^127]; only E8M0 "
+                                          "(power-of-two) scales are supported"};
+    }
+  }
+  return {};
+}
 
 // Whether the MTP block's tensors are expected by validate().
 enum class mtp_policy : std::uint8_t {
@@ -148,6 +190,8 @@ class checkpoint {
   [[nodiscard]] std::string stored_label(std::string_view canonical) const {
     auto s = to_scheme(canonical, scheme_);
     std::string label = s ? s->name : std::string(canonical);
+    if (scale_inv_ && s && label.ends_with(".scale"))  // the file's convention
+      label = label.substr(0, label.size() - 6) + ".weight_scale_inv";
     if (s && s->part != fused_part::whole) label += part_suffix(s->part, s->expert);
     if (label != canonical) label += " (canonical " + std::string(canonical) + ")";
     return label;
@@ -214,6 +258,7 @@ class checkpoint {
     std::set<std::string_view> names;
     for (const auto& e : expected) {
       DSV4_TRY(expect(e.name, e.kind, e.shape));
+      if (e.kind == tensor_kind::scale) DSV4_TRY(check_scales(e.name));
       names.insert(e.name);
     }
     for (const auto& [name, loc] : map_)
@@ -226,6 +271,24 @@ class checkpoint {
     for (int l = 0; l < s.n_hash_layers; ++l)
       DSV4_TRY(check_tid2eid("layers." + std::to_string(l) + ".ffn.gate.tid2eid", s.n_routed_experts));
     return {};
+  }
+
+  // Block scales F8_E8M0, or F32 holding only powers of two (scales_to_ue8m0).
+  [[nodiscard]] status check_scales(std::string_view canonical) const {
+    auto r = find(canonical);
+    if (!r) return r.error();
+    if (r->type == dtype::f8_e8m0) return {};
+    std::vector<ue8m0> tmp(r->bytes.size() / sizeof(float));
+    return scales_to_ue8m0(*r, tmp);
+  }
+
+  // The block scales of `canonical` (an X.scale or X.weight_scale_inv) as E8M0 values.
+  [[nodiscard]] result<std::vector<ue8m0>> scales(std::string_view canonical) const {
+    auto r = find(canonical);
+    if (!r) return r.error();
+    std::vector<ue8m0> out(r->type == dtype::f32 ? r->bytes.size() / sizeof(float) : r->bytes.size());
+    DSV4_TRY(scales_to_ue8m0(*r, out));
+    return out;
   }
 
   // Every row of a tid2eid table (vocab, k) names k distinct experts in [0, n_experts).
@@ -292,13 +355,16 @@ class checkpoint {
     const std::vector<std::int64_t> want = fp8 ? std::vector<std::int64_t>{(rows + fp8_block - 1) / fp8_block,
                                                                            (cols + fp8_block - 1) / fp8_block}
                                                : std::vector<std::int64_t>{rows, cols / fp4_block};
-    if (sc->type != dtype::f8_e8m0 || sc->shape != want || (!fp8 && cols % fp4_block != 0))
+    if ((sc->type != dtype::f8_e8m0 && sc->type != dtype::f32) || sc->shape != want ||
+        (!fp8 && cols % fp4_block != 0))
       return status{errc::shape_mismatch, sc->where() + ": expected F8_E8M0 " + shape_string(want) + " for " +
                                               r->where() + ", got " + std::string(to_string(sc->type)) + " " +
                                               shape_string(sc->shape)};
+    std::vector<ue8m0> scale_values(static_cast<std::size_t>(want[0] * want[1]));
+    DSV4_TRY(scales_to_ue8m0(*sc, scale_values));
     const auto* w8 = reinterpret_cast<const fp8_e4m3*>(r->bytes.data());  // 1-byte types: any address
     const auto* w4 = reinterpret_cast<const fp4x2*>(r->bytes.data());
-    const auto* s8 = reinterpret_cast<const ue8m0*>(sc->bytes.data());
+    const ue8m0* s8 = scale_values.data();
     out.shape = {rows, cols};
     out.data.resize(static_cast<std::size_t>(rows * cols));
     for (std::int64_t row = 0; row < rows; ++row) {
@@ -362,8 +428,9 @@ class checkpoint {
       for (std::size_t i = 0; i < tensors.size(); ++i) {
         const tensor_info& t = tensors[i];
         std::int64_t layer = 0;
-        bool gate_up = false;
-        if (is_fused_experts(t.name, scheme_, layer, gate_up)) {
+        bool gate_up = false, scale = false;
+        if (t.name.ends_with("_scale_inv")) scale_inv_ = true;
+        if (is_fused_experts(t.name, scheme_, layer, gate_up, scale)) {
           if (t.shape.size() != 3 || (gate_up && t.shape[1] % 2 != 0))
             return {errc::shape_mismatch, shards_[s].name() + ": tensor " + t.name + ": shape " +
                                               shape_string(t.shape) +
@@ -373,12 +440,13 @@ class checkpoint {
                                             std::to_string(t.shape[0]) + " experts, more than " +
                                             std::to_string(max_fused_experts)};
           const std::string p = "layers." + std::to_string(layer) + ".ffn.experts.";
+          const std::string leaf = scale ? ".scale" : ".weight";
           for (std::int64_t e = 0; e < t.shape[0]; ++e) {
             if (gate_up) {
-              DSV4_TRY(add(p + std::to_string(e) + ".w1.weight", {s, i, fused_part::gate_rows, e}));
-              DSV4_TRY(add(p + std::to_string(e) + ".w3.weight", {s, i, fused_part::up_rows, e}));
+              DSV4_TRY(add(p + std::to_string(e) + ".w1" + leaf, {s, i, fused_part::gate_rows, e}));
+              DSV4_TRY(add(p + std::to_string(e) + ".w3" + leaf, {s, i, fused_part::up_rows, e}));
             } else {
-              DSV4_TRY(add(p + std::to_string(e) + ".w2.weight", {s, i, fused_part::expert, e}));
+              DSV4_TRY(add(p + std::to_string(e) + ".w2" + leaf, {s, i, fused_part::expert, e}));
             }
           }
           continue;
@@ -460,6 +528,7 @@ class checkpoint {
   naming_scheme scheme_ = naming_scheme::official;
   std::map<std::string, location, std::less<>> map_;
   std::vector<std::string> unrecognized_;
+  bool scale_inv_ = false;  // the file spells block scales X.weight_scale_inv
 };
 
 }  // namespace dsv4::io

@@ -1,7 +1,8 @@
 // config.json of a DeepSeek-V4 checkpoint (Hugging Face `DeepseekV4Config`) -> model_shape and
 // config::model_params (spec §1.1, §16.7, §16.8, §18.2).
 //
-// Two spellings of the same config exist, and both are read:
+// Three spellings of the same config exist, and all are read by one entry point (parse_hf_config,
+// read_hf_config), which tells them apart by their keys:
 //   released   (the deepseek-ai repos)  `compress_ratios` [n_layers + 1 ints, the last is the MTP
 //              block's], `num_hash_layers`, `qk_rope_head_dim`, `rope_scaling` {type: yarn, ...},
 //              `quantization_config` {quant_method: fp8, weight_block_size: [128, 128]} and
@@ -10,7 +11,21 @@
 //              {compressed_sparse_attention: 4, heavily_compressed_attention: 128},
 //              `mlp_layer_types` [hash_moe | moe], `partial_rotary_factor`, `rope_parameters`
 //              {main: {...}, compress: {rope_type: yarn, ...}}, `dtype`.
-// Where a key has both forms the released one wins, as in transformers. Rules:
+//   inference  (the repos' inference/config.json, the official code's ModelArgs fields) `dim`,
+//              `n_layers`, `n_heads`, `moe_inter_dim`, `n_activated_experts`, `n_hash_layers`,
+//              `rope_head_dim`, `window_size`, `score_func`, `route_scale`, `norm_eps`,
+//              `rope_factor` / `original_seq_len` / `beta_fast` / `beta_slow` (YaRN when
+//              original_seq_len > 0), `dtype` (fp8 | bf16), `expert_dtype` (fp4 | null: as dtype),
+//              `scale_fmt`, `scale_dtype`; every other key is an error, as in that code
+//              (ModelArgs(**json)). Shape integers are required except n_mtp_layers (1); the
+//              numbers missing take that code's defaults (spec §18.2: norm_eps and hc_eps 1e-6,
+//              scale_dtype fp8, which implies ue8m0 scales; also route_scale 1, swiglu_limit 0,
+//              compress_rope_theta 40000, original_seq_len 0, ...); max_seq_len and max_batch_size
+//              are run-time limits (max_seq_len lands in model_params when given). Activation
+//              scales must be powers of two (scale_dtype fp8 or scale_fmt ue8m0).
+// read_hf_config(dir) reads dir/config.json, else dir/inference/config.json (config_path).
+// The Hugging Face spellings, rules (where a key has both forms the released one wins, as in
+// transformers):
 //   - every integer the shape needs is required (a missing `hidden_size` is an error naming the key;
 //     transformers would silently take V4-Flash's value);
 //   - the schedule comes from compress_ratios (n_layers entries get the MTP block's 0 appended),
@@ -32,6 +47,7 @@
 // config::check_params (bos_token_id / eos_token_id, the first of a list, land in model_params).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -118,8 +134,10 @@ class config_reader {
 
 inline constexpr int max_dim = 1 << 30;
 
-inline status read_schedule(const config_reader& r, model_shape& s) {
+inline status read_schedule(const config_reader& r, model_shape& s,
+                            std::string_view layers_key = "num_hidden_layers") {
   const int n = s.n_layers;
+  const std::string layers(layers_key);
   // compress_rates (transformers) or the legacy scalars.
   s.csa_ratio = 4;
   s.hca_ratio = 128;
@@ -147,7 +165,7 @@ inline status read_schedule(const config_reader& r, model_shape& s) {
   if (const auto* ratios = r.find("compress_ratios")) {
     if (!ratios->is_array() ||
         (ratios->size() != static_cast<std::size_t>(n) && ratios->size() != static_cast<std::size_t>(n) + 1))
-      return r.error("compress_ratios must be a list of num_hidden_layers or num_hidden_layers + 1 integers");
+      return r.error("compress_ratios must be a list of " + layers + " or " + layers + " + 1 integers");
     int lo = 0, hi = 0;
     for (std::size_t l = 0; l < ratios->size(); ++l) {
       int v = 0;
@@ -312,9 +330,9 @@ inline status read_formats(const config_reader& r, const nlohmann::json& j, mode
   return {};
 }
 
-inline result<hf_config> parse_hf_config(const nlohmann::json& j, std::string_view source) {
+// The Hugging Face spelling (see the banner).
+inline result<hf_config> parse_hf_spelling(const nlohmann::json& j, std::string_view source) {
   const config_reader r(j, source);
-  if (!j.is_object()) return r.error("is not a JSON object");
   if (const auto* mt = r.find("model_type"); mt != nullptr && (!mt->is_string() || *mt != "deepseek_v4"))
     return r.error("model_type is " + mt->dump() + ", not deepseek_v4");
   // Settings the library implements one way only: anything else would load and compute wrongly.
@@ -389,6 +407,191 @@ inline result<hf_config> parse_hf_config(const nlohmann::json& j, std::string_vi
   return out;
 }
 
+// The fields of the official inference code's ModelArgs, which are the keys of inference/config.json
+// (that code builds ModelArgs(**json), so any other key is an error there too).
+inline constexpr std::array<std::string_view, 39> model_args_keys{
+    "max_batch_size",
+    "max_seq_len",
+    "dtype",
+    "scale_fmt",
+    "expert_dtype",
+    "scale_dtype",
+    "vocab_size",
+    "dim",
+    "moe_inter_dim",
+    "n_layers",
+    "n_hash_layers",
+    "n_mtp_layers",
+    "n_heads",
+    "n_routed_experts",
+    "n_shared_experts",
+    "n_activated_experts",
+    "score_func",
+    "route_scale",
+    "swiglu_limit",
+    "q_lora_rank",
+    "head_dim",
+    "rope_head_dim",
+    "norm_eps",
+    "o_groups",
+    "o_lora_rank",
+    "window_size",
+    "compress_ratios",
+    "compress_rope_theta",
+    "original_seq_len",
+    "rope_theta",
+    "rope_factor",
+    "beta_fast",
+    "beta_slow",
+    "index_n_heads",
+    "index_head_dim",
+    "index_topk",
+    "hc_mult",
+    "hc_sinkhorn_iters",
+    "hc_eps",
+};
+
+// A string setting of ModelArgs: absent -> `fallback`; JSON null -> "" (Python None).
+inline status model_args_string(const config_reader& r, const nlohmann::json& j, std::string_view key,
+                                std::string& out, std::string_view fallback) {
+  const auto it = j.find(std::string(key));
+  if (it == j.end()) {
+    out = std::string(fallback);
+    return {};
+  }
+  if (it->is_null()) {
+    out.clear();
+    return {};
+  }
+  if (!it->is_string()) return r.error(std::string(key) + " must be a string or null");
+  out = it->get<std::string>();
+  return {};
+}
+
+// The official inference code's spelling (inference/config.json, ModelArgs; see the banner).
+inline result<hf_config> parse_inference_spelling(const nlohmann::json& j, std::string_view source) {
+  using config::weight_format;
+  const config_reader r(j, source);
+  for (const auto& [key, value] : j.items())
+    if (std::find(model_args_keys.begin(), model_args_keys.end(), key) == model_args_keys.end())
+      return r.error("unknown key \"" + key + "\" (not a field of the inference code's ModelArgs)");
+  if (const auto* f = r.find("score_func"); f != nullptr && *f != "sqrtsoftplus")
+    return status{errc::unsupported, std::string(source) + ": score_func is " + f->dump() +
+                                         "; DeepSeek-V4 as implemented here needs \"sqrtsoftplus\""};
+  hf_config out;
+  model_shape& s = out.shape;
+  config::model_params& p = out.params;
+  s.family = config::attention_family::v4_hybrid;
+  DSV4_TRY(r.get_int("vocab_size", s.vocab_size, 1, max_dim));
+  DSV4_TRY(r.get_int("dim", s.d_model, 1, max_dim));
+  DSV4_TRY(r.get_int("n_layers", s.n_layers, 1, config::max_schedule - 1));
+  DSV4_TRY(r.get_int("n_heads", s.n_heads, 1, max_dim));
+  DSV4_TRY(r.get_int("head_dim", s.head_dim, 1, max_dim));
+  DSV4_TRY(r.get_int("rope_head_dim", s.rope_dim, 0, s.head_dim));
+  s.nope_dim = s.head_dim - s.rope_dim;
+  DSV4_TRY(r.get_int("q_lora_rank", s.q_lora_rank, 1, max_dim));
+  DSV4_TRY(r.get_int("o_groups", s.o_groups, 1, max_dim));
+  DSV4_TRY(r.get_int("o_lora_rank", s.o_lora_rank, 1, max_dim));
+  DSV4_TRY(r.get_int("window_size", s.window, 1, max_dim));
+  if (r.find("compress_ratios") == nullptr) return r.error("missing compress_ratios");
+  DSV4_TRY(read_schedule(r, s, "n_layers"));
+  DSV4_TRY(r.get_int("index_n_heads", s.index_n_heads, 1, max_dim));
+  DSV4_TRY(r.get_int("index_head_dim", s.index_head_dim, 1, max_dim));
+  DSV4_TRY(r.get_int("index_topk", s.index_topk, 1, max_dim));
+  DSV4_TRY(r.get_int("hc_mult", s.hc_mult, 1, 64));
+  DSV4_TRY(r.get_int("hc_sinkhorn_iters", s.hc_sinkhorn_iters, 1, 1 << 16));
+  DSV4_TRY(r.get_int("n_routed_experts", s.n_routed_experts, 1, max_dim));
+  DSV4_TRY(r.get_int("n_shared_experts", s.n_shared_experts, 0, 64));
+  DSV4_TRY(r.get_int("n_activated_experts", s.n_experts_per_tok, 1, max_dim));
+  DSV4_TRY(r.get_int("moe_inter_dim", s.moe_inter_dim, 1, max_dim));
+  DSV4_TRY(r.get_int("n_hash_layers", s.n_hash_layers, 0, s.n_layers));
+  DSV4_TRY(r.get_int("n_mtp_layers", s.n_mtp_layers, 0, 1, 1));  // absent from the shipped file: 1
+  // Formats: dtype fp8 | bf16 (linears; other tensors bf16), expert_dtype fp4 | None (experts as
+  // the linears). Weight scales are E8M0 in either case; activation scales are powers of two
+  // (ue8m0) when scale_dtype is fp8 (the default) or scale_fmt is ue8m0, the only kind here.
+  std::string dt, expert, scale_dtype, scale_fmt;
+  DSV4_TRY(model_args_string(r, j, "dtype", dt, "fp8"));
+  DSV4_TRY(model_args_string(r, j, "expert_dtype", expert, ""));
+  DSV4_TRY(model_args_string(r, j, "scale_dtype", scale_dtype, "fp8"));
+  DSV4_TRY(model_args_string(r, j, "scale_fmt", scale_fmt, "ue8m0"));
+  if (dt == "fp8")
+    s.linear_format = weight_format::fp8_e4m3_block128;
+  else if (dt == "bf16")
+    s.linear_format = weight_format::bf16;
+  else
+    return r.error("dtype is \"" + dt + "\"; expected fp8 or bf16");
+  if (expert == "fp4")
+    s.expert_format = weight_format::fp4_e2m1_block32;
+  else if (expert.empty())
+    s.expert_format = s.linear_format;
+  else
+    return r.error("expert_dtype is \"" + expert + "\"; expected fp4 or null");
+  s.other_format = weight_format::bf16;
+  if (scale_dtype != "fp8" && scale_dtype != "fp32")
+    return r.error("scale_dtype is \"" + scale_dtype + "\"; expected fp8 or fp32");
+  if (!scale_fmt.empty() && scale_fmt != "ue8m0")
+    return r.error("scale_fmt is \"" + scale_fmt + "\"; expected ue8m0 or null");
+  const bool quantized = s.linear_format != weight_format::bf16 || s.expert_format != weight_format::bf16;
+  if (quantized && scale_dtype == "fp32" && scale_fmt.empty())
+    return status{errc::unsupported,
+                  std::string(source) +
+                      ": scale_dtype fp32 with scale_fmt null quantizes activations with "
+                      "scales that are not powers of two; only ue8m0 scales are implemented"};
+  // Numbers: absent keys take the inference code's own defaults, as that code would.
+  p.rms_norm_eps = 1e-6f;
+  p.hc_eps = 1e-6f;
+  p.route_scale = 1.0f;
+  p.swiglu_limit = 0.0f;
+  p.rope_theta = 10000.0f;
+  p.compress_rope_theta = 40000.0f;
+  p.yarn_factor = 40.0f;
+  p.yarn_original_seq_len = 0;
+  p.yarn_beta_fast = 32.0f;
+  p.yarn_beta_slow = 1.0f;
+  DSV4_TRY(r.get_float("norm_eps", p.rms_norm_eps));
+  DSV4_TRY(r.get_float("hc_eps", p.hc_eps));
+  DSV4_TRY(r.get_float("route_scale", p.route_scale));
+  DSV4_TRY(r.get_float("swiglu_limit", p.swiglu_limit));
+  DSV4_TRY(r.get_float("rope_theta", p.rope_theta));
+  DSV4_TRY(r.get_float("compress_rope_theta", p.compress_rope_theta));
+  DSV4_TRY(r.get_float("rope_factor", p.yarn_factor));
+  DSV4_TRY(r.get_float("beta_fast", p.yarn_beta_fast));
+  DSV4_TRY(r.get_float("beta_slow", p.yarn_beta_slow));
+  DSV4_TRY(r.get_int("original_seq_len", p.yarn_original_seq_len, 0, max_dim, 0));  // 0: no YaRN
+  if (p.yarn_original_seq_len > 0 && !(p.yarn_factor >= 1.0f))
+    return r.error("rope_factor must be at least 1");
+  DSV4_TRY(r.get_int("max_seq_len", p.max_seq_len, 1, INT32_MAX, p.max_seq_len));  // runtime
+  int batch = 1;
+  DSV4_TRY(r.get_int("max_batch_size", batch, 1, max_dim, 1));  // runtime; not a model setting
+  DSV4_TRY(check_rules(s, source));
+  if (auto params_ok = config::check_params(to_model_config(s), p); !params_ok.ok())
+    return status{params_ok.code(), std::string(source) + ": " + params_ok.message()};
+  return out;
+}
+
+// Either spelling, told apart by its keys: `dim` / `n_layers` / `n_heads` are the inference
+// code's, `hidden_size` / `num_hidden_layers` / `num_attention_heads` / `model_type` Hugging
+// Face's; a file with keys of both is refused, naming one of each.
+inline result<hf_config> parse_hf_config(const nlohmann::json& j, std::string_view source) {
+  const config_reader r(j, source);
+  if (!j.is_object()) return r.error("is not a JSON object");
+  constexpr std::array<std::string_view, 6> inference_keys{
+      "dim", "n_layers", "n_heads", "moe_inter_dim", "window_size", "n_activated_experts"};
+  constexpr std::array<std::string_view, 7> hf_keys{
+      "hidden_size",   "num_hidden_layers",     "num_attention_heads", "model_type",
+      "architectures", "moe_intermediate_size", "num_experts_per_tok"};
+  std::string_view inference_key, hf_key;
+  for (auto k : inference_keys)
+    if (inference_key.empty() && j.contains(std::string(k))) inference_key = k;
+  for (auto k : hf_keys)
+    if (hf_key.empty() && j.contains(std::string(k))) hf_key = k;
+  if (!inference_key.empty() && !hf_key.empty())
+    return r.error("mixes the inference code's spelling (" + std::string(inference_key) +
+                   ") and Hugging Face's (" + std::string(hf_key) + ")");
+  if (!inference_key.empty()) return parse_inference_spelling(j, source);
+  return parse_hf_spelling(j, source);
+}
+
 }  // namespace detail
 
 // Parses config.json text. `source` labels messages ("model/config.json").
@@ -402,10 +605,26 @@ inline result<hf_config> parse_hf_config(std::string_view text, std::string_view
   }
 }
 
-// Reads and parses a config.json of at most max_config_bytes.
-inline result<hf_config> read_hf_config(const std::filesystem::path& path) {
-  const std::string name = path.string();
+// The config file of a checkpoint directory: `config.json` (Hugging Face's spelling), else
+// `inference/config.json` (the official inference code's), else an error naming both.
+inline result<std::filesystem::path> config_path(const std::filesystem::path& dir) {
   std::error_code ec;
+  for (const auto& p : {dir / "config.json", dir / "inference" / "config.json"})
+    if (std::filesystem::is_regular_file(p, ec)) return p;
+  return status{errc::io_error, dir.string() + ": holds neither config.json nor inference/config.json"};
+}
+
+// Reads and parses a config file of at most max_config_bytes, in either spelling; given a
+// directory, the file config_path() picks there.
+inline result<hf_config> read_hf_config(const std::filesystem::path& path_or_dir) {
+  std::error_code ec;
+  std::filesystem::path path = path_or_dir;
+  if (std::filesystem::is_directory(path_or_dir, ec)) {
+    auto p = config_path(path_or_dir);
+    if (!p) return p.error();
+    path = *p;
+  }
+  const std::string name = path.string();
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) return status{errc::io_error, name + ": cannot read: " + ec.message()};
   if (size > max_config_bytes)

@@ -49,7 +49,7 @@ enum class tensor_kind : std::uint8_t {
   fp32,        // F32
   fp8_weight,  // F8_E4M3
   fp4_weight,  // I8, two E2M1 a byte
-  scale,       // F8_E8M0
+  scale,       // F8_E8M0, or F32 holding powers of two (transformers' scale_fmt "float")
   ids,         // I64 or I32
 };
 
@@ -60,12 +60,12 @@ struct kind_dtypes {
   std::string_view text;
 };
 inline constexpr std::array<kind_dtypes, 6> kind_table{{
-    {dtype::f32, dtype::bf16, "F32 or BF16"},     // dense
-    {dtype::f32, dtype::f32, "F32"},              // fp32
-    {dtype::f8_e4m3, dtype::f8_e4m3, "F8_E4M3"},  // fp8_weight
-    {dtype::i8, dtype::i8, "I8 (packed FP4)"},    // fp4_weight
-    {dtype::f8_e8m0, dtype::f8_e8m0, "F8_E8M0"},  // scale
-    {dtype::i64, dtype::i32, "I64 or I32"},       // ids
+    {dtype::f32, dtype::bf16, "F32 or BF16"},                        // dense
+    {dtype::f32, dtype::f32, "F32"},                                 // fp32
+    {dtype::f8_e4m3, dtype::f8_e4m3, "F8_E4M3"},                     // fp8_weight
+    {dtype::i8, dtype::i8, "I8 (packed FP4)"},                       // fp4_weight
+    {dtype::f8_e8m0, dtype::f32, "F8_E8M0 (or F32 powers of two)"},  // scale
+    {dtype::i64, dtype::i32, "I64 or I32"},                          // ids
 }};
 static_assert(kind_table.size() == static_cast<std::size_t>(tensor_kind::ids) + 1);
 }  // namespace detail

@@ -1,15 +1,17 @@
-// A checkpoint directory as the weights of model C: load_model<C>(dir) reads config.json
-// (hf_config.hpp), checks it against C naming the first field that differs, opens and validates
-// the safetensors (checkpoint.hpp: every tensor present with its shape and an accepted dtype,
-// nothing extra, every tid2eid row valid), then binds every tensor to its view in
-// model::model_weights<C>.
+// A checkpoint directory as the weights of model C: load_model<C>(dir) reads config.json, or
+// inference/config.json when the directory has only that (hf_config.hpp), checks it against C naming the
+// first field that differs, opens and validates the safetensors (checkpoint.hpp: every tensor present with
+// its shape and an accepted dtype, nothing extra, every tid2eid row valid), then binds every tensor to its
+// view in model::model_weights<C>.
 //
 // Zero-copy where the stored dtype is the view's and the address is aligned for it: FP8 and FP4
 // weights with their scales always (one-byte elements), F32 and BF16 tensors when aligned. Copies
 // are made, once, for what the views need in another type: norm weights, mHC parameters, sinks,
 // position biases and the gate bias stored as BF16 are widened to fp32; a BF16 matrix of an f32
 // model is widened; an F32 matrix of a BF16 model is narrowed only when every value is a BF16
-// value (a lossy conversion is refused, naming the tensor); tid2eid is narrowed to int32.
+// value (a lossy conversion is refused, naming the tensor); tid2eid is narrowed to int32; block
+// scales stored F32 (transformers' `weight_scale_inv` with scale_fmt "float") become E8M0 when every
+// value is a power of two, and are refused naming the tensor otherwise.
 // loaded_model keeps the mapping and the copies alive (move-only; the views stay valid when it
 // moves).
 #pragma once
@@ -19,6 +21,7 @@
 #include <filesystem>
 #include <memory>
 #include <new>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -47,9 +50,11 @@ class loaded_model {
   // The directory's config.json and safetensors (see the banner). mtp: whether the MTP blocks are
   // expected (automatic: when the file holds any).
   static result<loaded_model> open(const std::filesystem::path& dir, mtp_policy mtp = mtp_policy::automatic) {
-    auto cfg = read_hf_config(dir / "config.json");
+    auto cfg_file = config_path(dir);  // config.json, else inference/config.json
+    if (!cfg_file) return cfg_file.error();
+    auto cfg = read_hf_config(*cfg_file);
     if (!cfg) return cfg.error();
-    DSV4_TRY(check_matches<C>(cfg->shape, (dir / "config.json").string()));
+    DSV4_TRY(check_matches<C>(cfg->shape, cfg_file->string()));
     auto ckpt = checkpoint::open(dir);
     if (!ckpt) return ckpt.error();
     return bind(std::move(*ckpt), cfg->params, mtp);
@@ -156,8 +161,14 @@ class loaded_model {
       if (!wr) return wr.error();
       auto wv = wr->template view<element, 2>();
       if (!wv) return wv.error();
-      auto sr = ckpt_.find(prefix + ".scale");
+      auto sr = ckpt_.find(prefix + ".scale");  // or X.weight_scale_inv (checkpoint.hpp)
       if (!sr) return sr.error();
+      if (sr->type == dtype::f32 && sr->shape.size() == 2) {  // F32 powers of two: converted once
+        const std::size_t n = sr->bytes.size() / sizeof(float);
+        ue8m0* p = own<ue8m0>(n);
+        DSV4_TRY(scales_to_ue8m0(*sr, std::span<ue8m0>(p, n)));
+        return W{*wv, tensor_view<const ue8m0, 2>(p, {sr->shape[0], sr->shape[1]})};
+      }
       auto sv = sr->template view<ue8m0, 2>();
       if (!sv) return sv.error();
       return W{*wv, *sv};

@@ -8,8 +8,13 @@
 //   hf_modules  transformers' module names (`DeepseekV4ForCausalLM.state_dict()`):
 //               `model.layers.3.self_attn.q_a_proj.weight`, routed experts fused into
 //               `model.layers.3.mlp.experts.gate_up_proj` (E, 2I, d) (rows [0, I) are w1, [I, 2I) w3)
-//               and `...experts.down_proj` (E, d, I), `lm_head.weight`. FP8 scales, where present,
-//               follow transformers' `weight_scale_inv` convention (not seen in a V4 file).
+//               and `...experts.down_proj` (E, d, I), `lm_head.weight`. Block scales follow
+//               transformers' fine-grained FP8 convention: `X.weight_scale_inv`, and for the fused
+//               experts `mlp.experts.gate_up_proj_scale_inv` (E, 2R, C) (halves as for the weights)
+//               and `mlp.experts.down_proj_scale_inv` (transformers 5.25 FP8Linear / FP8Experts).
+// In every scheme a block scale may be spelled `X.weight_scale_inv` instead of `X.scale`: in spite
+// of its name it is the same multiplier (real weight = stored * scale_inv; transformers calls it
+// the inverse of its quantization factor 448 / amax), so both map to the canonical `X.scale`.
 //   hf_saved    what transformers 5.25's `save_pretrained` writes by default: it reverses its
 //               conversion table, giving the official leaf names under `model.layers.N.`, with
 //               `model.embed_tokens.weight`, `model.norm.weight`, `model.hc_head.hc_{fn,base,scale}`,
@@ -177,8 +182,8 @@ inline std::optional<std::string> module_to_leaf(std::string_view leaf) { return
 }  // namespace detail
 
 // The name of canonical (official) tensor `canonical` in `scheme`, or nullopt when the scheme has
-// no name for it (an unknown leaf in a transformers scheme, or a routed expert's scale in the
-// fused hf_modules layout, which transformers does not define).
+// no name for it (an unknown leaf in a transformers scheme). Scales are named `X.scale` except in
+// hf_modules (`weight_scale_inv`, fused for routed experts).
 inline std::optional<stored_name> to_scheme(std::string_view canonical, naming_scheme scheme) {
   if (scheme == naming_scheme::official || detail::starts_with(canonical, "mtp.")) {
     return stored_name{std::string(canonical)};
@@ -197,9 +202,13 @@ inline std::optional<stored_name> to_scheme(std::string_view canonical, naming_s
   }
   std::int64_t expert = 0;
   int which = 0;
-  if (detail::split_expert(leaf, expert, which)) {
-    if (which == 2) return stored_name{prefix + "mlp.experts.down_proj", fused_part::expert, expert};
-    return stored_name{prefix + "mlp.experts.gate_up_proj",
+  const bool expert_scale = leaf.ends_with(".scale");
+  const std::string expert_leaf =
+      expert_scale ? std::string(leaf.substr(0, leaf.size() - 6)) + ".weight" : std::string(leaf);
+  if (detail::split_expert(expert_leaf, expert, which)) {
+    const std::string suffix = expert_scale ? "_scale_inv" : "";
+    if (which == 2) return stored_name{prefix + "mlp.experts.down_proj" + suffix, fused_part::expert, expert};
+    return stored_name{prefix + "mlp.experts.gate_up_proj" + suffix,
                        which == 1 ? fused_part::gate_rows : fused_part::up_rows, expert};
   }
   auto module = detail::leaf_to_module(leaf);
@@ -210,6 +219,14 @@ inline std::optional<stored_name> to_scheme(std::string_view canonical, naming_s
 // The canonical name of stored tensor `stored` of `scheme`, for tensors stored whole; nullopt for
 // names the scheme does not define and for the fused experts tensors (see is_fused_experts).
 inline std::optional<std::string> to_canonical(std::string_view stored, naming_scheme scheme) {
+  constexpr std::string_view scale_inv = ".weight_scale_inv";
+  if (stored.size() > scale_inv.size() && stored.ends_with(scale_inv)) {  // X.weight_scale_inv -> X.scale
+    auto weight =
+        to_canonical(std::string(stored.substr(0, stored.size() - scale_inv.size())) + ".weight", scheme);
+    if (!weight || !weight->ends_with(".weight")) return std::nullopt;
+    weight->resize(weight->size() - 7);
+    return *weight + ".scale";
+  }
   if (scheme == naming_scheme::official || detail::starts_with(stored, "mtp.")) return std::string(stored);
   for (const auto& t : detail::top_names)
     if (stored == (scheme == naming_scheme::hf_modules ? t.modules : t.saved)) return std::string(t.official);
@@ -228,12 +245,14 @@ inline std::optional<std::string> to_canonical(std::string_view stored, naming_s
 }
 
 // For hf_modules: whether `stored` is a fused experts tensor, and which layer and kind
-// (gate_up: true for gate_up_proj, false for down_proj).
+// (gate_up: true for gate_up_proj, false for down_proj; scale: the `_scale_inv` companion).
 inline bool is_fused_experts(std::string_view stored, naming_scheme scheme, std::int64_t& layer,
-                             bool& gate_up) {
+                             bool& gate_up, bool& scale) {
   if (scheme != naming_scheme::hf_modules) return false;
   std::string_view leaf;
   if (!detail::split_layer(stored, "model.layers.", layer, leaf)) return false;
+  scale = leaf.ends_with("_scale_inv");
+  if (scale) leaf.remove_suffix(10);
   if (leaf == "mlp.experts.gate_up_proj") {
     gate_up = true;
     return true;
@@ -243,6 +262,12 @@ inline bool is_fused_experts(std::string_view stored, naming_scheme scheme, std:
     return true;
   }
   return false;
+}
+// The fused experts weights only (not their scales).
+inline bool is_fused_experts(std::string_view stored, naming_scheme scheme, std::int64_t& layer,
+                             bool& gate_up) {
+  bool scale = false;
+  return is_fused_experts(stored, scheme, layer, gate_up, scale) && !scale;
 }
 
 // The scheme of a file from the names it holds:

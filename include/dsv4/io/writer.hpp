@@ -18,11 +18,13 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -40,19 +42,76 @@
 
 namespace dsv4::io {
 
+namespace detail {
+
+// Checks a tensor's name and shape for writing and gives its byte count. `who` starts messages.
+inline status check_tensor_decl(const std::string& name, dtype type, const std::vector<std::int64_t>& shape,
+                                std::int64_t& bytes, std::string_view who) {
+  if (name.empty() || name == "__metadata__")
+    return {errc::invalid_argument, std::string(who) + ": \"" + name + "\" cannot name a tensor"};
+  if (shape.size() > max_rank)
+    return {errc::invalid_argument,
+            std::string(who) + ": " + name + ": rank above " + std::to_string(max_rank)};
+  bytes = dtype_size(type);
+  for (std::int64_t e : shape)
+    if (e < 0 || !checked_mul(bytes, e, bytes))
+      return {errc::invalid_argument, std::string(who) + ": " + name + ": bad shape " + shape_string(shape)};
+  return {};
+}
+
+// Where each tensor of a file goes: file order (widest elements first, so that every tensor starts
+// aligned for its dtype, and by name within a width: `names` come sorted and the sort is stable),
+// offsets in the data section, and the header text padded with spaces so that the data section
+// starts 8-aligned. `decl(name)` gives {dtype, shape, bytes} of a name.
+struct file_layout {
+  std::vector<std::string> order;
+  std::vector<std::int64_t> offsets;  // in `order`
+  std::string header;                 // the JSON, padded; the file starts with its 8-byte length
+  std::int64_t data_bytes = 0;
+};
+
+template <class Decl>
+file_layout plan_file(std::vector<std::string> names, Decl decl,
+                      const std::map<std::string, std::string>& metadata) {
+  std::stable_sort(names.begin(), names.end(), [&](const std::string& a, const std::string& b) {
+    return dtype_size(decl(a).type) > dtype_size(decl(b).type);
+  });
+  file_layout out;
+  nlohmann::ordered_json h = nlohmann::ordered_json::object();
+  if (!metadata.empty()) h["__metadata__"] = metadata;
+  std::int64_t offset = 0;
+  for (const auto& name : names) {
+    const auto& e = decl(name);
+    h[name] = {{"dtype", std::string(to_string(e.type))},
+               {"shape", e.shape},
+               {"data_offsets", {offset, offset + e.bytes}}};
+    out.offsets.push_back(offset);
+    offset += e.bytes;
+  }
+  out.header = h.dump();
+  while ((8 + out.header.size()) % 8 != 0) out.header.push_back(' ');
+  out.order = std::move(names);
+  out.data_bytes = offset;
+  return out;
+}
+
+// The 8-byte little-endian length of a header.
+inline std::array<std::byte, 8> header_length(const std::string& header) {
+  std::array<std::byte, 8> out{};
+  const std::uint64_t len = header.size();
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<std::size_t>(i)] = static_cast<std::byte>((len >> (8 * i)) & 0xffu);
+  return out;
+}
+
+}  // namespace detail
+
 class safetensors_writer {
  public:
   // Adds a tensor from raw bytes (elements(shape) * dtype_size(type) of them).
   status add(std::string name, dtype type, std::vector<std::int64_t> shape, std::span<const std::byte> data) {
-    if (name.empty() || name == "__metadata__")
-      return {errc::invalid_argument, "safetensors_writer: \"" + name + "\" cannot name a tensor"};
-    if (shape.size() > max_rank)
-      return {errc::invalid_argument,
-              "safetensors_writer: " + name + ": rank above " + std::to_string(max_rank)};
-    std::int64_t bytes = dtype_size(type);
-    for (std::int64_t e : shape)
-      if (e < 0 || !checked_mul(bytes, e, bytes))
-        return {errc::invalid_argument, "safetensors_writer: " + name + ": bad shape " + shape_string(shape)};
+    std::int64_t bytes = 0;
+    DSV4_TRY(detail::check_tensor_decl(name, type, shape, bytes, "safetensors_writer"));
     if (static_cast<std::uint64_t>(bytes) != data.size())
       return {errc::invalid_argument, "safetensors_writer: " + name + ": " + std::string(to_string(type)) +
                                           " " + shape_string(shape) + " needs " + std::to_string(bytes) +
@@ -175,31 +234,25 @@ class safetensors_writer {
   }
 
   [[nodiscard]] std::vector<std::byte> serialize_range(std::vector<std::string> names) const {
-    // Widest elements first, so that every tensor starts aligned for its dtype (the data section
-    // starts 8-aligned and has no gaps).
-    std::stable_sort(names.begin(), names.end(), [&](const std::string& a, const std::string& b) {
-      return dtype_size(tensors_.at(a).type) > dtype_size(tensors_.at(b).type);
-    });
-    nlohmann::ordered_json h = nlohmann::ordered_json::object();
-    if (!metadata_.empty()) h["__metadata__"] = metadata_;
-    std::int64_t offset = 0;
-    for (const auto& name : names) {
-      const entry& e = tensors_.at(name);
-      const auto n = static_cast<std::int64_t>(e.bytes.size());
-      h[name] = {{"dtype", std::string(to_string(e.type))},
-                 {"shape", e.shape},
-                 {"data_offsets", {offset, offset + n}}};
-      offset += n;
-    }
-    std::string text = h.dump();
-    while ((8 + text.size()) % 8 != 0) text.push_back(' ');
-    std::vector<std::byte> out(8 + text.size() + static_cast<std::size_t>(offset));
-    std::uint64_t len = text.size();
-    for (int i = 0; i < 8; ++i)
-      out[static_cast<std::size_t>(i)] = static_cast<std::byte>((len >> (8 * i)) & 0xffu);
+    struct decl_ref {
+      dtype type;
+      const std::vector<std::int64_t>& shape;
+      std::int64_t bytes;
+    };
+    const auto layout = detail::plan_file(
+        std::move(names),
+        [&](const std::string& n) {
+          const entry& e = tensors_.at(n);
+          return decl_ref{e.type, e.shape, static_cast<std::int64_t>(e.bytes.size())};
+        },
+        metadata_);
+    const std::string& text = layout.header;
+    std::vector<std::byte> out(8 + text.size() + static_cast<std::size_t>(layout.data_bytes));
+    const auto len = detail::header_length(text);
+    std::memcpy(out.data(), len.data(), 8);
     std::memcpy(out.data() + 8, text.data(), text.size());
     std::size_t at = 8 + text.size();
-    for (const auto& name : names) {
+    for (const auto& name : layout.order) {
       const entry& e = tensors_.at(name);
       if (!e.bytes.empty()) std::memcpy(out.data() + at, e.bytes.data(), e.bytes.size());
       at += e.bytes.size();
@@ -231,6 +284,172 @@ class safetensors_writer {
 
   std::map<std::string, entry> tensors_;
   std::map<std::string, std::string> metadata_;
+};
+
+// One safetensors file written tensor by tensor, holding no tensor data itself: declare every
+// tensor (name, dtype, shape) and the metadata, open(path), which fixes the layout and writes the
+// header to `<path>.tmp`, then write() each tensor's bytes once, in any order (order() is the file
+// order, which writes sequentially), and finish(), which renames the file into place. The file is
+// byte for byte what safetensors_writer writes for the same tensors and metadata.
+//
+//   safetensors_stream_writer w;
+//   for (...) DSV4_TRY(w.declare(name, dtype::f8_e4m3, {rows, cols}));
+//   DSV4_TRY(w.open(dir / "model-00001-of-00004.safetensors"));
+//   for (...) DSV4_TRY(w.write(name, bytes_of_this_tensor));   // produced one at a time
+//   DSV4_TRY(w.finish());
+//
+// Every error is a status naming the tensor (a name not declared, or written twice, a byte count
+// that does not match dtype and shape, a declared tensor never written at finish(), a failed
+// write) and is final: the temporary file is removed, later calls return the same status, and no
+// file appears under the final name. Destroying an unfinished writer removes its temporary file.
+class safetensors_stream_writer {
+ public:
+  safetensors_stream_writer() = default;
+  safetensors_stream_writer(const safetensors_stream_writer&) = delete;
+  safetensors_stream_writer& operator=(const safetensors_stream_writer&) = delete;
+  ~safetensors_stream_writer() { discard(); }
+
+  // Declares a tensor (before open()).
+  status declare(std::string name, dtype type, std::vector<std::int64_t> shape) {
+    DSV4_TRY(failed_);
+    if (opened_) return fail({errc::invalid_argument, who() + ": " + name + " declared after open()"});
+    std::int64_t bytes = 0;
+    if (auto s = detail::check_tensor_decl(name, type, shape, bytes, who()); !s.ok()) return fail(s);
+    if (decls_.count(name) != 0)
+      return fail({errc::invalid_argument, who() + ": " + name + " declared twice"});
+    decls_.emplace(std::move(name), decl{type, std::move(shape), bytes});
+    return {};
+  }
+  template <class T>
+  status declare(std::string name, std::vector<std::int64_t> shape) {
+    static_assert(dtype_of<T>.has_value(), "safetensors_stream_writer::declare: T has no safetensors dtype");
+    return declare(std::move(name), *dtype_of<T>, std::move(shape));
+  }
+  // Metadata (before open()).
+  void set_metadata(std::string key, std::string value) {
+    if (!opened_) metadata_[std::move(key)] = std::move(value);
+  }
+
+  // Fixes the layout and writes the header to `<path>.tmp`.
+  status open(const std::filesystem::path& path) {
+    DSV4_TRY(failed_);
+    if (opened_) return fail({errc::invalid_argument, who() + ": open() called twice"});
+    path_ = path;
+    tmp_ = path.string() + ".tmp";
+    std::vector<std::string> names;
+    for (const auto& [n, d] : decls_) names.push_back(n);
+    layout_ = detail::plan_file(
+        std::move(names), [&](const std::string& n) -> const decl& { return decls_.at(n); }, metadata_);
+    for (std::size_t k = 0; k < layout_.order.size(); ++k)
+      decls_.at(layout_.order[k]).offset = layout_.offsets[k];
+    out_.open(tmp_, std::ios::binary | std::ios::out | std::ios::trunc);
+    opened_ = true;
+    if (!out_) return fail({errc::io_error, tmp_.string() + ": cannot create"});
+    const auto len = detail::header_length(layout_.header);
+    out_.write(reinterpret_cast<const char*>(len.data()), 8);
+    out_.write(layout_.header.data(), static_cast<std::streamsize>(layout_.header.size()));
+    if (!out_) return fail({errc::io_error, tmp_.string() + ": write failed"});
+    return {};
+  }
+
+  // The tensors in file order (valid after open()).
+  [[nodiscard]] const std::vector<std::string>& order() const { return layout_.order; }
+
+  // Writes one declared tensor's bytes (after open(); each tensor once).
+  status write(std::string_view name, std::span<const std::byte> data) {
+    DSV4_TRY(failed_);
+    if (!opened_)
+      return fail({errc::invalid_argument, who() + ": write(" + std::string(name) + ") before open()"});
+    const auto it = decls_.find(name);
+    if (it == decls_.end())
+      return fail({errc::invalid_argument,
+                   who() + ": " + tmp_.string() + ": " + std::string(name) + " was not declared"});
+    decl& d = it->second;
+    if (d.written)
+      return fail({errc::invalid_argument,
+                   who() + ": " + tmp_.string() + ": " + std::string(name) + " written twice"});
+    if (static_cast<std::uint64_t>(d.bytes) != data.size())
+      return fail({errc::invalid_argument, who() + ": " + tmp_.string() + ": " + std::string(name) + ": " +
+                                               std::string(to_string(d.type)) + " " + shape_string(d.shape) +
+                                               " needs " + std::to_string(d.bytes) + " bytes, got " +
+                                               std::to_string(data.size())});
+    out_.seekp(static_cast<std::streamoff>(8 + layout_.header.size()) +
+               static_cast<std::streamoff>(d.offset));
+    if (!data.empty())
+      out_.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+    if (!out_) return fail({errc::io_error, tmp_.string() + ": writing " + std::string(name) + " failed"});
+    d.written = true;
+    ++written_;
+    return {};
+  }
+  template <class T>
+  status write(std::string_view name, std::span<const T> data) {
+    static_assert(dtype_of<T>.has_value(), "safetensors_stream_writer::write: T has no safetensors dtype");
+    const auto it = decls_.find(name);
+    if (!failed_.ok() || it == decls_.end() || it->second.type != *dtype_of<T>) {
+      if (failed_.ok() && it != decls_.end())
+        return fail({errc::invalid_argument, who() + ": " + std::string(name) + " was declared " +
+                                                 std::string(to_string(it->second.type)) + ", written as " +
+                                                 std::string(to_string(*dtype_of<T>))});
+    }
+    return write(name, std::as_bytes(data));
+  }
+
+  // Checks that every declared tensor was written, closes the file and renames it into place.
+  status finish() {
+    DSV4_TRY(failed_);
+    if (!opened_) return fail({errc::invalid_argument, who() + ": finish() before open()"});
+    if (written_ != decls_.size()) {
+      for (const auto& name : layout_.order)
+        if (!decls_.at(name).written)
+          return fail({errc::invalid_argument, who() + ": " + tmp_.string() + ": " + name +
+                                                   " was declared but not written (" +
+                                                   std::to_string(decls_.size() - written_) + " missing)"});
+    }
+    out_.flush();
+    out_.close();
+    if (!out_) return fail({errc::io_error, tmp_.string() + ": write failed"});
+    std::error_code ec;
+    std::filesystem::rename(tmp_, path_, ec);
+    if (ec) return fail({errc::io_error, path_.string() + ": cannot rename from " + tmp_.string()});
+    finished_ = true;
+    return {};
+  }
+
+  // Gives up: removes the temporary file (a finished file stays).
+  void discard() {
+    if (out_.is_open()) out_.close();
+    if (opened_ && !finished_) {
+      std::error_code ec;
+      std::filesystem::remove(tmp_, ec);
+    }
+  }
+
+ private:
+  struct decl {
+    dtype type;
+    std::vector<std::int64_t> shape;
+    std::int64_t bytes = 0;
+    std::int64_t offset = 0;
+    bool written = false;
+  };
+
+  static std::string who() { return "safetensors_stream_writer"; }
+
+  status fail(status s) {
+    failed_ = s;
+    discard();
+    return s;
+  }
+
+  std::map<std::string, decl, std::less<>> decls_;
+  std::map<std::string, std::string> metadata_;
+  detail::file_layout layout_;
+  std::filesystem::path path_, tmp_;
+  std::ofstream out_;
+  std::size_t written_ = 0;
+  bool opened_ = false, finished_ = false;
+  status failed_;
 };
 
 }  // namespace dsv4::io
