@@ -1,7 +1,7 @@
 # cmake -P cmake/install_deps.cmake
 # Installs what building and testing dsv4 needs from the machine's package manager (Debian/Ubuntu
 # apt), only where a package is missing. Nothing is downloaded at configure, build or test time.
-set(packages g++ make catch2 libbenchmark-dev nlohmann-json3-dev pkg-config libpcre2-dev)
+set(packages g++ make catch2 libbenchmark-dev nlohmann-json3-dev pkg-config libpcre2-dev libz3-dev)
 set(missing "")
 foreach(p IN LISTS packages)
   execute_process(COMMAND dpkg-query -W -f=\${Status} ${p} OUTPUT_VARIABLE st ERROR_QUIET RESULT_VARIABLE rc)

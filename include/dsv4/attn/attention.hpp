@@ -60,6 +60,7 @@
 #include "dsv4/attn/shape.hpp"
 #include "dsv4/attn/sparse_attention.hpp"
 #include "dsv4/config/model_config.hpp"
+#include "dsv4/core/index_math.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
 #include "dsv4/core/status.hpp"
@@ -167,20 +168,21 @@ status attend_cached(const typename kv_cache<kv_shape_of(S)>::sequence_view& v, 
   using codecs = typename kv_cache<kv_shape_of(S)>::codecs;
   index_t n = 0;
   for (index_t p = std::max<index_t>(0, t - v.window + 1); p <= t; ++p)
-    b.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(p % v.ring);
+    b.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(index_math::ring_slot(p, v.ring));
   if constexpr (dims::ratio > 0) {
-    const index_t visible = visible_entries(t, dims::ratio);
+    const index_t visible = index_math::visible_entries<index_t>(t, dims::ratio);
     if constexpr (dims::top_k > 0) {
       const std::span<float> scores = b.scores.first(static_cast<std::size_t>(visible));
       indexer_scores(index_q, index_w, row_region<typename codecs::key, const std::byte>(v.keys), scores,
                      b.index_work, Num);
       const index_t k = select_top_k(scores, dims::top_k, b.selected);
       for (index_t j = 0; j < k; ++j)
-        b.candidates[static_cast<std::size_t>(n++)] =
-            static_cast<std::int32_t>(v.ring + b.selected[static_cast<std::size_t>(j)]);
+        b.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(
+            index_math::entry_row<index_t>(b.selected[static_cast<std::size_t>(j)], v.ring));
     } else {
       for (index_t e = 0; e < visible; ++e)
-        b.candidates[static_cast<std::size_t>(n++)] = static_cast<std::int32_t>(v.ring + e);
+        b.candidates[static_cast<std::size_t>(n++)] =
+            static_cast<std::int32_t>(index_math::entry_row(e, v.ring));
     }
   }
   using core_op = sparse_attention_op<typename codecs::entry>;
@@ -620,14 +622,14 @@ class attention {
     to_activation(Num, kv_t);
     rope_.apply(kv_t, t);
     to_activation(Num, kv_t);
-    cache.write_row(layer, seq, t % v.ring, kv_t.data());
+    cache.write_row(layer, seq, index_math::ring_slot(t, v.ring), kv_t.data());
 
     // Long-range branch: both compressors close their blocks on the same token.
     const std::span<float> entry = s.entry;
     if constexpr (dims::ratio > 0) {
-      const index_t e = t / dims::ratio;  // the entry this token's block makes
+      const index_t e = index_math::entry_of<index_t>(t, dims::ratio);  // the entry this token's block makes
       if (v.main.step(w_.compressor, rope_, eps_, t, row(ckv, i), row(cgate, i), entry.first(c), Num))
-        cache.write_row(layer, seq, v.ring + e, entry.data());
+        cache.write_row(layer, seq, index_math::entry_row(e, v.ring), entry.data());
       if constexpr (dims::top_k > 0) {
         if (v.index.step(w_.indexer.compressor, rope_, eps_, t, row(kkv, i), row(kgate, i),
                          entry.first(S.index_head_dim), Num))

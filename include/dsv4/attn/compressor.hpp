@@ -25,6 +25,7 @@
 
 #include "dsv4/attn/projection.hpp"
 #include "dsv4/attn/rope.hpp"
+#include "dsv4/core/index_math.hpp"
 #include "dsv4/core/linear.hpp"
 #include "dsv4/core/math.hpp"
 #include "dsv4/core/numerics.hpp"
@@ -96,23 +97,26 @@ class compressor_state {
             std::span<const float> kv, std::span<const float> gate, std::span<float> entry,
             numerics num = numerics::exact) const {
     const int m = shape_.ratio, ch = shape_.channels();
-    const index_t r = t % m;
+    const index_t r = index_math::block_offset<index_t>(t, m);
     float* kv_row = row(kv_, t);
     float* score_row = row(score_, t);
     std::copy(kv.begin(), kv.begin() + ch, kv_row);
     for (int c = 0; c < ch; ++c) score_row[c] = gate[c] + w.ape(r, c);
     if (r != m - 1) return false;
-    pool(t - r, entry);
+    const index_t start = index_math::block_start(index_math::entry_of<index_t>(t, m), index_t{m});
+    pool(start, entry);
     to_activation(num, entry);
     rms_norm(entry, {w.norm.data(), static_cast<std::size_t>(shape_.dim)}, eps, entry);
     to_activation(num, entry);
-    rope.apply(entry, t - r);
+    rope.apply(entry, start);
     to_activation(num, entry);
     return true;
   }
 
  private:
-  float* row(float* base, index_t position) const { return base + (position % ring_) * shape_.channels(); }
+  float* row(float* base, index_t position) const {
+    return base + index_math::ring_slot(position, ring_) * shape_.channels();
+  }
 
   // entry[c] = sum softmax(score[:, c]) * kv[:, c] over the block starting at position `start`:
   // in the overlapping form the previous window's first c channels, then the block's last c
@@ -120,9 +124,12 @@ class compressor_state {
   // be exp(-inf) = 0, and adding the zero terms first changes no bit).
   void pool(index_t start, std::span<float> entry) const {
     const int m = shape_.ratio, dim = shape_.dim;
-    const index_t lo = shape_.overlap ? start - m : start, hi = start + m;
+    const index_t lo = index_math::pool_begin<index_t>(start, m, shape_.overlap),
+                  hi = index_math::pool_end<index_t>(start, m);
     for (int c = 0; c < dim; ++c) {
-      const auto channel = [&](index_t p) { return shape_.overlap && p >= start ? dim + c : c; };
+      const auto channel = [&](index_t p) {
+        return index_math::pool_channel<index_t>(p, start, dim, c, shape_.overlap);
+      };
       float mx = -std::numeric_limits<float>::infinity();
       for (index_t p = std::max(lo, first_); p < hi; ++p) mx = std::max(mx, row(score_, p)[channel(p)]);
       float sum = 0.0f, acc = 0.0f;
@@ -143,6 +150,8 @@ class compressor_state {
 };
 
 // Compressed entries query t may attend to: s < floor((t+1)/m).
-constexpr index_t visible_entries(index_t t, int ratio) { return (t + 1) / ratio; }
+constexpr index_t visible_entries(index_t t, int ratio) {
+  return index_math::visible_entries<index_t>(t, ratio);
+}
 
 }  // namespace dsv4::attn

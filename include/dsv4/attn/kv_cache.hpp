@@ -54,6 +54,7 @@
 #include "dsv4/attn/shape.hpp"
 #include "dsv4/config/model_config.hpp"
 #include "dsv4/core/arith.hpp"
+#include "dsv4/core/index_math.hpp"
 #include "dsv4/core/status.hpp"
 
 namespace dsv4::attn {
@@ -373,7 +374,8 @@ class kv_cache {
     index_t count = 0;
     if (n <= 0) return 0;
     for (index_t j = 0; j < l.ring_pages; ++j) {
-      const index_t lo = j * entry_rpp_, hi = lo + entry_rpp_, a = t0 % l.ring, b = a + n;
+      const index_t lo = j * entry_rpp_, hi = lo + entry_rpp_, a = index_math::ring_slot(t0, l.ring),
+                    b = a + n;
       const bool touched =
           n >= l.ring || (a < hi && b > lo) || (b > l.ring && b - l.ring > lo);  // [a, b) mod ring
       count += touched && must_take(t[j]);
@@ -381,10 +383,10 @@ class kv_cache {
     if (l.geometry.ratio > 0) {
       const index_t e0 = t0 / l.geometry.ratio, e1 = (t0 + n) / l.geometry.ratio;
       for (index_t e = e0; e < e1; e = (e / entry_rpp_ + 1) * entry_rpp_)
-        count += must_take(t[l.ring_pages + e / entry_rpp_]);
+        count += must_take(t[l.ring_pages + index_math::page_slot(e, entry_rpp_)]);
       if (l.geometry.indexed)
         for (index_t e = e0; e < e1; e = (e / key_rpp_ + 1) * key_rpp_)
-          count += must_take(t[l.ring_pages + l.entry_pages + e / key_rpp_]);
+          count += must_take(t[l.ring_pages + l.entry_pages + index_math::page_slot(e, key_rpp_)]);
     }
     return count;
   }
@@ -392,14 +394,14 @@ class kv_cache {
   // or copying its page first; the caller counted it in pages_to_append.
   void write_row(int layer, sequence_id seq, index_t row, const float* x) {
     const sequence_view v = view(layer, seq);
-    own_page(table(seq.slot(), layer)[row / entry_rpp_]);
+    own_page(table(seq.slot(), layer)[index_math::page_slot(row, entry_rpp_)]);
     v.rows.write(row, x);
   }
   // Writes index key e of seq, as write_row does.
   void write_key(int layer, sequence_id seq, index_t e, const float* x) {
     const layer_plan& l = layers_[static_cast<std::size_t>(layer)];
     const sequence_view v = view(layer, seq);
-    own_page(table(seq.slot(), layer)[l.ring_pages + l.entry_pages + e / key_rpp_]);
+    own_page(table(seq.slot(), layer)[l.ring_pages + l.entry_pages + index_math::page_slot(e, key_rpp_)]);
     v.keys.write(e, x);
   }
   // The token at seq's next position was written in `layer`.
@@ -585,8 +587,9 @@ class kv_cache {
     const index_t entries = l.geometry.ratio > 0 ? tokens / l.geometry.ratio : 0;
     if (tokens == 0)
       for (index_t j = 0; j < l.ring_pages; ++j) put_page(t[j]);
-    for (index_t j = ceil_div(entries, entry_rpp_); j < l.entry_pages; ++j) put_page(t[l.ring_pages + j]);
-    for (index_t j = ceil_div(entries, key_rpp_); j < l.key_pages; ++j)
+    for (index_t j = index_math::blocks_for(entries, entry_rpp_); j < l.entry_pages; ++j)
+      put_page(t[l.ring_pages + j]);
+    for (index_t j = index_math::blocks_for(entries, key_rpp_); j < l.key_pages; ++j)
       put_page(t[l.ring_pages + l.entry_pages + j]);
   }
 

@@ -36,6 +36,7 @@
 #include "dsv4/config/model_config.hpp"
 #include "dsv4/core/chunk_decode.hpp"
 #include "dsv4/core/dtype.hpp"
+#include "dsv4/core/index_math.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/quant.hpp"
 #include "dsv4/core/tensor_view.hpp"
@@ -93,35 +94,38 @@ struct bf16_codec {
 struct fp8_latent_codec {
   static constexpr bool rotated = false;
   static constexpr index_t tile = 64;
-  static constexpr index_t payload_bytes(index_t width, index_t rope) { return (width - rope) + 2 * rope; }
+  static constexpr index_t payload_bytes(index_t width, index_t rope) {
+    return index_math::latent_payload_bytes(width, rope);
+  }
   static constexpr index_t scale_bytes(index_t width, index_t rope) {
-    return ((width - rope + tile - 1) / tile + 7) / 8 * 8;
+    return index_math::latent_scale_bytes(width, rope, tile);
   }
   static void encode(const float* x, index_t width, index_t rope, std::byte* payload, std::byte* scales) {
     const index_t nope = width - rope;
-    for (index_t b = 0, k = 0; b < nope; b += tile, ++k) {
+    for (index_t b = 0; b < nope; b += tile) {
       const index_t n = std::min(tile, nope - b);
       const float amax = std::max(dsv4::detail::tile_absmax(x + b, n), 1e-4f);
       const ue8m0 s = ue8m0::ceil_pow2(amax / fp8_e4m3::max_finite);
       const float inv = 1.0f / s.to_float();  // exact: a power of two
-      scales[k] = static_cast<std::byte>(s.bits);
+      scales[index_math::block_of(b, tile)] = static_cast<std::byte>(s.bits);
       for (index_t i = b; i < b + n; ++i) payload[i] = static_cast<std::byte>(fp8_e4m3(x[i] * inv).bits);
     }
-    for (index_t k = (nope + tile - 1) / tile; k < scale_bytes(width, rope); ++k) scales[k] = std::byte{0};
-    bf16_codec::encode(x + nope, rope, 0, payload + nope, nullptr);
+    for (index_t k = index_math::blocks_for(nope, tile); k < scale_bytes(width, rope); ++k)
+      scales[k] = std::byte{0};
+    bf16_codec::encode(x + nope, rope, 0, payload + index_math::latent_rope_offset(width, rope), nullptr);
   }
   static const float* decode(const std::byte* payload, const std::byte* scales, index_t width, index_t rope,
                              float* out) {
     const index_t nope = width - rope;
     const auto* codes = reinterpret_cast<const fp8_e4m3*>(payload);
-    for (index_t b = 0, k = 0; b < nope; b += tile, ++k) {
-      const ue8m0 s = ue8m0::from_bits(static_cast<std::uint8_t>(scales[k]));
+    for (index_t b = 0; b < nope; b += tile) {
+      const ue8m0 s = ue8m0::from_bits(static_cast<std::uint8_t>(scales[index_math::block_of(b, tile)]));
       index_t i = b;
       for (; i + weight_chunk <= std::min(nope, b + tile); i += weight_chunk)
         decode_fp8_32(codes + i, s, out + i);
       for (; i < std::min(nope, b + tile); ++i) out[i] = codes[i].to_float() * s.to_float();
     }
-    bf16_codec::decode(payload + nope, nullptr, rope, 0, out + nope);
+    bf16_codec::decode(payload + index_math::latent_rope_offset(width, rope), nullptr, rope, 0, out + nope);
     return out;
   }
 };
@@ -130,38 +134,40 @@ struct fp4_key_codec {
   static constexpr bool rotated = true;
   static constexpr index_t tile = fp4_block;
   static constexpr index_t max_width = 512;
-  static constexpr index_t payload_bytes(index_t width, index_t) { return width / 2; }
-  static constexpr index_t scale_bytes(index_t width, index_t) { return (width + tile - 1) / tile; }
+  static constexpr index_t payload_bytes(index_t width, index_t) {
+    return index_math::fp4_key_payload_bytes(width);
+  }
+  static constexpr index_t scale_bytes(index_t width, index_t) { return index_math::blocks_for(width, tile); }
   static void encode(const float* x, index_t width, index_t, std::byte* payload, std::byte* scales) {
     DSV4_ASSERT(width % 2 == 0 && width <= max_width, "fp4_key_codec: width must be even and <= 512");
     std::array<float, max_width> r;
     std::copy(x, x + width, r.begin());
     hadamard_rotate(r.data(), width);
     for (index_t i = 0; i < width; ++i) r[i] = round_to_bf16(r[i]);
-    for (index_t b = 0, k = 0; b < width; b += tile, ++k) {
+    for (index_t b = 0; b < width; b += tile) {
       const index_t n = std::min(tile, width - b);
       const float amax =
           std::max(dsv4::detail::tile_absmax(r.data() + b, n), fp4_e2m1::max_finite * 0x1p-126f);
       const ue8m0 s = ue8m0::ceil_pow2(amax / fp4_e2m1::max_finite);
       const float inv = 1.0f / s.to_float();
-      scales[k] = static_cast<std::byte>(s.bits);
+      scales[index_math::block_of(b, tile)] = static_cast<std::byte>(s.bits);
       for (index_t i = b; i < b + n; i += 2)
-        payload[i / 2] =
+        payload[index_math::fp4_byte(i)] =
             static_cast<std::byte>(fp4x2::pack(fp4_e2m1(r[i] * inv), fp4_e2m1(r[i + 1] * inv)).bits);
     }
   }
   static const float* decode(const std::byte* payload, const std::byte* scales, index_t width, index_t,
                              float* out) {
     const auto* pairs = reinterpret_cast<const fp4x2*>(payload);
-    for (index_t b = 0, k = 0; b < width; b += tile, ++k) {
-      const ue8m0 s = ue8m0::from_bits(static_cast<std::uint8_t>(scales[k]));
+    for (index_t b = 0; b < width; b += tile) {
+      const ue8m0 s = ue8m0::from_bits(static_cast<std::uint8_t>(scales[index_math::block_of(b, tile)]));
       if (b + tile <= width) {
-        decode_fp4_32(pairs + b / 2, s, out + b);
+        decode_fp4_32(pairs + index_math::fp4_byte(b), s, out + b);
         continue;
       }
       for (index_t i = b; i < width; i += 2) {
-        out[i] = pairs[i / 2].first().to_float() * s.to_float();
-        out[i + 1] = pairs[i / 2].second().to_float() * s.to_float();
+        out[i] = pairs[index_math::fp4_byte(i)].first().to_float() * s.to_float();
+        out[i + 1] = pairs[index_math::fp4_byte(i)].second().to_float() * s.to_float();
       }
     }
     return out;
@@ -209,13 +215,13 @@ struct row_region {
   index_t bytes() const { return rows * bytes_per_row(width, rope); }
   Byte* payload(index_t i) const {
     const index_t pb = Codec::payload_bytes(width, rope);
-    if (pages == nullptr) return base + i * pb;
-    return page(i) + (i & (page_rows() - 1)) * pb;
+    if (pages == nullptr) return base + index_math::payload_offset(i, pb);
+    return base + index_math::paged_payload_offset<std::uint64_t>(i, pages, page_rows(), page_bytes, pb);
   }
   Byte* scales(index_t i) const {
     const index_t pb = Codec::payload_bytes(width, rope), sb = Codec::scale_bytes(width, rope);
-    if (pages == nullptr) return base + rows * pb + i * sb;
-    return page(i) + page_rows() * pb + (i & (page_rows() - 1)) * sb;
+    if (pages == nullptr) return base + index_math::scales_offset(i, rows, pb, sb);
+    return base + index_math::paged_scales_offset<std::uint64_t>(i, pages, page_rows(), page_bytes, pb, sb);
   }
   // Row i as floats: a pointer into the payload (f32) or into buf (width floats), decoded.
   const float* read(index_t i, float* buf) const {
@@ -233,14 +239,18 @@ struct row_region {
   // when it is not paged): a loop over consecutive rows reads them a page at a time.
   std::pair<row_region, index_t> page_at(index_t i) const {
     if (pages == nullptr) return {*this, i};
-    return {row_region{page(i), page_rows(), width, rope}, i & (page_rows() - 1)};
+    return {row_region{page(i), page_rows(), width, rope},
+            static_cast<index_t>(index_math::row_in_page<std::uint64_t>(i, page_rows()))};
   }
   operator row_region<Codec, const std::byte>() const {  // NOLINT(google-explicit-constructor)
     return {base, rows, width, rope, pages, page_shift, page_bytes};
   }
 
  private:
-  Byte* page(index_t i) const { return base + static_cast<index_t>(pages[i >> page_shift]) * page_bytes; }
+  Byte* page(index_t i) const {
+    const auto slot = index_math::page_slot<std::uint64_t>(i, page_rows());
+    return base + index_math::page_offset<std::uint64_t>(pages[slot], page_bytes);
+  }
 };
 
 // fp32 rows (n, width), contiguous, seen as a region of f32_codec rows.

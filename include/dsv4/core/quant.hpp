@@ -25,6 +25,7 @@
 #include "dsv4/core/arith.hpp"
 #include "dsv4/core/backend.hpp"
 #include "dsv4/core/dtype.hpp"
+#include "dsv4/core/index_math.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/parallel.hpp"
 #include "dsv4/core/status.hpp"
@@ -41,14 +42,15 @@ inline constexpr index_t fp4_block = 32;   // FP4 weight scale blocks are 1 x fp
 // row o / 128.
 DSV4_HOST_DEVICE inline float dequantize_fp8_at(const fp8_e4m3* weight_row, const ue8m0* scale_row,
                                                 index_t col) {
-  return weight_row[col].to_float() * scale_row[col / fp8_block].to_float();
+  return weight_row[col].to_float() * scale_row[index_math::block_of(col, fp8_block)].to_float();
 }
 
 // One FP4 weight element: weight_row points at byte 0 of row o (two elements per byte), scale_row
 // at column 0 of scale row o.
 DSV4_HOST_DEVICE inline float dequantize_fp4_at(const fp4x2* weight_row, const ue8m0* scale_row,
                                                 index_t col) {
-  return weight_row[col / 2][static_cast<int>(col & 1)].to_float() * scale_row[col / fp4_block].to_float();
+  return weight_row[index_math::fp4_byte(col)][static_cast<int>(index_math::fp4_nibble(col))].to_float() *
+         scale_row[index_math::block_of(col, fp4_block)].to_float();
 }
 
 // Decodes columns [begin, end) of one FP8 weight row into out[0 .. end - begin).
@@ -109,7 +111,7 @@ struct kernel<dequantize_fp8_op, cpu> {
     const index_t cols = p.weight.extent(1);
     parallel_for(0, p.weight.extent(0), [&](index_t r) {
       dequantize_fp8_row(p.weight.data() + r * p.weight.stride(0),
-                         p.scale.data() + (r / fp8_block) * p.scale.stride(0), 0, cols,
+                         p.scale.data() + index_math::block_of(r, fp8_block) * p.scale.stride(0), 0, cols,
                          p.out.data() + r * p.out.stride(0));
     });
     return {};

@@ -8,8 +8,10 @@
 
 #include <algorithm>
 #include <concepts>
+#include <utility>
 
 #include "dsv4/core/chunk_decode.hpp"
+#include "dsv4/core/index_math.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/simd.hpp"
 #include "dsv4/core/weight_matrix.hpp"
@@ -47,21 +49,25 @@ DSV4_FORCEINLINE void load_chunk(const bf16_matrix& m, index_t row, index_t k0, 
 // decode_fp4_lanes): columns l/4 + 4 (l mod 4) + 0, 2, 16, 18. Other formats keep column order.
 template <weight_matrix W>
 inline constexpr bool has_lane_order = std::same_as<W, fp8_matrix> || std::same_as<W, fp4_matrix>;
+// Vector V of a chunk in lane order, from the chunk's half V / 2 in column order (a: its columns
+// 0..7, b: 8..15): lane l takes the column index_math names, less the half's first column.
+template <weight_matrix W, int V, int... L>
+DSV4_FORCEINLINE v8f lane_vector(const v8f& a, const v8f& b, std::integer_sequence<int, L...>) {
+  if constexpr (std::same_as<W, fp8_matrix>) {
+    return __builtin_shufflevector(a, b, (index_math::fp8_lane_column(V, L) - 16 * (V / 2))...);
+  } else {
+    return __builtin_shufflevector(a, b, (index_math::fp4_lane_column(V, L) - 16 * (V / 2))...);
+  }
+}
 template <weight_matrix W>
 DSV4_FORCEINLINE void lanes_from_columns(chunk_regs& v) {
   static_assert(has_lane_order<W>);
   const chunk_regs c = {v[0], v[1], v[2], v[3]};
-  for (int h = 0; h < 2; ++h) {
-    const v8f& a = c[2 * h];
-    const v8f& b = c[2 * h + 1];
-    if constexpr (std::same_as<W, fp8_matrix>) {
-      v[2 * h] = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-      v[2 * h + 1] = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
-    } else {
-      v[2 * h] = __builtin_shufflevector(a, b, 0, 4, 8, 12, 1, 5, 9, 13);
-      v[2 * h + 1] = __builtin_shufflevector(a, b, 2, 6, 10, 14, 3, 7, 11, 15);
-    }
-  }
+  constexpr auto lanes = std::make_integer_sequence<int, 8>{};
+  v[0] = lane_vector<W, 0>(c[0], c[1], lanes);
+  v[1] = lane_vector<W, 1>(c[0], c[1], lanes);
+  v[2] = lane_vector<W, 2>(c[2], c[3], lanes);
+  v[3] = lane_vector<W, 3>(c[2], c[3], lanes);
 }
 
 // x's n columns in W's lane order: every whole chunk rearranged by lanes_from_columns, the column
@@ -83,8 +89,9 @@ inline void lane_order(const float* x, index_t n, float* out) {
 DSV4_FORCEINLINE void load_chunk(const fp4_matrix& m, index_t row, index_t k0, chunk_regs& out) {
 #if defined(__F16C__) && defined(__AVX2__)
   const auto k = static_cast<std::size_t>(k0);
-  const fp4x2* w = m.weight.data() + row * m.weight.stride(0) + k / 2;
-  const ue8m0 s = m.scale.data()[row * m.scale.stride(0) + static_cast<index_t>(k / fp4_block)];
+  const fp4x2* w = m.weight.data() + row * m.weight.stride(0) + index_math::fp4_byte(k);
+  const ue8m0 s =
+      m.scale.data()[index_math::row_scale_index<std::size_t>(row, k, m.scale.stride(0), fp4_block)];
   if (__builtin_expect(fp4_exponent_scalable(s), true)) {
     decode_fp4_lanes(w, s, out);
   } else {

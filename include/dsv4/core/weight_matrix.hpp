@@ -14,6 +14,7 @@
 
 #include "dsv4/core/chunk_decode.hpp"
 #include "dsv4/core/dtype.hpp"
+#include "dsv4/core/index_math.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/quant.hpp"
 #include "dsv4/core/simd.hpp"
@@ -92,13 +93,13 @@ struct fp8_matrix {
   // divisions are shifts.
   ue8m0 block_scale(index_t row, index_t col) const {
     const auto r = static_cast<std::size_t>(row), k = static_cast<std::size_t>(col);
-    return scale.data()[(r / fp8_block) * static_cast<std::size_t>(scale.stride(0)) + k / fp8_block];
+    return scale.data()[index_math::block_scale_index<std::size_t>(r, k, scale.stride(0), fp8_block)];
   }
   void decode(index_t row, index_t k0, index_t n, float* out) const {
     const fp8_e4m3* w = weight.data() + row * weight.stride(0);
-    const ue8m0* s = scale.data() + (row / fp8_block) * scale.stride(0);
+    const ue8m0* s = scale.data() + index_math::block_of(row, fp8_block) * scale.stride(0);
     if (n == weight_chunk) {
-      decode_fp8_32(w + k0, s[k0 / fp8_block], out);
+      decode_fp8_32(w + k0, s[index_math::block_of(k0, fp8_block)], out);
       return;
     }
     dequantize_fp8_row(w, s, k0, k0 + n, out);
@@ -129,7 +130,7 @@ struct fp4_matrix {
     const fp4x2* w = weight.data() + row * weight.stride(0);
     const ue8m0* s = scale.data() + row * scale.stride(0);
     if (n == weight_chunk) {
-      decode_fp4_32(w + k0 / 2, s[k0 / fp4_block], out);
+      decode_fp4_32(w + index_math::fp4_byte(k0), s[index_math::block_of(k0, fp4_block)], out);
       return;
     }
     dequantize_fp4_row(w, s, k0, k0 + n, out);
