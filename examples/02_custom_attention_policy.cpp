@@ -1,111 +1,107 @@
-// 02_custom_attention_policy: a user-defined attention policy plugged into the V4 attention layer.
+// 02_custom_attention_policy: user-defined attention policies plugged into a whole model.
 //
-// A policy is a static description (dsv4/attn/concepts.hpp); deriving from a stock one and
-// overriding a member is enough. Here: a CSA layer whose Lightning Indexer keeps the top 2
-// compressed entries instead of the config's index_topk, and an HCA layer compressing every 8
-// tokens instead of hca_ratio. Both run on the tiny_hybrid config with random weights, next to the
-// stock policies, over the same 64 tokens.
+// A policy is a static description (dsv4/attn/concepts.hpp): derive from a stock one and override
+// a member. A model takes its policies from a bundle (dsv4/model/policies.hpp): derive from the
+// default bundle and redefine the alias of one layer kind, and every layer of that kind runs the
+// new policy, with the cache geometry it needs. Here, on the committed tiny checkpoint
+// (tests/fixtures/tiny_v4, written by Hugging Face transformers):
+//   csa_top2     the CSA layers' Lightning Indexer keeps 2 compressed entries instead of index_topk 4;
+//   swa_window4  the sliding-window layers attend to the last 4 tokens instead of 8.
+// The same weights serve all three models; each continues the same 64-token prompt greedily, and
+// the program prints the continuations, how far each model's logits moved from the stock model's
+// and what its cache holds.
 #include <cmath>
 #include <cstdio>
-#include <random>
 #include <string>
 #include <vector>
 
-#include "dsv4/attn/attention.hpp"
 #include "dsv4/config/presets.hpp"
+#include "dsv4/io/load_model.hpp"
+#include "dsv4/model/causal_lm.hpp"
 
 namespace {
 using namespace dsv4;
-using config::model_config;
-constexpr model_config cfg = config::tiny_hybrid;
+constexpr config::model_config C = config::tiny_v4;
 
 struct csa_top2 : attn::csa {
   static constexpr std::string_view name = "csa_top2";
   static constexpr int top_k(const attn::shape&) { return 2; }
 };
-static_assert(attn::attention_policy<csa_top2>);
-
-struct hca_ratio8 : attn::hca {
-  static constexpr std::string_view name = "hca_ratio8";
-  static constexpr int compress_ratio(const attn::shape&) { return 8; }
-};
-static_assert(attn::attention_policy<hca_ratio8>);
-
-// Random weights owned here; the layer reads views of them.
-struct random_weights {
-  std::mt19937 rng{2026};
-  std::vector<std::vector<float>> buffers;
-
-  tensor_view<const float, 2> matrix(index_t rows, index_t cols, float stddev) {
-    std::normal_distribution<float> d(0.0f, stddev);
-    auto& b = buffers.emplace_back(static_cast<std::size_t>(rows * cols));
-    for (float& x : b) x = d(rng);
-    return {b.data(), {rows, cols}};
-  }
-  tensor_view<const float, 2> linear(index_t out, index_t in) {
-    return matrix(out, in, 1.0f / std::sqrt(static_cast<float>(in)));
-  }
-  tensor_view<const float, 1> vector(index_t n) {
-    const auto m = matrix(1, n, 1.0f);
-    return {m.data(), {n}};
-  }
-  attn::compressor_weights<> compressor(int ratio, index_t dim, bool overlap) {
-    const index_t ch = overlap ? 2 * dim : dim;
-    return {{linear(ch, cfg.d_model)}, {linear(ch, cfg.d_model)}, matrix(ratio, ch, 1.0f), vector(dim)};
+struct swa_window4 : attn::swa {
+  static constexpr std::string_view name = "swa_window4";
+  static constexpr index_t window(const attn::shape&, index_t capacity) {
+    return std::min<index_t>(4, capacity);
   }
 };
 
-template <attn::attention_policy P>
-void run(const attn::attention_weights<>& w, const std::vector<float>& x, index_t tokens) {
-  const auto layer = attn::attention_layer<cfg, P>::create(w, config::tiny_params);
-  if (!layer.ok()) {
-    std::printf("%s: %s\n", std::string(P::name).c_str(), layer.error().to_string().c_str());
-    return;
+struct top2_policies : model::default_policies<C> {
+  using csa_attention = csa_top2;
+};
+struct window4_policies : model::default_policies<C> {
+  using swa_attention = swa_window4;
+};
+
+struct outcome {
+  std::vector<std::int32_t> tokens;  // the greedy continuation
+  std::vector<float> first_logits;   // the logits after the prompt
+  std::int64_t cache_bytes = 0;      // pages the sequence holds
+};
+
+// Prompt, then greedy decoding of `steps` tokens, with model type LM over the loaded weights.
+template <class LM>
+outcome continue_prompt(const io::loaded_model<C>& file, const std::vector<std::int32_t>& prompt, int steps) {
+  outcome o;
+  auto m = LM::create(file.weights(), file.params());
+  auto cache = LM::make_cache(1, static_cast<index_t>(prompt.size()) + steps);
+  if (!m || !cache) {
+    std::printf("cannot build: %s\n", (!m ? m.error() : cache.error()).to_string().c_str());
+    return o;
   }
-  // A one-layer cache with the geometry this policy needs (ring, ratio, index keys).
-  auto cache = attn::attention_layer<cfg, P>::make_cache(1, tokens);
-  const auto seq = cache->open();
-  std::vector<float> y(x.size());
-  const status s =
-      layer->forward(*cache, 0, *seq, {x.data(), {tokens, cfg.d_model}}, {y.data(), {tokens, cfg.d_model}});
-  double norm = 0;
-  for (float v : y) norm += double(v) * v;
-  const index_t entries =
-      P::compress_ratio(attn::shape_of<cfg>) > 0 ? tokens / P::compress_ratio(attn::shape_of<cfg>) : 0;
-  std::printf("%-10s ratio %3d  top-k %4d  entries %3lld  cache %6lld B  |y| = %.6f  (%s)\n",
-              std::string(P::name).c_str(), P::compress_ratio(attn::shape_of<cfg>),
-              P::top_k(attn::shape_of<cfg>), static_cast<long long>(entries),
-              static_cast<long long>(cache->bytes()), std::sqrt(norm), s.to_string().c_str());
+  const attn::sequence_id seq = *cache->open();
+  std::vector<float> logits(C.vocab_size);
+  model::sequence_input in{seq, prompt};
+  for (int i = 0; i < steps; ++i) {
+    if (const status s =
+            m->forward(*cache, {&in, 1}, tensor_view<float, 2>(logits.data(), {1, C.vocab_size}));
+        !s.ok()) {
+      std::printf("forward: %s\n", s.to_string().c_str());
+      return o;
+    }
+    if (i == 0) o.first_logits = logits;
+    o.tokens.push_back(
+        static_cast<std::int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+    in.tokens = std::span<const std::int32_t>(&o.tokens.back(), 1);
+  }
+  o.cache_bytes = cache->sequence_bytes(*cache->tokens(seq, 0));
+  return o;
+}
+
+void print(const char* name, const outcome& o, const outcome& stock) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < o.first_logits.size(); ++i) {
+    const double diff = o.first_logits[i] - stock.first_logits[i];
+    num += diff * diff;
+    den += static_cast<double>(stock.first_logits[i]) * stock.first_logits[i];
+  }
+  std::printf("%-12s logits moved %.3f (relative L2)  cache %6lld B  tokens:", name, std::sqrt(num / den),
+              static_cast<long long>(o.cache_bytes));
+  for (const std::int32_t t : o.tokens) std::printf(" %d", t);
+  std::printf("\n");
 }
 }  // namespace
 
 int main() {
-  random_weights r;
-  const index_t d = cfg.d_model, c = cfg.head_dim, heads = cfg.n_heads;
-  // fp32 weights (cfg's formats are f32): attention_weights<> holds f32_matrix projections.
-  attn::attention_weights<> w{{r.linear(cfg.q_lora_rank, d)},
-                              r.vector(cfg.q_lora_rank),
-                              {r.linear(heads * c, cfg.q_lora_rank)},
-                              {r.linear(c, d)},
-                              r.vector(c),
-                              {r.linear(index_t{cfg.o_groups} * cfg.o_lora_rank, heads * c / cfg.o_groups)},
-                              {r.linear(d, index_t{cfg.o_groups} * cfg.o_lora_rank)},
-                              r.vector(heads),
-                              {},
-                              {}};
-  w.indexer = {{r.linear(index_t{cfg.index_n_heads} * cfg.index_head_dim, cfg.q_lora_rank)},
-               {r.linear(cfg.index_n_heads, d)},
-               r.compressor(cfg.csa_ratio, cfg.index_head_dim, true)};
-  const index_t tokens = 64;
-  const auto x = r.matrix(tokens, d, 1.0f);
-  const std::vector<float> input(x.data(), x.data() + tokens * d);
-
-  w.compressor = r.compressor(cfg.csa_ratio, c, true);
-  run<attn::csa>(w, input, tokens);
-  run<csa_top2>(w, input, tokens);
-  w.compressor = r.compressor(cfg.hca_ratio, c, false);
-  run<attn::hca>(w, input, tokens);
-  w.compressor = r.compressor(8, c, false);  // the custom ratio needs an ape of 8 rows
-  run<hca_ratio8>(w, input, tokens);
+  auto file = io::load_model<C>(DSV4_TINY_V4_DIR);
+  if (!file) {
+    std::printf("%s\n", file.error().to_string().c_str());
+    return 1;
+  }
+  std::vector<std::int32_t> prompt;
+  for (int i = 0; i < 64; ++i) prompt.push_back((i * 37 + 11) % C.vocab_size);
+  constexpr int steps = 12;
+  const outcome stock = continue_prompt<model::causal_lm<C>>(*file, prompt, steps);
+  print("stock", stock, stock);
+  print("csa_top2", continue_prompt<model::causal_lm<C, top2_policies>>(*file, prompt, steps), stock);
+  print("swa_window4", continue_prompt<model::causal_lm<C, window4_policies>>(*file, prompt, steps), stock);
   return 0;
 }
