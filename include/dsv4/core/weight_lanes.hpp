@@ -7,6 +7,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <concepts>
 #include <utility>
 
@@ -51,23 +52,28 @@ template <weight_matrix W>
 inline constexpr bool has_lane_order = std::same_as<W, fp8_matrix> || std::same_as<W, fp4_matrix>;
 // Vector V of a chunk in lane order, from the chunk's half V / 2 in column order (a: its columns
 // 0..7, b: 8..15): lane l takes the column index_math names, less the half's first column.
-template <weight_matrix W, int V, int... L>
-DSV4_FORCEINLINE v8f lane_vector(const v8f& a, const v8f& b, std::integer_sequence<int, L...>) {
-  if constexpr (std::same_as<W, fp8_matrix>) {
-    return __builtin_shufflevector(a, b, (index_math::fp8_lane_column(V, L) - 16 * (V / 2))...);
-  } else {
-    return __builtin_shufflevector(a, b, (index_math::fp4_lane_column(V, L) - 16 * (V / 2))...);
-  }
+template <weight_matrix W, int V>
+inline constexpr std::array<int, 8> lane_sources = [] {
+  std::array<int, 8> c{};
+  for (int l = 0; l < 8; ++l)
+    c[static_cast<std::size_t>(l)] = (std::same_as<W, fp8_matrix> ? index_math::fp8_lane_column(V, l)
+                                                                  : index_math::fp4_lane_column(V, l)) -
+                                     16 * (V / 2);
+  return c;
+}();
+template <weight_matrix W, int V>
+DSV4_FORCEINLINE v8f lane_vector(const v8f& a, const v8f& b) {
+  constexpr std::array<int, 8> c = lane_sources<W, V>;
+  return __builtin_shufflevector(a, b, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
 }
 template <weight_matrix W>
 DSV4_FORCEINLINE void lanes_from_columns(chunk_regs& v) {
   static_assert(has_lane_order<W>);
   const chunk_regs c = {v[0], v[1], v[2], v[3]};
-  constexpr auto lanes = std::make_integer_sequence<int, 8>{};
-  v[0] = lane_vector<W, 0>(c[0], c[1], lanes);
-  v[1] = lane_vector<W, 1>(c[0], c[1], lanes);
-  v[2] = lane_vector<W, 2>(c[2], c[3], lanes);
-  v[3] = lane_vector<W, 3>(c[2], c[3], lanes);
+  v[0] = lane_vector<W, 0>(c[0], c[1]);
+  v[1] = lane_vector<W, 1>(c[0], c[1]);
+  v[2] = lane_vector<W, 2>(c[2], c[3]);
+  v[3] = lane_vector<W, 3>(c[2], c[3]);
 }
 
 // x's n columns in W's lane order: every whole chunk rearranged by lanes_from_columns, the column
