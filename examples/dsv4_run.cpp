@@ -663,7 +663,8 @@ int run_directory(const options& o) {
   throw fatal{exit_not_a_checkpoint,
               "config.json describes a V4 shape that matches no preset compiled into dsv4-run; "
               "the closest is " +
-                  closest + " (" + std::to_string(best) + " fields differ), first: " + why};
+                  closest + " (" + std::to_string(best) + (best == 1 ? " field differs" : " fields differ") +
+                  "), first: " + why};
 }
 
 int run_random(const options& o) {

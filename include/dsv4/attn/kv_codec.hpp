@@ -213,12 +213,19 @@ struct row_region {
   }
   // Bytes of a contiguous region.
   index_t bytes() const { return rows * bytes_per_row(width, rope); }
+  // Row i must lie in the region and, paged, in a page the table holds (checked where asserts are
+  // on: a sequence's rows past its tokens have no page).
+  bool holds(index_t i) const {
+    return i >= 0 && i < rows && (pages == nullptr || pages[i >> page_shift] >= 0);
+  }
   Byte* payload(index_t i) const {
+    DSV4_ASSERT(holds(i), "row_region: a row outside the region or in a page the table does not hold");
     const index_t pb = Codec::payload_bytes(width, rope);
     if (pages == nullptr) return base + index_math::payload_offset(i, pb);
     return base + index_math::paged_payload_offset<std::uint64_t>(i, pages, page_rows(), page_bytes, pb);
   }
   Byte* scales(index_t i) const {
+    DSV4_ASSERT(holds(i), "row_region: a row outside the region or in a page the table does not hold");
     const index_t pb = Codec::payload_bytes(width, rope), sb = Codec::scale_bytes(width, rope);
     if (pages == nullptr) return base + index_math::scales_offset(i, rows, pb, sb);
     return base + index_math::paged_scales_offset<std::uint64_t>(i, pages, page_rows(), page_bytes, pb, sb);
