@@ -9,7 +9,8 @@
 // by chunk into an L1 buffer (decode alone), bm_gemv_cached runs the GEMV on it (decode plus
 // multiply-adds, no memory traffic); both count weights per second (`items_per_second`) on one
 // thread. Against bm_gemv's weight rate they tell whether a format is bound by decoding or by
-// memory. bm_gemv_cached_fp8_subnormal repeats the FP8 one with every code subnormal.
+// memory. bm_gemv_cached_fp8_subnormal repeats the FP8 one with every code subnormal. The
+// `numerics::fast` cases run FP4 weights against int8 activations (core/linear_q8.hpp).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -27,8 +28,10 @@ constexpr index_t rows = 2048, cols = 4096;
 constexpr double working_set_bytes = 320.0 * (1 << 20);  // well past any last-level cache
 
 // y[o] against a double dot product of the decoded row, for one row.
+// tolerance: relative to the sum of |terms| (the int8 path quantizes x: about 1/254 per block).
 template <class W>
-void verify_or_abort(const W& w, const float* x, const float* y, index_t n_tok, index_t o) {
+void verify_or_abort(const W& w, const float* x, const float* y, index_t n_tok, index_t o,
+                     double tolerance = 1e-5) {
   std::vector<float> row(static_cast<std::size_t>(w.cols()));
   for (index_t k = 0; k < w.cols(); k += dsv4::weight_chunk)
     w.decode(o, k, dsv4::weight_chunk, row.data() + k);
@@ -38,23 +41,30 @@ void verify_or_abort(const W& w, const float* x, const float* y, index_t n_tok, 
       s += double(row[static_cast<std::size_t>(k)]) * x[t * w.cols() + k];
       mag += std::fabs(double(row[static_cast<std::size_t>(k)]) * x[t * w.cols() + k]);
     }
-    if (std::fabs(s - y[t * w.rows() + o]) > 1e-5 * mag) std::abort();
+    if (std::fabs(s - y[t * w.rows() + o]) > tolerance * mag) std::abort();
   }
 }
 
-template <class W>
+// One token's y = W . x under numerics Num, with a workspace of the caller's.
+template <class W, dsv4::numerics Num>
+dsv4::status gemv_as(const W& w, const std::vector<float>& x, std::vector<float>& y, std::vector<float>& ws) {
+  return dsv4::linear(w, {x.data(), {1, w.cols()}}, {y.data(), {1, w.rows()}}, ws, Num);
+}
+constexpr double tolerance_of(dsv4::numerics num) { return num == dsv4::numerics::fast ? 1e-2 : 1e-5; }
+
+template <class W, dsv4::numerics Num = dsv4::numerics::exact>
 void bm_gemv(benchmark::State& state) {
   const dsv4::bench::stored_matrix<W> probe(rows, cols, 1);
   const int copies = std::max(1, static_cast<int>(std::ceil(working_set_bytes / probe.bytes())));
   std::vector<dsv4::bench::stored_matrix<W>> mats;
   for (int c = 0; c < copies; ++c) mats.emplace_back(rows, cols, static_cast<unsigned>(c + 2));
   const auto x = std::vector<float>(cols, 0.5f);
-  std::vector<float> y(rows);
-  if (!dsv4::gemv(mats[0].view(), x, y).ok()) std::abort();
-  verify_or_abort(mats[0].view(), x.data(), y.data(), 1, 1234);
+  std::vector<float> y(rows), ws(cols);
+  if (!gemv_as<W, Num>(mats[0].view(), x, y, ws).ok()) std::abort();
+  verify_or_abort(mats[0].view(), x.data(), y.data(), 1, 1234, tolerance_of(Num));
   std::size_t i = 0;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(dsv4::gemv(mats[i].view(), x, y));
+    benchmark::DoNotOptimize(gemv_as<W, Num>(mats[i].view(), x, y, ws));
     benchmark::ClobberMemory();
     i = (i + 1) % mats.size();
   }
@@ -82,25 +92,25 @@ void bm_decode(benchmark::State& state) {
 }
 
 // One thread's GEMV over w, whose rows fit in L2: the decode-bound rate of its format.
-template <class W>
+template <class W, dsv4::numerics Num = dsv4::numerics::exact>
 void run_gemv_cached(benchmark::State& state, const dsv4::bench::stored_matrix<W>& w) {
   const auto x = std::vector<float>(cols, 0.5f);
-  std::vector<float> y(cached_rows);
+  std::vector<float> y(cached_rows), ws(cols);
   const int threads = dsv4::max_threads();
   dsv4::set_num_threads(1);
-  if (!dsv4::gemv(w.view(), x, y).ok()) std::abort();
-  verify_or_abort(w.view(), x.data(), y.data(), 1, 5);
+  if (!gemv_as<W, Num>(w.view(), x, y, ws).ok()) std::abort();
+  verify_or_abort(w.view(), x.data(), y.data(), 1, 5, tolerance_of(Num));
   for (auto _ : state) {
-    benchmark::DoNotOptimize(dsv4::gemv(w.view(), x, y));
+    benchmark::DoNotOptimize(gemv_as<W, Num>(w.view(), x, y, ws));
     benchmark::ClobberMemory();
   }
   dsv4::set_num_threads(threads);
   state.SetItemsProcessed(state.iterations() * cached_rows * cols);
 }
 
-template <class W>
+template <class W, dsv4::numerics Num = dsv4::numerics::exact>
 void bm_gemv_cached(benchmark::State& state) {
-  run_gemv_cached(state, dsv4::bench::stored_matrix<W>(cached_rows, cols, 1));
+  run_gemv_cached<W, Num>(state, dsv4::bench::stored_matrix<W>(cached_rows, cols, 1));
 }
 
 // bm_gemv_cached on FP8 codes that are all subnormal (exponent field 0). The one-token FP8 GEMV
@@ -134,6 +144,7 @@ BENCHMARK(bm_gemv<dsv4::f32_matrix>)->Unit(benchmark::kMicrosecond)->UseRealTime
 BENCHMARK(bm_gemv<dsv4::bf16_matrix>)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(bm_gemv<dsv4::fp8_matrix>)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(bm_gemv<dsv4::fp4_matrix>)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(bm_gemv<dsv4::fp4_matrix, dsv4::numerics::fast>)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(bm_gemm<dsv4::f32_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(bm_gemm<dsv4::bf16_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(bm_gemm<dsv4::fp8_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -144,4 +155,5 @@ BENCHMARK(bm_decode<dsv4::fp4_matrix>)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_gemv_cached<dsv4::bf16_matrix>)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_gemv_cached<dsv4::fp8_matrix>)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_gemv_cached<dsv4::fp4_matrix>)->Unit(benchmark::kMicrosecond);
+BENCHMARK(bm_gemv_cached<dsv4::fp4_matrix, dsv4::numerics::fast>)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_gemv_cached_fp8_subnormal)->Unit(benchmark::kMicrosecond);

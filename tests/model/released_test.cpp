@@ -11,9 +11,14 @@
 // there when only its mHC mixing sums change order). So: positions before it agree to 1e-3 each
 // with at most 3 ties; the MTP block fed the fixture's own streams agrees at every position; greedy
 // decoding inside the stable prefix gives the fixture's tokens; the tail is a sanity bound only.
+//
+// numerics::fast on the same model: its next-token distributions against the exact path beside
+// the released numerics' (the accuracy figures docs/linear.md quotes), and the int8 path's batch
+// invariance through every layer.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -64,6 +69,59 @@ struct stepper {
     REQUIRE(s.ok());
   }
 };
+
+// Logits (n, vocab) of every prompt position: one prefill call, or one call per token.
+template <class Lm>
+std::vector<float> score(const Lm& m, const std::vector<std::int32_t>& prompt, bool one_by_one) {
+  auto cache = Lm::make_cache(1, 256).value();
+  const attn::sequence_id seq = *cache.open();
+  const auto n = static_cast<index_t>(prompt.size());
+  std::vector<float> logits(static_cast<std::size_t>(n * vocab));
+  for (index_t t0 = 0; t0 < n;) {
+    const index_t len = one_by_one ? 1 : n;
+    const model::sequence_input in{
+        seq, std::span<const std::int32_t>(prompt.data() + t0, static_cast<std::size_t>(len)),
+        model::logits_rows::all};
+    const status s =
+        m.forward(cache, {&in, 1}, tensor_view<float, 2>(logits.data() + t0 * vocab, {len, vocab}));
+    INFO(s.message());
+    REQUIRE(s.ok());
+    t0 += len;
+  }
+  return logits;
+}
+
+// KL(p || q) of the softmax distributions of two logit rows, in double.
+double kl_divergence(const float* p_logits, const float* q_logits) {
+  const auto log_softmax = [](const float* l) {
+    const double top = *std::max_element(l, l + vocab);
+    double sum = 0;
+    for (index_t i = 0; i < vocab; ++i) sum += std::exp(l[i] - top);
+    std::vector<double> out(static_cast<std::size_t>(vocab));
+    for (index_t i = 0; i < vocab; ++i) out[static_cast<std::size_t>(i)] = l[i] - top - std::log(sum);
+    return out;
+  };
+  const auto lp = log_softmax(p_logits), lq = log_softmax(q_logits);
+  double kl = 0;
+  for (std::size_t i = 0; i < lp.size(); ++i) kl += std::exp(lp[i]) * (lp[i] - lq[i]);
+  return kl;
+}
+
+// Mean KL(p || q) over the rows, the largest, and the fraction of rows with the same argmax.
+struct agreement {
+  double mean_kl = 0, max_kl = 0, top1 = 0;
+};
+agreement compare(const std::vector<float>& p, const std::vector<float>& q) {
+  agreement a;
+  const index_t n = static_cast<index_t>(p.size()) / vocab;
+  for (index_t t = 0; t < n; ++t) {
+    const double kl = kl_divergence(row(p, t).data(), row(q, t).data());
+    a.mean_kl += kl / static_cast<double>(n);
+    a.max_kl = std::max(a.max_kl, kl);
+    a.top1 += (argmax(row(p, t)) == argmax(row(q, t))) / static_cast<double>(n);
+  }
+  return a;
+}
 
 }  // namespace
 
@@ -141,4 +199,38 @@ TEST_CASE("tiny_v4_released: greedy decoding gives the emulation's tokens", "[mo
     CHECK(argmax(logits) == want[i]);
     s.step(want[i], logits);
   }
+}
+
+TEST_CASE(
+    "tiny_v4_released: numerics::fast against the exact path, beside the released numerics, and batch "
+    "invariant",
+    "[model][fast]") {
+  const auto f = test::fixture::load("tiny_v4_released.json");
+  const auto prompt = f.meta().at("prompt").get<std::vector<std::int32_t>>();
+  const auto file = io::load_model<C>(std::string(DSV4_FIXTURE_DIR) + "/tiny_v4_released");
+  REQUIRE(file.ok());
+  const auto exact = model::causal_lm<C, model::default_policies<C>>::create(file->weights(), file->params());
+  const auto released = lm::create(file->weights(), file->params());
+  const auto fast = model::causal_lm<C, model::fast_policies<C>>::create(file->weights(), file->params());
+  REQUIRE(exact.ok());
+  REQUIRE(released.ok());
+  REQUIRE(fast.ok());
+
+  // Against the exact path (fp32 activations): the released numerics' own distance (BF16
+  // activations, FP8-simulated inputs) is the yardstick; fast replaces the FP8 step of the FP4
+  // experts' inputs by int8 blocks of 32, a finer quantization, so it must come out no further.
+  const auto ref = score(*exact, prompt, false), rel = score(*released, prompt, false),
+             got = score(*fast, prompt, false);
+  const agreement r = compare(ref, rel), g = compare(ref, got);
+  WARN("against the exact path over " << prompt.size() << " positions: released mean KL " << r.mean_kl
+                                      << ", max " << r.max_kl << ", top-1 " << r.top1 << "; fast mean KL "
+                                      << g.mean_kl << ", max " << g.max_kl << ", top-1 " << g.top1);
+  CHECK(g.mean_kl <= r.mean_kl);
+  CHECK(g.top1 >= r.top1 - 0.02);
+  CHECK(test::rel_l2(got, rel) > 0.0);  // the int8 path ran: fast and released differ
+
+  // Every operation of the fast path is batch invariant: the prompt one token at a time gives the
+  // prefill's logits bit for bit.
+  const auto stepped = score(*fast, prompt, true);
+  CHECK(std::equal(stepped.begin(), stepped.end(), got.begin()));
 }

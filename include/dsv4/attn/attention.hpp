@@ -37,6 +37,8 @@
 //   arithmetic; RoPE results BF16; the compressor casts its pooled entry to BF16 before its norm;
 //   the indexer's score path (indexer_query, indexer_scores) and the core (sparse_attention_op)
 //   as their headers say; the de-rotated output BF16.
+// numerics::fast is released, except that a linear with FP4 weights (none in the released model's
+// attention) quantizes its input to int8 blocks itself (core/linear_q8.hpp).
 // The GEMMs accumulate in fp32 in their own order, so a released value can differ from the
 // reference's by one BF16 ulp where the two sums fall on either side of a rounding boundary.
 #pragma once
@@ -304,7 +306,7 @@ class attention {
   using key_codec = typename cache_type::codecs::key;
   using linear_matrix = weight_matrix_for<S.linear_format>;
   using other_matrix = weight_matrix_for<S.other_format>;
-  static constexpr bool released = Num == numerics::released;
+  static constexpr bool released = rounds_activations(Num);  // released's roundings (::released, ::fast)
 
   struct aligned_delete {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{64}); }
@@ -517,10 +519,11 @@ class attention {
     return r;
   }
   // x as a linear with weights W reads it: under released numerics and for FP8/FP4 weights, a
-  // copy FP8-simulated in 1 x 128 tiles (to_linear_input); x itself otherwise.
+  // copy FP8-simulated in 1 x 128 tiles (to_linear_input); x itself otherwise (FP4 weights under
+  // numerics::fast quantize it in the linear).
   template <weight_matrix W>
   static tensor_view<const float, 2> linear_input(tensor_view<float, 2> copy, tensor_view<const float, 2> x) {
-    if constexpr (!released || !takes_fp8_input<W>) return x;
+    if constexpr (!takes_fp8_simulated_input<W>(Num)) return x;
     return rows_copy(copy, x, [](std::span<float> r) { to_linear_input(Num, true, r); });
   }
 
@@ -540,16 +543,16 @@ class attention {
 
     // Query path: the latent qr is shared with the indexer.
     const tensor_view<float, 2> qr = rows_of(s.qr, n), q = rows_of(s.q, n);
-    DSV4_TRY(project(w_.wq_a, x_lin, qr, s.lanes));
+    DSV4_TRY(project(w_.wq_a, x_lin, qr, s.lanes, Num));
     to_activation_rows(qr);
     for (index_t i = 0; i < n; ++i) rms_norm(row(qr, i), view_span(w_.q_norm), eps_, row(qr, i));
     to_activation_rows(qr);
     const tensor_view<const float, 2> qr_lin = linear_input<linear_matrix>(s.qr_fp8, qr);
-    DSV4_TRY(project(w_.wq_b, qr_lin, q, s.lanes));
+    DSV4_TRY(project(w_.wq_b, qr_lin, q, s.lanes, Num));
     to_activation_rows(q);
     // KV path, and the projections of the compressors and of the indexer query.
     const tensor_view<float, 2> kv = rows_of(s.kv, n);
-    DSV4_TRY(project(w_.wkv, x_lin, kv, s.lanes));
+    DSV4_TRY(project(w_.wkv, x_lin, kv, s.lanes, Num));
     to_activation_rows(kv);
     tensor_view<float, 2> ckv, cgate, kkv, kgate, iq, iw;
     if constexpr (dims::ratio > 0) {
@@ -568,13 +571,14 @@ class attention {
       iw = {all + 2 * kc + is.q_width(), {n, is.n_heads}, {width, 1}};
       DSV4_TRY(project(w_.indexer.compressor.wkv, x, kkv, s.lanes));
       DSV4_TRY(project(w_.indexer.compressor.wgate, x, kgate, s.lanes));
-      DSV4_TRY(project(w_.indexer.wq_b, qr_lin, iq, s.lanes));  // indexer_query rounds both to BF16
+      DSV4_TRY(project(w_.indexer.wq_b, qr_lin, iq, s.lanes, Num));  // indexer_query rounds both to BF16
       // x as weights_proj reads it: x_lin again when both formats take the same input.
-      DSV4_TRY(project(w_.indexer.weights_proj,
-                       takes_fp8_input<other_matrix> == takes_fp8_input<linear_matrix>
-                           ? x_lin
-                           : linear_input<other_matrix>(s.x_fp8, x),
-                       iw, s.lanes));
+      DSV4_TRY(project(
+          w_.indexer.weights_proj,
+          takes_fp8_simulated_input<other_matrix>(Num) == takes_fp8_simulated_input<linear_matrix>(Num)
+              ? x_lin
+              : linear_input<other_matrix>(s.x_fp8, x),
+          iw, s.lanes, Num));
     }
 
     const tensor_view<float, 2> o = rows_of(s.o, n);
@@ -604,7 +608,7 @@ class attention {
                        tensor_view<float, 2>(u.data() + j * dims::d_g, {n, dims::d_g}, {u.extent(1), 1}),
                        s.lanes));
     to_activation_rows(u);
-    DSV4_TRY(project(w_.wo_b, linear_input<linear_matrix>(s.u_fp8, u), y, s.lanes));
+    DSV4_TRY(project(w_.wo_b, linear_input<linear_matrix>(s.u_fp8, u), y, s.lanes, Num));
     to_activation_rows(y);
     return {};
   }

@@ -92,7 +92,7 @@ inline void indexer_query(const indexer_shape& s, const rope_table& rope, index_
     for (index_t h = 0; h < s.n_heads; ++h) hadamard_rotate(&q(h, 0), s.head_dim);
     to_activation(num, all);
   }
-  if (num == numerics::released)
+  if (rounds_activations(num))
     for (index_t h = 0; h < s.n_heads; ++h) fp4_simulate({&q(h, 0), static_cast<std::size_t>(s.head_dim)});
   const float scale =
       1.0f / (std::sqrt(static_cast<float>(s.head_dim)) * std::sqrt(static_cast<float>(s.n_heads)));
@@ -215,7 +215,7 @@ void indexer_scores(tensor_view<const float, 2> q, std::span<const float> head_w
         r += run;
       }
       sgemm_direct(packed_b_product(tile, c, q_packed, qk, heads, rows, heads, c));  // qk = tile . q^T
-      if (num == numerics::released) {
+      if (rounds_activations(num)) {
         index_t r = 0;
         for (; r + 8 <= rows; r += 8) {
           if (plain_weights) {

@@ -23,10 +23,12 @@ using dsv4::parallel_for_work;
 // y (n, out) = x (n, in) . w^T for weights (out, in) in any format: core/linear.hpp, whose
 // rows are bit-identical to one-token calls, so a prefill chunk and a decode step compute every
 // projection identically. Rows of x and y may be strided (a column block of a wider matrix).
-// lanes: the GEMM's workspace (linear_op<W>::workspace_floats(n, in) floats at least).
+// lanes: the GEMM's workspace (linear_op<W>::workspace_floats(n, in) floats at least); num: the
+// layer's numerics where the linear follows them (int8 inputs to FP4 weights under numerics::fast).
 template <weight_matrix W>
-status project(const W& w, tensor_view<const float, 2> x, tensor_view<float, 2> y, std::span<float> lanes) {
-  return linear(w, x, y, lanes);
+status project(const W& w, tensor_view<const float, 2> x, tensor_view<float, 2> y, std::span<float> lanes,
+               numerics num = numerics::exact) {
+  return linear(w, x, y, lanes, num);
 }
 
 // w is a valid matrix of its format with (rows, cols); name is its checkpoint name without ".weight".

@@ -43,12 +43,15 @@ void row_block(const typename linear_op<W>::params& p, index_t row0, index_t row
 template <weight_matrix W>
 class linear_input {
  public:
-  // lanes: linear_op<W>::workspace_floats(n, in) floats that receive x in W's lane order.
-  linear_input(tensor_view<const float, 2> x, std::span<float> lanes) : x_(x), range_(range_of(x)) {
+  // lanes: linear_op<W>::workspace_floats(n, in) floats that receive x in W's lane order (or as
+  // int8 blocks, where num makes W take them: takes_int8_input).
+  linear_input(tensor_view<const float, 2> x, std::span<float> lanes, numerics num = numerics::exact)
+      : x_(x), range_(range_of(x)), int8_(takes_int8_input<W>(num)) {
     arrange(lanes);
   }
   // The same with the lanes in memory of its own.
-  explicit linear_input(tensor_view<const float, 2> x) : x_(x), range_(range_of(x)) {
+  explicit linear_input(tensor_view<const float, 2> x, numerics num = numerics::exact)
+      : x_(x), range_(range_of(x)), int8_(takes_int8_input<W>(num)) {
     const auto floats = static_cast<std::size_t>(linear_op<W>::workspace_floats(x.extent(0), x.extent(1)));
     if (floats > 0) lanes_.reset(new float[floats]);
     arrange({lanes_.get(), floats});
@@ -61,6 +64,8 @@ class linear_input {
   // every token.
   void run_task(const W& w, tensor_view<float, 2> y, index_t b) const {
     const index_t row0 = b * task_rows;
+    if constexpr (std::same_as<W, fp4_matrix>)
+      if (int8_) return detail::q8_row_block(w, x_.data(), y, row0, std::min(task_rows, w.rows() - row0));
     detail::row_block<W>(typename linear_op<W>::params{w, x_, y}, row0, std::min(task_rows, w.rows() - row0),
                          range_);
   }
@@ -74,6 +79,14 @@ class linear_input {
     return detail::exponent_range(std::span<const float>(x.data(), scans_range(x) ? x.extent(1) : 0));
   }
   void arrange(std::span<float> lanes) {
+    if (int8_) {  // x_ then points at the blocks, n tokens of q8_floats(in) floats
+      const index_t n = x_.extent(0), in = x_.extent(1), per_token = detail::q8_floats(in);
+      DSV4_ASSERT(static_cast<index_t>(lanes.size()) >= n * per_token, "linear_input: lanes too short");
+      for (index_t t = 0; t < n; ++t)
+        detail::quantize_q8(x_.data() + t * x_.stride(0), in, lanes.data() + t * per_token);
+      x_ = tensor_view<const float, 2>(lanes.data(), {n, per_token});
+      return;
+    }
     if constexpr (detail::has_lane_order<W>) {
       const index_t n = x_.extent(0), in = x_.extent(1);
       DSV4_ASSERT(static_cast<index_t>(lanes.size()) >= n * in, "linear_input: lanes too short");
@@ -84,6 +97,7 @@ class linear_input {
   }
   tensor_view<const float, 2> x_;
   detail::exponent_range range_;
+  bool int8_;
   std::unique_ptr<float[]> lanes_;  // the lanes of the allocating constructor
 };
 
@@ -92,18 +106,19 @@ template <weight_matrix W>
 struct kernel<linear_op<W>, cpu> {
   static status run(const typename linear_op<W>::params& p) {
     DSV4_TRY(linear_op<W>::check(p));
-    const linear_input<W> in(p.x, p.workspace);
+    const linear_input<W> in(p.x, p.workspace, p.num);
     parallel_for(0, linear_input<W>::tasks(p.weight.rows()),
                  [&](index_t b) { in.run_task(p.weight, p.y, b); });
     return {};
   }
 };
 
-// y (n, out) = x (n, in) . W^T, with linear_op<W>::workspace_floats(n, in) floats of workspace.
+// y (n, out) = x (n, in) . W^T, with linear_op<W>::workspace_floats(n, in) floats of workspace;
+// num picks the int8 path for FP4 weights (numerics::fast) and is otherwise not read.
 template <weight_matrix W>
 status linear(const W& weight, tensor_view<const float, 2> x, tensor_view<float, 2> y,
-              std::span<float> workspace) {
-  return run<cpu>(typename linear_op<W>::params{weight, x, y, workspace});
+              std::span<float> workspace, numerics num = numerics::exact) {
+  return run<cpu>(typename linear_op<W>::params{weight, x, y, workspace, num});
 }
 // The same with a workspace allocated for the call (FP8 and FP4 only; a convenience: engines
 // pass their own).

@@ -24,6 +24,8 @@
 #include <string>
 
 #include "dsv4/core/backend.hpp"
+#include "dsv4/core/linear_q8.hpp"
+#include "dsv4/core/numerics.hpp"
 #include "dsv4/core/quant.hpp"
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
@@ -36,19 +38,22 @@ template <weight_matrix W>
 struct linear_op {
   struct params {
     using op = linear_op;
-    W weight;                       // (out, in)
-    tensor_view<const float, 2> x;  // (n, in), rows may be strided
-    tensor_view<float, 2> y;        // (n, out), rows may be strided
-    std::span<float> workspace{};   // (workspace_floats(n, in)) x in W's lane order
+    W weight;                        // (out, in)
+    tensor_view<const float, 2> x;   // (n, in), rows may be strided
+    tensor_view<float, 2> y;         // (n, out), rows may be strided
+    std::span<float> workspace{};    // (workspace_floats(n, in)) x in W's lane order, or its int8 blocks
+    numerics num = numerics::exact;  // numerics::fast: FP4 weights take x as int8 blocks (linear_q8.hpp)
   };
 
   // Floats of workspace a call with n tokens of `in` columns needs: FP8 and FP4 read x in their
-  // lane orders (a permuted copy), other formats read x where it is.
+  // lane orders (a permuted copy, or for FP4 under numerics::fast its int8 blocks, which take
+  // less), other formats read x where it is.
   static constexpr index_t workspace_floats(index_t n, index_t in) {
     return detail::has_lane_order<W> ? n * in : 0;
   }
 
   static status check(const params& p) {
+    DSV4_TRY(check_numerics(p.num));
     DSV4_TRY(p.weight.check("weight"));
     DSV4_TRY(check_shape(p.x, {any_extent, p.weight.cols()}, "x"));
     DSV4_TRY(detail::check_unit_inner_stride(p.x, "x"));

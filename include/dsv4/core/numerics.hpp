@@ -10,6 +10,9 @@
 //   numerics::exact     everything in fp32, no intermediate rounding (the default).
 //   numerics::released  values rounded where the official code stores BF16 tensors or simulates
 //                       FP8 (the roundings each module applies are listed in its header and doc).
+//   numerics::fast      opt-in, approximate: released's roundings, except that a linear over FP4
+//                       weights takes its input as int8 in blocks of 32 (linear_q8.hpp) instead of
+//                       FP8-simulated, and multiplies in integers; never a default.
 //
 // The mechanism, the same as mhc::residual_map: a policy type takes the numerics as a template
 // argument (moe::moe_ffn<..., numerics::released>, mhc::hyper_connection<4, map, numerics::released>,
@@ -25,29 +28,42 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 
 #include "dsv4/core/dtype.hpp"
 #include "dsv4/core/macros.hpp"
 #include "dsv4/core/quant.hpp"
 #include "dsv4/core/simd.hpp"
+#include "dsv4/core/status.hpp"
 
 namespace dsv4 {
 
 enum class numerics : std::uint8_t {
   exact,     // fp32 throughout
   released,  // the official inference code's BF16 activations and FP8 activation simulation
+  fast,      // released, with int8 activations for FP4-weight linears (opt-in, approximate)
 };
+
+// ok for the three values, invalid_argument naming `num` for anything else a caller cast in.
+inline status check_numerics(numerics num) {
+  if (num == numerics::exact || num == numerics::released || num == numerics::fast) return {};
+  return {errc::invalid_argument,
+          "num: not a dsv4::numerics value (" + std::to_string(static_cast<int>(num)) + ")"};
+}
+
+// Whether num rounds activations as the released model stores them (BF16): released and fast.
+DSV4_HOST_DEVICE constexpr bool rounds_activations(numerics num) { return num != numerics::exact; }
 
 // v as the released model stores an activation: rounded to BF16 under numerics::released,
 // unchanged under numerics::exact.
 DSV4_HOST_DEVICE constexpr float to_activation(numerics num, float v) {
-  return num == numerics::released ? round_to_bf16(v) : v;
+  return rounds_activations(num) ? round_to_bf16(v) : v;
 }
 
 // to_activation on every element of x, in place, 8 at a time (simd.hpp's round_to_bf16_8 is the
 // same rounding without a branch).
 inline void to_activation(numerics num, std::span<float> x) {
-  if (num != numerics::released) return;
+  if (!rounds_activations(num)) return;
   float* v = x.data();
   float* const end = v + x.size();
   for (; end - v >= 8; v += 8) {
@@ -61,9 +77,11 @@ inline void to_activation(numerics num, std::span<float> x) {
 // x (width) in place: the input of a linear as the released model's `linear()` feeds it
 // (numerics::released): BF16, then, for a weight stored in FP8 or FP4 (fp8_input), FP8-simulated in
 // 1 x fp8_block tiles as its act_quant does (spec §18.3), because those GEMMs take FP8 activations.
-// BF16 weights take the BF16 values as they are. No-op under numerics::exact.
+// BF16 weights take the BF16 values as they are. No-op under numerics::exact. Under numerics::fast
+// the caller passes fp8_input false for FP4 weights, whose linear quantizes x itself
+// (linear_q8.hpp's to_linear_input<W> decides from the weight type).
 inline void to_linear_input(numerics num, bool fp8_input, std::span<float> x) {
-  if (num != numerics::released) return;
+  if (!rounds_activations(num)) return;
   to_activation(num, x);
   if (fp8_input) fp8_simulate(x, fp8_block);
 }

@@ -234,12 +234,6 @@ inline status check_settings(const hc_settings& s) {
   return check_positive_finite(s.hc_eps, "hc_settings.hc_eps");
 }
 
-inline status check_numerics(numerics num) {
-  if (num == numerics::exact || num == numerics::released) return {};
-  return {errc::invalid_argument,
-          "num: not a dsv4::numerics value (" + std::to_string(static_cast<int>(num)) + ")"};
-}
-
 // out[k] = sum_j a[j] * x[j*d + k] for k in [k0, k1), stored as `num` stores activations; x is one
 // token's dense (n, d) block.
 inline void collapse_streams(const float* x, index_t n, index_t d, const float* a, index_t k0, index_t k1,
@@ -275,7 +269,7 @@ struct hc_pre_op {
   static status check(const params& p) {
     DSV4_TRY(detail::check_streams(p.x, "x"));
     DSV4_TRY(detail::check_settings(p.settings));
-    DSV4_TRY(detail::check_numerics(p.num));
+    DSV4_TRY(check_numerics(p.num));
     if (p.map != residual_map::sinkhorn && p.map != residual_map::unconstrained)
       return {errc::invalid_argument, "map: not a residual_map value"};
     const index_t t = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
@@ -366,7 +360,7 @@ struct hc_post_op {
 
   static status check(const params& p) {
     DSV4_TRY(detail::check_streams(p.x, "x"));
-    DSV4_TRY(detail::check_numerics(p.num));
+    DSV4_TRY(check_numerics(p.num));
     const index_t t = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
     DSV4_TRY(check_shape(p.y, {t, d}, "y"));
     DSV4_TRY(detail::check_unit_inner(p.y, "y"));
@@ -429,7 +423,7 @@ struct hc_expand_op {
     if (p.e.extent(1) < 1)
       return {errc::shape_mismatch,
               "e: expected (tokens, d) with d >= 1, got " + shape_string<2>(p.e.extents())};
-    DSV4_TRY(detail::check_numerics(p.num));
+    DSV4_TRY(check_numerics(p.num));
     DSV4_TRY(check_shape(p.x, {p.e.extent(0), any_extent, p.e.extent(1)}, "x"));
     if (p.x.extent(1) < 1)
       return {errc::shape_mismatch, "x: expected at least one stream, got " + shape_string<3>(p.x.extents())};
@@ -468,7 +462,7 @@ struct hc_head_op {
   static status check(const params& p) {
     DSV4_TRY(detail::check_streams(p.x, "x"));
     DSV4_TRY(detail::check_settings(p.settings));
-    DSV4_TRY(detail::check_numerics(p.num));
+    DSV4_TRY(check_numerics(p.num));
     const index_t t = p.x.extent(0), n = p.x.extent(1), d = p.x.extent(2);
     DSV4_TRY(check_shape(p.w.fn, {n, n * d}, "head fn"));
     DSV4_TRY(detail::check_unit_inner(p.w.fn, "head fn"));

@@ -207,7 +207,7 @@ class causal_lm {
   using other_matrix = typename matrices_of<C>::other;
   using linear_matrix = typename matrices_of<C>::linear;
   static constexpr index_t d = C.d_model, hc = C.hc_mult, vocab = C.vocab_size;
-  static constexpr bool released = num == numerics::released;
+  static constexpr bool released = rounds_activations(num);  // released's roundings (::released, ::fast)
 
   struct aligned_delete {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{workspace_align}); }
@@ -597,14 +597,14 @@ class causal_lm {
   }
 
   // y (n, out) = x . W^T as the released model's linear() computes it: x (BF16) FP8-simulated in
-  // place where W is FP8 or FP4, the output a BF16 activation (both under released numerics only).
+  // place where W is FP8 or FP4, the output a BF16 activation (both under released numerics only;
+  // numerics::fast gives FP4 weights x's int8 blocks instead of the FP8 step).
   template <weight_matrix W>
   status project(const W& w, tensor_view<float, 2> x, tensor_view<float, 2> y, const buffers& b) const {
     if constexpr (released)
       for (index_t t = 0; t < x.extent(0); ++t)
-        to_linear_input(num, takes_fp8_input<W>,
-                        std::span<float>(&x(t, 0), static_cast<std::size_t>(x.extent(1))));
-    DSV4_TRY(linear(w, tensor_view<const float, 2>(x), y, b.lanes));
+        to_linear_input<W>(num, std::span<float>(&x(t, 0), static_cast<std::size_t>(x.extent(1))));
+    DSV4_TRY(linear(w, tensor_view<const float, 2>(x), y, b.lanes, num));
     if constexpr (released)
       for (index_t t = 0; t < y.extent(0); ++t)
         to_activation(num, std::span<float>(&y(t, 0), static_cast<std::size_t>(y.extent(1))));

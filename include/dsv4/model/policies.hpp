@@ -58,6 +58,12 @@ struct default_policies {
 template <config::model_config C>
 using released_policies = default_policies<C, numerics::released>;
 
+// The released roundings with int8 inputs to FP4-weight linears (the routed experts of the released
+// checkpoints): opt-in and approximate, for speed (core/linear_q8.hpp; docs/linear.md has its
+// accuracy).
+template <config::model_config C>
+using fast_policies = default_policies<C, numerics::fast>;
+
 // The checks of a bundle, one static_assert per alias with a message that names it.
 template <config::model_config C, class P>
 struct check_policies {
@@ -79,8 +85,8 @@ struct check_policies {
                 "dsv4::model: Policies::ffn<score_router> must satisfy moe::ffn_policy");
   static_assert(moe::ffn_policy<typename P::template ffn<typename P::hash_router>>,
                 "dsv4::model: Policies::ffn<hash_router> must satisfy moe::ffn_policy");
-  static_assert(P::num == numerics::exact || P::num == numerics::released,
-                "dsv4::model: Policies::num must be numerics::exact or numerics::released");
+  static_assert(P::num == numerics::exact || P::num == numerics::released || P::num == numerics::fast,
+                "dsv4::model: Policies::num must be numerics::exact, numerics::released or numerics::fast");
   static constexpr bool ok = true;
 };
 

@@ -21,6 +21,8 @@
 // the FP8 step, as F.linear does. The GEMMs still accumulate in fp32 (the reference's tensor cores
 // do too, in an unspecified order), so a released result agrees with the reference's BF16 value
 // except where the two fp32 sums fall on different sides of a BF16 rounding boundary.
+// numerics::fast is released's roundings with FP4 weights taking int8 inputs in blocks of 32 in
+// place of the FP8 step (core/linear_q8.hpp).
 #pragma once
 
 #include <algorithm>
@@ -104,7 +106,7 @@ index_t swiglu_scratch_floats(const swiglu_weights<W>& e, index_t n, numerics nu
     return std::numeric_limits<index_t>::max();
   const index_t lanes =
       std::max(linear_op<W>::workspace_floats(t, d), linear_op<W>::workspace_floats(t, inter));
-  return 2 * t * inter + (num == numerics::released ? t * d : 0) + lanes;
+  return 2 * t * inter + (rounds_activations(num) ? t * d : 0) + lanes;
 }
 
 // y (n, d) = w2 . (clamped_swiglu(w1 . x_t, w3 . x_t) * row_weight[t]) for every token t; an empty
@@ -131,9 +133,9 @@ status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
                                     std::to_string(scratch.size())};
   }
   float* const base = scratch.data();
-  const tensor_view<float, 2> g(base, {n, inter});                                               // (n, inter)
-  const tensor_view<float, 2> u(base + n * inter, {n, inter});                                   // (n, inter)
-  const tensor_view<float, 2> xq(base + 2 * n * inter, {n, num == numerics::released ? d : 0});  // (n, d)
+  const tensor_view<float, 2> g(base, {n, inter});                                             // (n, inter)
+  const tensor_view<float, 2> u(base + n * inter, {n, inter});                                 // (n, inter)
+  const tensor_view<float, 2> xq(base + 2 * n * inter, {n, rounds_activations(num) ? d : 0});  // (n, d)
   float* const lanes = xq.data() + xq.size();
   const std::span<float> x_lanes(lanes, static_cast<std::size_t>(linear_op<W>::workspace_floats(n, d)));
   const std::span<float> g_lanes(lanes, static_cast<std::size_t>(linear_op<W>::workspace_floats(n, inter)));
@@ -141,20 +143,20 @@ status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
     return std::span<float>(v.data() + t * v.stride(0), static_cast<std::size_t>(v.extent(1)));
   };
   // (n, d) what w1 and w3 read: x, or its rounded copy under the released numerics.
-  const tensor_view<const float, 2> in = num == numerics::released ? tensor_view<const float, 2>(xq) : x;
+  const tensor_view<const float, 2> in = rounds_activations(num) ? tensor_view<const float, 2>(xq) : x;
   // Every GEMM's shapes, strides and overlaps (x's and y's among them) before any write.
-  DSV4_TRY(linear_op<W>::check({e.w1, in, g, x_lanes}));
-  DSV4_TRY(linear_op<W>::check({e.w3, in, u, x_lanes}));
-  DSV4_TRY(linear_op<W>::check({e.w2, tensor_view<const float, 2>(g), y, g_lanes}));
-  if (num == numerics::released) {
+  DSV4_TRY(linear_op<W>::check({e.w1, in, g, x_lanes, num}));
+  DSV4_TRY(linear_op<W>::check({e.w3, in, u, x_lanes, num}));
+  DSV4_TRY(linear_op<W>::check({e.w2, tensor_view<const float, 2>(g), y, g_lanes, num}));
+  if (rounds_activations(num)) {
     parallel_for(0, n, [&](index_t t) {
       for (index_t c = 0; c < d; ++c) xq(t, c) = x(t, c);
-      to_linear_input(num, takes_fp8_input<W>, row(xq, t));
+      to_linear_input<W>(num, row(xq, t));
     });
   }
   // The gate and up projections and the activation in one parallel region: each task computes
   // its rows of g and u for every token, then the activation of those columns.
-  const linear_input<W> xin(in, x_lanes);
+  const linear_input<W> xin(in, x_lanes, num);
   parallel_for(0, linear_input<W>::tasks(inter), [&](index_t b) {
     xin.run_task(e.w1, g, b);
     xin.run_task(e.w3, u, b);
@@ -167,10 +169,9 @@ status swiglu_forward(const swiglu_weights<W>& e, tensor_view<const float, 2> x,
       }
     }
   });
-  if (num == numerics::released)
-    parallel_for(0, n, [&](index_t t) { to_linear_input(num, takes_fp8_input<W>, row(g, t)); });
-  DSV4_TRY(linear(e.w2, tensor_view<const float, 2>(g), y, g_lanes));
-  if (num == numerics::released) parallel_for(0, n, [&](index_t t) { to_activation(num, row(y, t)); });
+  if (rounds_activations(num)) parallel_for(0, n, [&](index_t t) { to_linear_input<W>(num, row(g, t)); });
+  DSV4_TRY(linear(e.w2, tensor_view<const float, 2>(g), y, g_lanes, num));
+  if (rounds_activations(num)) parallel_for(0, n, [&](index_t t) { to_activation(num, row(y, t)); });
   return {};
 }
 

@@ -132,7 +132,7 @@ struct moe_ffn {
     DSV4_TRY(gate.route(in, routes{b.ids, b.weights, b.scores}));
     DSV4_TRY(plan_dispatch(b.ids, gate.n_experts(), b.plan));
     // Rows are sorted by expert, so ascending rows per token are ascending expert ids.
-    if constexpr (Num == numerics::released)
+    if constexpr (rounds_activations(Num))
       for (index_t t = 0; t < n; ++t)
         std::sort(b.plan.inverse.data() + t * k, b.plan.inverse.data() + (t + 1) * k);
     DSV4_TRY(gather_tokens(in.x, b.plan.order, k, b.xs));
@@ -149,7 +149,7 @@ struct moe_ffn {
     }
     if (shared) DSV4_TRY(swiglu_forward(*shared, in.x, {}, swiglu_limit, b.shared_y, b.scratch, Num));
     DSV4_TRY(combine(b.ys, b.plan.inverse, k, b.shared_y, y));
-    if constexpr (Num == numerics::released) {
+    if constexpr (rounds_activations(Num)) {
       parallel_for(0, n, [&](index_t t) {
         if (y.stride(1) == 1) {
           to_activation(Num,

@@ -1,0 +1,303 @@
+// The int8 activation path of numerics::fast: y = x . W^T for FP4 weights with x quantized to int8
+// in blocks of 32 columns, the products taken in integers. Opt-in and approximate (the only
+// approximation is x's quantization); docs/linear.md states its accuracy.
+//
+// Why: an E2M1 value times 2 is an integer in [-12, 12], so a block of 32 FP4 weights times 32
+// int8 activations is an exact int32 sum, which AVX2 forms with a table lookup (vpshufb) and two
+// multiply-adds (vpmaddubsw, vpmaddwd) per 32 weights instead of decoding every weight to fp32.
+// The one-token GEMV then reads weights at memory speed where the exact path is bound by decoding.
+//
+// Quantization (quantize_q8, one rule for every target): for each block of 32 columns,
+// amax = max |x|, q = x * (127 / amax) rounded to nearest (ties to even), in [-127, 127], and
+// step = amax / 127, in float arithmetic. A block holding a NaN or an infinity gets step NaN (its
+// outputs become NaN, as the exact product's would); an all-zero block gets step 0. A block is
+// stored as its 32 codes in the order [even columns, odd columns] (the order in which one FP4 byte
+// load splits into low and high nibbles) and step / 2 (the weights enter as 2 x E2M1).
+//
+// Accumulation order (bit-identical on every target and for any batch or thread count): output o
+// has eight fp32 lane accumulators; for block b in increasing order, lane l adds
+// float(p_l) * (scale_b * step_b / 2) by a fused multiply-add, where p_l is the exact int32 sum of
+// the products of codes 4l .. 4l + 3 of the block in the stored order; the lanes are then added
+// by the tree of dsv4::dot (reduce_lanes).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <span>
+
+#include "dsv4/core/macros.hpp"
+#include "dsv4/core/numerics.hpp"
+#include "dsv4/core/simd.hpp"
+#include "dsv4/core/tensor_view.hpp"
+#include "dsv4/core/weight_matrix.hpp"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+namespace dsv4 {
+
+// Whether a linear with weights W takes its input as int8 blocks under num (numerics::fast, FP4
+// weights), and whether it takes it FP8-simulated instead (numerics::released and ::fast for FP8
+// weights, ::released for FP4 weights): the two ways to_linear_input prepares x.
+template <weight_matrix W>
+constexpr bool takes_int8_input(numerics num) {
+  return num == numerics::fast && std::same_as<W, fp4_matrix>;
+}
+template <weight_matrix W>
+constexpr bool takes_fp8_simulated_input(numerics num) {
+  return num != numerics::exact && takes_fp8_input<W> && !takes_int8_input<W>(num);
+}
+
+// x in place as a linear with weights W reads it under num (to_linear_input with W's format).
+template <weight_matrix W>
+void to_linear_input(numerics num, std::span<float> x) {
+  to_linear_input(num, takes_fp8_simulated_input<W>(num), x);
+}
+
+namespace detail {
+
+inline constexpr index_t q8_block = 32;  // columns per int8 block: fp4_block, one scale byte
+
+// One token's x as int8 blocks: codes (in) in the stored order and half steps (in / 32).
+struct q8_row {
+  const std::int8_t* codes;
+  const float* half_steps;
+};
+
+// Floats of workspace one token's blocks take: in bytes of codes, then in / 32 floats.
+constexpr index_t q8_floats(index_t in) { return in / 4 + in / q8_block; }
+
+// Block b's step and codes from its largest magnitude amax (finite, nonzero): the float
+// arithmetic both quantizers below share. A block below 2^-64 is scaled up by 2^64 (exactly) first,
+// so that 127 / amax is finite; the codes are those of the unscaled values, the step is scaled back.
+struct q8_scaling {
+  float up, inv, half_step;
+  explicit q8_scaling(float amax)
+      : up(amax < 0x1p-64f ? 0x1p64f : 1.0f),
+        inv(127.0f / (amax * up)),
+        half_step(amax * up / 127.0f * (up != 1.0f ? 0x1p-65f : 0.5f)) {}
+};
+
+// The blocks of one token, x (in, a multiple of 32), written to `out` (q8_floats(in) floats): the
+// rule in plain code.
+inline q8_row quantize_q8_portable(const float* x, index_t in, float* out) {
+  auto* codes = reinterpret_cast<std::int8_t*>(out);
+  float* half_steps = out + in / 4;
+  for (index_t b = 0; b < in / q8_block; ++b) {
+    const float* v = x + b * q8_block;
+    std::int8_t* qb = codes + b * q8_block;
+    float amax = 0.0f;
+    bool finite = true;
+    for (int k = 0; k < q8_block; ++k) {
+      amax = std::max(amax, std::fabs(v[k]));
+      finite = finite && std::isfinite(v[k]);
+    }
+    if (!finite || amax == 0.0f) {
+      std::fill(qb, qb + q8_block, std::int8_t{0});
+      half_steps[b] = finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
+    const q8_scaling s(amax);
+    for (int k = 0; k < q8_block; ++k)
+      qb[k % 2 * (q8_block / 2) + k / 2] =
+          static_cast<std::int8_t>(std::clamp(std::nearbyint(v[k] * s.up * s.inv), -127.0f, 127.0f));
+    half_steps[b] = s.half_step;
+  }
+  return {codes, half_steps};
+}
+
+#if defined(__AVX2__)
+// The same with AVX2, bit-identical: the same float operations, eight columns at a time; the
+// codes packed to bytes in column order, then split into even and odd columns by one byte shuffle
+// and one quadword permutation.
+inline q8_row quantize_q8(const float* x, index_t in, float* out) {
+  auto* codes = reinterpret_cast<std::int8_t*>(out);
+  float* half_steps = out + in / 4;
+  const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  // Per 16 columns: even ones first, then odd ones.
+  const __m256i split = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,  //
+                                         0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  for (index_t b = 0; b < in / q8_block; ++b) {
+    __m256 v[4];
+    for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(x + b * q8_block + 8 * i);
+    const __m256 m =
+        _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], magnitude), _mm256_and_ps(v[1], magnitude)),
+                      _mm256_max_ps(_mm256_and_ps(v[2], magnitude), _mm256_and_ps(v[3], magnitude)));
+    // x * 0 is NaN exactly for a NaN or an infinity.
+    const __m256 z = _mm256_setzero_ps();
+    const __m256 poison = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(v[0], z), _mm256_mul_ps(v[1], z)),
+                                        _mm256_add_ps(_mm256_mul_ps(v[2], z), _mm256_mul_ps(v[3], z)));
+    const bool finite = _mm256_movemask_ps(_mm256_cmp_ps(poison, poison, _CMP_UNORD_Q)) == 0;
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h);
+    std::int8_t* qb = codes + b * q8_block;
+    if (!finite || amax == 0.0f) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), _mm256_setzero_si256());
+      half_steps[b] = finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
+    const q8_scaling s(amax);
+    const __m256 up = _mm256_set1_ps(s.up), inv = _mm256_set1_ps(s.inv);
+    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    __m256i q[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(v[i], up), inv),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q[i] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+    }
+    // packs interleave the 128-bit halves: dwords come out as columns 0-3, 8-11, 16-19, 24-27,
+    // 4-7, 12-15, 20-23, 28-31; the permutation puts them in column order.
+    const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    const __m256i halves = _mm256_shuffle_epi8(ordered, split);  // per 16 columns: 8 even, 8 odd
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), _mm256_permute4x64_epi64(halves, 0xd8));
+    half_steps[b] = s.half_step;
+  }
+  return {codes, half_steps};
+}
+#else
+inline q8_row quantize_q8(const float* x, index_t in, float* out) { return quantize_q8_portable(x, in, out); }
+#endif
+
+// 2 x E2M1 of a code (its low nibble): an integer in [-12, 12].
+inline constexpr std::int8_t e2m1_twice[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+// The R outputs of rows [row0, row0 + R) of m against one token's blocks, in the order of the
+// contract at the top of the file, one block at a time in plain integer arithmetic: the readable
+// form, and the kernel of targets without AVX2.
+template <int R>
+void q8_dot_rows_portable(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
+  const index_t blocks = m.cols() / q8_block;
+  for (int r = 0; r < R; ++r) {
+    const std::uint8_t* w = &m.weight.data()[(row0 + r) * m.weight.stride(0)].bits;
+    const ue8m0* s = m.scale.data() + (row0 + r) * m.scale.stride(0);
+    v8f acc = {};
+    for (index_t b = 0; b < blocks; ++b) {
+      const std::int8_t* q = x.codes + b * q8_block;
+      const float d = s[b].to_float() * x.half_steps[b];
+      for (int l = 0; l < 8; ++l) {
+        std::int32_t p = 0;
+        for (int j = 4 * l; j < 4 * l + 4; ++j) {  // code j: the low nibble of byte j, or the high of j - 16
+          const std::uint8_t byte = w[b * (q8_block / 2) + j % 16];
+          p += e2m1_twice[j < 16 ? byte & 0x0f : byte >> 4] * q[j];
+        }
+        acc[l] = fma1(static_cast<float>(p), d, acc[l]);
+      }
+    }
+    out[r] = reduce_lanes(acc);
+  }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// Blocks [b0, b0 + nb) of R rows (w: each row's first byte) against x, d[r][i] the factor of
+// block b0 + i of row r, into the lane accumulators (q8_dot_rows below).
+template <int R>
+DSV4_FORCEINLINE void q8_blocks(const std::uint8_t* const (&w)[R], const q8_row& x, index_t b0, index_t nb,
+                                const float (&d)[R][8], __m256 (&acc)[R]) {
+  const __m256i magnitude = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, 1, 2, 3, 4, 6, 8, 12,  //
+                                             0, 1, 2, 3, 4, 6, 8, 12, 0, 1, 2, 3, 4, 6, 8, 12);
+  const __m256i sign = _mm256_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                                        1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i nibble = _mm256_set1_epi8(0x0f), high_half = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (index_t i = 0; i < nb; ++i) {
+    const index_t b = b0 + i;
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes + b * q8_block));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m256i bytes =
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + b * 16)));
+      const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(bytes, high_half), nibble);
+      const __m256i qs = _mm256_sign_epi8(q, _mm256_shuffle_epi8(sign, codes));
+      const __m256i p =
+          _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_shuffle_epi8(magnitude, codes), qs), ones);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&d[r][i]), acc[r]);
+    }
+  }
+}
+
+// The same with AVX2, bit-identical: a block's 16 bytes broadcast to both halves of a register,
+// the high half shifted by a nibble, masked, looked up as |2 x E2M1| and its sign, which moves to
+// x's codes (vpmaddubsw multiplies unsigned by signed bytes); two multiply-adds give the eight
+// lane sums p_l, exact (at most 4 x 12 x 127). Eight blocks share a step: their R x 8 factors
+// scale x step / 2 are formed at once from the eight scale bytes of each row.
+template <int R>
+void q8_dot_rows(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
+  const index_t blocks = m.cols() / q8_block, ws = m.weight.stride(0), ss = m.scale.stride(0);
+  const std::uint8_t* w[R];
+  for (int r = 0; r < R; ++r) w[r] = &m.weight.data()[(row0 + r) * ws].bits;
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  alignas(32) float d[R][8];
+  index_t b0 = 0;
+  for (; b0 + 8 <= blocks; b0 += 8) {
+    const __m256 half_steps = _mm256_loadu_ps(x.half_steps + b0);
+    for (int r = 0; r < R; ++r) {
+      // 2^(e - 127) from the eight scale bytes: the exponent field for e in [1, 254], 2^-127 (a
+      // subnormal) for e = 0, NaN for e = 255.
+      const std::uint8_t* sr = &m.scale.data()[(row0 + r) * ss + b0].bits;
+      const __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr)));
+      __m256i bits = _mm256_slli_epi32(e, 23);
+      bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x00400000),
+                                _mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
+      bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000),
+                                _mm256_cmpeq_epi32(e, _mm256_set1_epi32(255)));
+      _mm256_store_ps(d[r], _mm256_mul_ps(_mm256_castsi256_ps(bits), half_steps));
+      if (row0 + R + r < m.rows())  // the next R rows' bytes of these blocks, two lines
+        for (int line = 0; line < 2; ++line) __builtin_prefetch(w[r] + R * ws + b0 * 16 + 64 * line);
+    }
+    q8_blocks<R>(w, x, b0, 8, d, acc);
+  }
+  if (b0 < blocks) {
+    for (int r = 0; r < R; ++r)
+      for (index_t i = 0; i < blocks - b0; ++i)
+        d[r][i] = m.scale.data()[(row0 + r) * ss + b0 + i].to_float() * x.half_steps[b0 + i];
+    q8_blocks<R>(w, x, b0, blocks - b0, d, acc);
+  }
+  for (int r = 0; r < R; ++r) {
+    v8f a;
+    std::memcpy(&a, &acc[r], sizeof a);
+    out[r] = reduce_lanes(a);
+  }
+}
+#else
+template <int R>
+void q8_dot_rows(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
+  q8_dot_rows_portable<R>(m, row0, x, out);
+}
+#endif
+
+// y rows [row0, row0 + rows) of every token from the tokens' blocks (x: n tokens, token t's blocks
+// at x + t * q8_floats(in)): four rows at a time, all tokens against them while they are in L1.
+inline void q8_row_block(const fp4_matrix& m, const float* x, tensor_view<float, 2> y, index_t row0,
+                         index_t rows) {
+  const index_t n = y.extent(0), per_token = q8_floats(m.cols());
+  auto token = [&](index_t t) {
+    const float* base = x + t * per_token;
+    return q8_row{reinterpret_cast<const std::int8_t*>(base), base + m.cols() / 4};
+  };
+  index_t r = 0;
+  for (; r + 4 <= rows; r += 4)
+    for (index_t t = 0; t < n; ++t) {
+      float o[4];
+      q8_dot_rows<4>(m, row0 + r, token(t), o);
+      for (int i = 0; i < 4; ++i) y(t, row0 + r + i) = o[i];
+    }
+  for (; r < rows; ++r)
+    for (index_t t = 0; t < n; ++t) {
+      float o[1];
+      q8_dot_rows<1>(m, row0 + r, token(t), o);
+      y(t, row0 + r) = o[0];
+    }
+}
+
+}  // namespace detail
+
+}  // namespace dsv4
