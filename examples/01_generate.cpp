@@ -21,6 +21,7 @@
 
 #include "dsv4/config/presets.hpp"
 #include "dsv4/core/parallel.hpp"
+#include "dsv4/core/workspace.hpp"
 #include "dsv4/io/load_model.hpp"
 #include "dsv4/model/causal_lm.hpp"
 #include "dsv4/model/sampling.hpp"
@@ -112,15 +113,11 @@ int main(int argc, char** argv) {
   const attn::sequence_id seq = *cache->open();
 
   // The buffers of the loop, made once: logits, the forward's workspace and sample's.
+  // (workspace_buffer: 64-byte aligned memory; the prefill's call is the largest, so its size
+  // serves every step.)
   std::vector<float> logits(C.vocab_size);
-  const auto aligned = [](std::size_t bytes) { return std::vector<std::byte>(bytes + workspace_align); };
-  const auto span_of = [](std::vector<std::byte>& v) {
-    const std::size_t skip =
-        (workspace_align - reinterpret_cast<std::uintptr_t>(v.data()) % workspace_align) % workspace_align;
-    return std::span<std::byte>(v.data() + skip, v.size() - workspace_align);
-  };
-  std::vector<std::byte> forward_raw = aligned(m->workspace_bytes(n, cache->capacity()));
-  std::vector<std::byte> sample_raw = aligned(model::sample_workspace_bytes(C.vocab_size));
+  workspace_buffer forward_ws(m->workspace_bytes(n, cache->capacity()));
+  workspace_buffer sample_ws(model::sample_workspace_bytes(C.vocab_size));
   const std::int32_t stop_id = loaded->params().eos_id;
 
   // Prefill the prompt, then one decode step per token: each forward appends its tokens to the
@@ -132,9 +129,9 @@ int main(int argc, char** argv) {
   for (index_t position = n; static_cast<index_t>(out.size()) < o.max_tokens; ++position) {
     const auto t0 = std::chrono::steady_clock::now();
     const status s = m->forward(*cache, {&in, 1}, tensor_view<float, 2>(logits.data(), {1, C.vocab_size}),
-                                span_of(forward_raw));
+                                forward_ws.span());
     if (!s.ok()) return fail(s.message());
-    auto token = model::sample(logits, o.sampling, static_cast<std::uint64_t>(position), span_of(sample_raw));
+    auto token = model::sample(logits, o.sampling, static_cast<std::uint64_t>(position), sample_ws.span());
     if (!token) return fail(token.error().message());
     (out.empty() ? prefill_s : decode_s) += seconds_since(t0);
     out.push_back(*token);

@@ -62,7 +62,8 @@ std::string seconds(double s) {
 
 struct options {
   std::string dir;
-  std::string random;  // --random-weights: tiny, peer-small, peer-small-fp8, peer-small-fp4
+  std::string random;     // --random-weights: tiny, peer-small, peer-small-fp8, peer-small-fp4
+  std::string tokenizer;  // --tokenizer: a tokenizer.json other than the checkpoint's
   std::optional<std::string> prompt, system;
   std::optional<std::vector<std::int32_t>> prompt_ids;
   bool chat = false, think = false, raw = false, mtp = false, ignore_eos = false;
@@ -81,6 +82,7 @@ constexpr const char* usage_text =
     "          --chat             interactive chat on stdin (/exit or end of input to stop)\n"
     "          --system TEXT      system prompt of the chat format\n"
     "          --think            thinking mode: the answer starts with <think>\n"
+    "          --tokenizer FILE   a tokenizer.json other than DIR/tokenizer.json\n"
     "sampling: --temperature T (0: greedy, the default)  --top-k K  --top-p P  --min-p M  --seed S\n"
     "          --max-tokens N (256)  --ignore-eos  --mtp (MTP speculative decoding, greedy)\n"
     "machine:  --threads N  --context N (chat: tokens the cache holds, 4096)\n";
@@ -147,6 +149,8 @@ options parse(int argc, char** argv) {
       o.threads = number<int>(a, value());
     else if (a == "--random-weights")
       o.random = std::string(value());
+    else if (a == "--tokenizer")
+      o.tokenizer = std::string(value());
     else if (a.starts_with("-"))
       throw fatal{exit_usage, "unknown option " + std::string(a) + "\n" + usage_text};
     else if (o.dir.empty())
@@ -238,20 +242,6 @@ io::loaded_model<C> load_checkpoint(const fs::path& dir, const config::model_par
 struct speed {
   index_t prefill_tokens = 0, decode_tokens = 0;
   double prefill_s = 0, decode_s = 0;
-};
-
-// A 64-byte aligned buffer of `bytes` bytes.
-class aligned_buffer {
- public:
-  std::span<std::byte> get(std::size_t bytes) {
-    if (raw_.size() < bytes + workspace_align) raw_.assign(bytes + workspace_align, std::byte{});
-    const auto skip =
-        (workspace_align - reinterpret_cast<std::uintptr_t>(raw_.data()) % workspace_align) % workspace_align;
-    return {raw_.data() + skip, bytes};
-  }
-
- private:
-  std::vector<std::byte> raw_;
 };
 
 // Bytes the decode of one token reads: every weight a token uses as stored (the routed experts
@@ -405,20 +395,26 @@ int run(const options& o, const P& p, const std::optional<io::hf_config>& cfg) {
   if (!made) throw fatal{exit_not_a_checkpoint, made.error().message()};
   const lm& m = *made;
 
+  // The tokenizer: --tokenizer, else the checkpoint's tokenizer.json when it has one.
   std::optional<text::tokenizer> tok;
-  if (cfg && fs::exists(fs::path(o.dir) / "tokenizer.json")) {
-    progress(90, "reading tokenizer.json");
-    auto t = text::tokenizer::from_file(fs::path(o.dir) / "tokenizer.json");
+  fs::path tok_path;
+  if (!o.tokenizer.empty())
+    tok_path = o.tokenizer;
+  else if (cfg && fs::exists(fs::path(o.dir) / "tokenizer.json"))
+    tok_path = fs::path(o.dir) / "tokenizer.json";
+  if (!tok_path.empty()) {
+    progress(90, "reading " + tok_path.string());
+    auto t = text::tokenizer::from_file(tok_path);
     if (!t) throw fatal{exit_not_a_checkpoint, t.error().message()};
     tok = std::move(*t);
     if (tok->vocab_size() > static_cast<std::size_t>(C.vocab_size))
       std::fprintf(stderr,
-                   "warning: tokenizer.json has %zu tokens, the model %d: text may encode to ids the model "
+                   "warning: the tokenizer has %zu tokens, the model %d: text may encode to ids the model "
                    "cannot take\n",
                    tok->vocab_size(), C.vocab_size);
   }
   progress(100, std::string("ready: ") + p.name + (m.has_mtp() ? " with its MTP block" : "") + ", " +
-                    (tok ? "tokenizer.json" : "no tokenizer: token ids in and out") + " (" +
+                    (tok ? tok_path.filename().string() : "no tokenizer: token ids in and out") + " (" +
                     seconds(seconds_since(t_load)) + ")");
   if (!cfg)
     std::fprintf(stderr,
@@ -426,8 +422,9 @@ int run(const options& o, const P& p, const std::optional<io::hf_config>& cfg) {
                  "speeds are real\n",
                  o.random.c_str());
   if (!tok && (o.prompt || o.chat))
-    throw fatal{exit_usage, std::string(o.prompt ? "--prompt" : "--chat") +
-                                " needs a tokenizer.json beside the checkpoint: give --prompt-ids"};
+    throw fatal{exit_usage,
+                std::string(o.prompt ? "--prompt" : "--chat") +
+                    " needs a tokenizer.json beside the checkpoint (or --tokenizer): give --prompt-ids"};
   if (o.mtp && !m.has_mtp()) throw fatal{exit_failed, "--mtp: the checkpoint holds no MTP block"};
 
   // Stop tokens: the config's eos and the tokenizer's end of sentence.
@@ -442,8 +439,8 @@ int run(const options& o, const P& p, const std::optional<io::hf_config>& cfg) {
     return std::find(stop_ids.begin(), stop_ids.end(), t) != stop_ids.end();
   };
 
-  // Prints a token as soon as it is drawn: its text, or its id without a tokenizer (the first id
-  // of a line without a leading space).
+  // generate's on_token: prints each token as soon as it is drawn, its text, or its id without a
+  // tokenizer (the first id of a line without a leading space). generate times itself without it.
   bool line_start = true;
   const auto emit = [&](std::int32_t t) {
     if (tok) {
@@ -456,122 +453,91 @@ int run(const options& o, const P& p, const std::optional<io::hf_config>& cfg) {
     line_start = false;
     std::fflush(stdout);
   };
-
-  const index_t capacity = o.chat ? o.context : 0;  // a prompt's run sizes its cache itself
-  speed total;
-  aligned_buffer forward_ws, sample_ws;
-  std::vector<float> logits(C.vocab_size);
-
-  // Feeds `prompt` after the `at` tokens the sequence holds and samples until a stop token or
-  // max_tokens, streaming each token. Returns the tokens drawn.
-  const auto generate_streaming = [&](typename lm::cache_type& cache, attn::sequence_id seq, index_t at,
-                                      std::span<const std::int32_t> prompt) {
-    std::vector<std::int32_t> out;
-    model::sequence_input in{seq, prompt, model::logits_rows::last};
-    const std::span<std::byte> ws =
-        forward_ws.get(m.workspace_bytes(static_cast<index_t>(prompt.size()), cache.capacity()));
-    const std::span<std::byte> sws = sample_ws.get(model::sample_workspace_bytes(C.vocab_size));
-    for (index_t position = at + static_cast<index_t>(prompt.size());
-         static_cast<index_t>(out.size()) < o.max_tokens; ++position) {
-      if (position > cache.capacity())
-        throw fatal{exit_failed, "the context is full (" + std::to_string(cache.capacity()) +
-                                     " tokens): give a larger --context"};
-      const auto t0 = clock_type::now();
-      const status s =
-          m.forward(cache, {&in, 1}, tensor_view<float, 2>(logits.data(), {1, C.vocab_size}), ws);
-      if (!s.ok()) throw fatal{exit_failed, s.message()};
-      auto t = model::sample(logits, o.sampling, static_cast<std::uint64_t>(position), sws);
-      if (!t) throw fatal{exit_failed, t.error().message()};
-      const double dt = seconds_since(t0);
-      if (out.empty()) {
-        total.prefill_tokens += static_cast<index_t>(prompt.size());
-        total.prefill_s += dt;
-      } else {
-        ++total.decode_tokens;
-        total.decode_s += dt;
-      }
-      out.push_back(*t);
-      emit(*t);
-      if (is_stop(*t)) break;
-      in.tokens = std::span<const std::int32_t>(&out.back(), 1);
-    }
-    return out;
+  const auto encode = [&](const std::string& s) {
+    auto r = tok->encode(s);
+    if (!r) throw fatal{exit_failed, r.error().message()};
+    return std::move(*r);
   };
+  const text::chat_options chat_format{.mode = o.think ? text::thinking_mode::thinking
+                                                       : text::thinking_mode::chat};
+  // The first id of `ids` the model cannot take (the text held a byte or token past its
+  // vocabulary: a tokenizer larger than the model), or nullopt.
+  const auto outside_vocab = [&](std::span<const std::int32_t> ids) -> std::optional<std::int32_t> {
+    for (const std::int32_t id : ids)
+      if (id < 0 || id >= C.vocab_size) return id;
+    return std::nullopt;
+  };
+  const auto vocab_message = [&](std::int32_t id) {
+    const auto spelling = tok ? tok->id_to_token(id) : std::nullopt;
+    return "the text encodes to token id " + std::to_string(id) +
+           (spelling ? " ('" + std::string(*spelling) + "')" : std::string()) +
+           ", outside the model's vocabulary of " + std::to_string(C.vocab_size);
+  };
+
+  speed total;
 
   // ---- a single prompt ----
   if (!o.chat) {
     std::vector<std::int32_t> ids;
     if (o.prompt_ids) {
       ids = *o.prompt_ids;
+    } else if (o.raw) {
+      ids = encode(std::string(text::chat_tokens::bos) + *o.prompt);
     } else {
-      std::string prompt_text;
-      if (o.raw) {
-        prompt_text = std::string(text::chat_tokens::bos) + *o.prompt;
-      } else {
-        std::vector<text::chat_message> msgs;
-        if (o.system) msgs.push_back(message(text::chat_role::system, *o.system));
-        msgs.push_back(message(text::chat_role::user, *o.prompt));
-        auto r = text::encode_chat(
-            msgs, {.mode = o.think ? text::thinking_mode::thinking : text::thinking_mode::chat});
-        if (!r) throw fatal{exit_failed, r.error().message()};
-        prompt_text = std::move(*r);
-      }
-      auto r = tok->encode(prompt_text);
+      std::vector<text::chat_message> msgs;
+      if (o.system) msgs.push_back(message(text::chat_role::system, *o.system));
+      msgs.push_back(message(text::chat_role::user, *o.prompt));
+      auto r = text::encode_chat(msgs, chat_format);
       if (!r) throw fatal{exit_failed, r.error().message()};
-      ids = std::move(*r);
+      ids = encode(*r);
     }
     if (ids.empty()) throw fatal{exit_usage, "the prompt is empty"};
+    if (const auto bad = outside_vocab(ids); bad && !o.prompt_ids)
+      throw fatal{exit_failed, vocab_message(*bad)};
     const auto n = static_cast<index_t>(ids.size());
+    // max_truncate 1: generate_speculative drops a rejected draft.
     auto cache = lm::make_cache(
-        attn::kv_cache_options{.max_sequences = 2, .capacity = n + o.max_tokens + 2, .max_truncate = 1});
+        attn::kv_cache_options{.max_sequences = 1, .capacity = n + o.max_tokens + 2, .max_truncate = 1});
     if (!cache) throw fatal{exit_failed, cache.error().message()};
     const attn::sequence_id seq = *cache->open();
-    if (!o.mtp) {
-      const std::vector<std::int32_t> out = generate_streaming(*cache, seq, 0, ids);
-      std::printf("\n");
-      report<C>(total, n + static_cast<index_t>(out.size()) - 1);
-      return exit_ok;
-    }
-    // --mtp: generate_speculative returns all tokens at once. Its prefill is timed apart, by a
-    // second run of the prompt on another sequence, and taken out of its time.
-    const auto t0 = clock_type::now();
-    auto g = model::generate_speculative(m, *cache, seq, ids, model::stop_condition{stop_ids, o.max_tokens});
+    const model::stop_condition stop{stop_ids, o.max_tokens};
+    auto g = o.mtp ? model::generate_speculative(m, *cache, seq, ids, stop, emit)
+                   : model::generate(m, *cache, seq, ids, o.sampling, stop, emit);
     if (!g) throw fatal{exit_failed, g.error().message()};
-    const double call_s = seconds_since(t0);
-    for (const std::int32_t t : g->tokens) emit(t);
     std::printf("\n");
-    const attn::sequence_id probe = *cache->open();
-    const model::sequence_input in{probe, ids, model::logits_rows::last};
-    const auto t1 = clock_type::now();
-    if (const status s = m.forward(*cache, {&in, 1}, tensor_view<float, 2>(logits.data(), {1, C.vocab_size}));
-        !s.ok())
-      throw fatal{exit_failed, s.message()};
-    total = {n, static_cast<index_t>(g->tokens.size()) - 1, seconds_since(t1), 0};
-    total.decode_s = call_s - total.prefill_s;
-    std::fprintf(stderr, "\nMTP: %lld drafts, %lld accepted: acceptance rate %.1f%%\n",
-                 static_cast<long long>(g->drafted), static_cast<long long>(g->accepted),
-                 100.0 * g->acceptance());
-    std::fprintf(stderr,
-                 "(generate_speculative took %.3f s; its prefill is timed on a second run of the prompt)\n",
-                 call_s);
-    if (total.decode_s <= 0.0) total.decode_s = call_s;  // too short to tell apart: the whole call
+    total = {n, static_cast<index_t>(g->tokens.size()) - 1, g->prefill_seconds, g->decode_seconds};
+    if (o.mtp)
+      std::fprintf(stderr,
+                   "\nMTP: %lld drafts, %lld accepted: acceptance rate %.1f%% (the prefill below includes "
+                   "the MTP block over the prompt)\n",
+                   static_cast<long long>(g->drafted), static_cast<long long>(g->accepted),
+                   100.0 * g->acceptance());
     report<C>(total, n + static_cast<index_t>(g->tokens.size()) - 1);
     return exit_ok;
   }
 
   // ---- an interactive chat ----
-  // Each turn renders the whole conversation and feeds the cache only what follows the tokens it
-  // already holds; where an earlier turn renders differently (thinking dropped, a reply that
-  // re-tokenizes otherwise) the sequence starts again from the beginning.
-  auto cache = lm::make_cache(1, capacity);
+  // The conversation is kept as tokens: those the cache holds, then the last token drawn (drawn,
+  // not fed). Each turn renders the whole conversation as text; its prompt is the conversation's
+  // tokens as far as their text starts that rendering, then the encoding of the rest (the end of
+  // the reply, the user's message, the assistant's opening), and the cache is fed only what it
+  // does not hold. Re-encoding the whole rendering instead would give other ids wherever the model
+  // drew tokens that BPE would not choose for their text (two tokens where a merge makes one), and
+  // the cache would be fed again from there.
+  // In thinking mode the rendering drops the reasoning of earlier replies: it differs from the
+  // conversation from the last reply on. The cache then goes back to the last assistant opening,
+  // which max_truncate = --max-tokens allows (the window ring keeps that many more rows).
+  const index_t capacity = o.context;
+  auto cache = lm::make_cache(attn::kv_cache_options{
+      .max_sequences = 1, .capacity = capacity, .max_truncate = std::min(capacity, o.max_tokens)});
   if (!cache) throw fatal{exit_failed, cache.error().message()};
   const attn::sequence_id seq = *cache->open();
   std::vector<text::chat_message> msgs;
   if (o.system) msgs.push_back(message(text::chat_role::system, *o.system));
-  std::vector<std::int32_t> fed;  // the tokens the cache holds
+  std::vector<std::int32_t> conversation;
   std::optional<std::string> first = o.prompt;
   std::fprintf(stderr, "chat: type a message, /exit or end of input to stop\n");
-  for (;;) {
+  for (int turn = 1;;) {
     std::string line;
     if (first) {
       line = *first;
@@ -584,47 +550,92 @@ int run(const options& o, const P& p, const std::optional<io::hf_config>& cfg) {
       if (line.empty()) continue;
     }
     msgs.push_back(message(text::chat_role::user, line));
-    auto rendered = text::encode_chat(
-        msgs, {.mode = o.think ? text::thinking_mode::thinking : text::thinking_mode::chat});
+    auto rendered = text::encode_chat(msgs, chat_format);
     if (!rendered) throw fatal{exit_failed, rendered.error().message()};
-    auto ids = tok->encode(*rendered);
-    if (!ids) throw fatal{exit_failed, ids.error().message()};
-    std::size_t keep = 0;
-    while (keep < fed.size() && keep < ids->size() && fed[keep] == (*ids)[keep]) ++keep;
-    if (keep == ids->size()) keep = 0;  // nothing new: run the whole conversation again
-    if (keep < fed.size()) {
-      if (const status s = cache->truncate(seq, 0); !s.ok()) throw fatal{exit_failed, s.message()};
-      keep = 0;
+    // The conversation's first `same` tokens spell the rendering's first `at` bytes.
+    std::size_t same = 0, at = 0;
+    for (std::string piece; same < conversation.size(); ++same, at += piece.size()) {
+      piece.clear();
+      if (const status s = tok->decode_bytes({&conversation[same], 1}, piece); !s.ok())
+        throw fatal{exit_failed, s.message()};
+      if (rendered->compare(at, piece.size(), piece) != 0) break;
     }
-    const std::span<const std::int32_t> fresh = std::span<const std::int32_t>(*ids).subspan(keep);
-    const speed before = total;
-    const std::vector<std::int32_t> out = generate_streaming(*cache, seq, static_cast<index_t>(keep), fresh);
+    std::vector<std::int32_t> ids(conversation.begin(),
+                                  conversation.begin() + static_cast<std::ptrdiff_t>(same));
+    const std::vector<std::int32_t> rest = encode(rendered->substr(at));
+    ids.insert(ids.end(), rest.begin(), rest.end());
+    if (const auto bad = outside_vocab(ids)) {  // the model cannot read it: this message is dropped
+      std::fprintf(stderr, "dsv4-run: %s; type another message\n", vocab_message(*bad).c_str());
+      msgs.pop_back();
+      continue;
+    }
+    // The tokens the cache holds that the new prompt starts with; the cache drops the others (all
+    // of them where it cannot go back so far).
+    const auto held = static_cast<std::size_t>(*cache->tokens(seq, 0));
+    std::size_t keep = std::min(same, held);
+    if (keep == ids.size()) keep = 0;  // nothing new (a message always adds some): feed it all again
+    if (keep < held) {
+      if (held - keep > static_cast<std::size_t>(cache->max_truncate())) keep = 0;
+      if (const status s = cache->truncate(seq, static_cast<index_t>(keep)); !s.ok())
+        throw fatal{exit_failed, s.message()};
+    }
+    const std::span<const std::int32_t> fresh = std::span<const std::int32_t>(ids).subspan(keep);
+    // Each token drawn but the last is fed: the reply may take what the cache has left.
+    const index_t room = capacity - static_cast<index_t>(ids.size()) + 1;
+    if (room < 1)
+      throw fatal{exit_failed,
+                  "the context is full (" + std::to_string(capacity) + " tokens): give a larger --context"};
+    const model::stop_condition stop{stop_ids, std::min(o.max_tokens, room)};
+    auto g = model::generate(m, *cache, seq, fresh, o.sampling, stop, emit);
+    if (!g) throw fatal{exit_failed, g.error().message()};
     std::printf("\n");
-    std::fprintf(stderr, "[%lld prompt tokens at %.1f tokens/s, %lld new at %.1f tokens/s]\n",
-                 static_cast<long long>(total.prefill_tokens - before.prefill_tokens),
-                 static_cast<double>(total.prefill_tokens - before.prefill_tokens) /
-                     (total.prefill_s - before.prefill_s),
-                 static_cast<long long>(total.decode_tokens - before.decode_tokens),
-                 total.decode_s > before.decode_s
-                     ? static_cast<double>(total.decode_tokens - before.decode_tokens) /
-                           (total.decode_s - before.decode_s)
-                     : 0.0);
-    fed = *ids;
-    fed.insert(fed.end(), out.begin(), out.end() - 1);  // the last token drawn was not fed
-    // The reply as the next turn renders it: reasoning before </think>, the answer after.
-    std::vector<std::int32_t> reply(out.begin(), out.end());
+    line_start = true;
+    const auto prefilled = static_cast<index_t>(fresh.size()), drawn = static_cast<index_t>(g->tokens.size());
+    total.prefill_tokens += prefilled;
+    total.prefill_s += g->prefill_seconds;
+    total.decode_tokens += drawn - 1;
+    total.decode_s += g->decode_seconds;
+    conversation = std::move(ids);
+    conversation.insert(conversation.end(), g->tokens.begin(), g->tokens.end());
+
+    // The reply as the next turn renders it: its bytes as drawn (a reply cut inside a character
+    // stays cut), so that the conversation's text starts with its tokens' text. In thinking mode
+    // the reasoning is the text before the first </think> and the answer the text after it; a
+    // reply cut off before </think> is all reasoning, with an empty answer.
+    std::vector<std::int32_t> reply = g->tokens;
     if (!reply.empty() && is_stop(reply.back())) reply.pop_back();
-    auto said = tok->decode(reply);
-    if (!said) throw fatal{exit_failed, said.error().message()};
-    text::chat_message answer = message(text::chat_role::assistant, *said);
-    if (const std::size_t cut = said->find(text::chat_tokens::think_end);
-        o.think && cut != std::string::npos) {
-      answer.reasoning = said->substr(0, cut);
-      answer.content = said->substr(cut + text::chat_tokens::think_end.size());
+    std::string reply_text;
+    if (const status s = tok->decode_bytes(reply, reply_text); !s.ok()) throw fatal{exit_failed, s.message()};
+    text::chat_message answer = message(text::chat_role::assistant, reply_text);
+    std::string reasoning_note;
+    if (o.think) {
+      const std::size_t cut = reply_text.find(text::chat_tokens::think_end);
+      const std::size_t end =
+          cut == std::string::npos ? reply_text.size() : cut + text::chat_tokens::think_end.size();
+      answer.reasoning = reply_text.substr(0, std::min(cut, reply_text.size()));
+      answer.content = reply_text.substr(end);
+      // The tokens up to the one that ends </think>.
+      std::size_t spelled = 0, thought = 0;
+      for (std::string piece; thought < reply.size() && spelled < end; ++thought, spelled += piece.size()) {
+        piece.clear();
+        (void)tok->decode_bytes({&reply[thought], 1}, piece);
+      }
+      reasoning_note = ", " + std::to_string(thought) + " of them reasoning" +
+                       (cut == std::string::npos ? " (no </think>)" : "");
     }
     msgs.push_back(std::move(answer));
+    std::fprintf(stderr,
+                 "[turn %d: %lld prompt tokens prefilled (%zu reused from the cache) at %.1f tokens/s, "
+                 "%lld new at %.1f tokens/s%s]\n",
+                 turn++, static_cast<long long>(prefilled), keep,
+                 static_cast<double>(prefilled) / g->prefill_seconds, static_cast<long long>(drawn),
+                 drawn > 1 ? static_cast<double>(drawn - 1) / g->decode_seconds : 0.0,
+                 reasoning_note.c_str());
+    if (drawn == room && room < o.max_tokens && !is_stop(g->tokens.back()))
+      throw fatal{exit_failed,
+                  "the context is full (" + std::to_string(capacity) + " tokens): give a larger --context"};
   }
-  if (total.prefill_tokens > 0) report<C>(total, static_cast<index_t>(fed.size()));
+  if (total.prefill_tokens > 0) report<C>(total, *cache->tokens(seq, 0));
   return exit_ok;
 }
 

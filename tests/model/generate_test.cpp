@@ -128,3 +128,75 @@ TEST_CASE("generate_speculative: MTP drafts verified two tokens at a time give p
   }
   CHECK(accepted > 0);
 }
+
+TEST_CASE("generate: on_token sees every token in order, stops early, and changes no token",
+          "[model][generate]") {
+  auto m = lm::create(tiny().weights(), tiny().params());
+  REQUIRE(m.ok());
+  const auto prompt = prompt_of(12);
+  const model::sampling_params sp{.temperature = 1.0f, .top_k = 40, .seed = 3};
+  const auto plain = run(*m, prompt, sp, 20);
+  REQUIRE(plain.tokens.size() == 20);
+  CHECK(plain.prefill_seconds > 0);
+  CHECK(plain.decode_seconds > 0);
+
+  auto cache = lm::make_cache(1, 256);
+  REQUIRE(cache.ok());
+  const auto seq = *cache->open();
+  std::vector<std::int32_t> seen;
+  auto g = model::generate(*m, *cache, seq, prompt, sp, model::stop_condition{{}, 20},
+                           [&](std::int32_t t) { seen.push_back(t); });  // void: never stops
+  REQUIRE(g.ok());
+  CHECK(g->tokens == plain.tokens);
+  CHECK(seen == plain.tokens);
+  // The cache holds the prompt and every token but the last.
+  CHECK(*cache->tokens(seq, 0) == static_cast<index_t>(prompt.size() + 19));
+
+  // Stopping after the 7th token: 7 tokens, the first 7 of the run without the callback.
+  auto cache2 = lm::make_cache(1, 256);
+  REQUIRE(cache2.ok());
+  const auto seq2 = *cache2->open();
+  seen.clear();
+  auto early =
+      model::generate(*m, *cache2, seq2, prompt, sp, model::stop_condition{{}, 20}, [&](std::int32_t t) {
+        seen.push_back(t);
+        return seen.size() < 7;
+      });
+  REQUIRE(early.ok());
+  const std::vector<std::int32_t> first7(plain.tokens.begin(), plain.tokens.begin() + 7);
+  CHECK(early->tokens == first7);
+  CHECK(seen == first7);
+  CHECK(*cache2->tokens(seq2, 0) == static_cast<index_t>(prompt.size() + 6));
+}
+
+TEST_CASE("generate_speculative: on_token sees every token in order and stops early", "[model][generate]") {
+  const mtp_model x = with_mtp(11);
+  auto m = lm::create(x.w, tiny().params());
+  REQUIRE(m.ok());
+  const auto prompt = prompt_of(9);
+  const auto plain = run(*m, prompt, {}, 30, /*speculative=*/true);
+  REQUIRE(plain.tokens.size() == 30);
+  CHECK(plain.prefill_seconds > 0);
+  CHECK(plain.decode_seconds > 0);
+  // Each stopping point: after an accepted draft, after the token that follows one, after a
+  // rejected draft; the cache then holds the prompt and every token but the last.
+  for (const std::size_t stop_after : {1u, 2u, 3u, 5u, 8u, 13u, 30u}) {
+    auto cache =
+        lm::make_cache(attn::kv_cache_options{.max_sequences = 1, .capacity = 256, .max_truncate = 1});
+    REQUIRE(cache.ok());
+    const auto seq = *cache->open();
+    std::vector<std::int32_t> seen;
+    auto g = model::generate_speculative(*m, *cache, seq, prompt, model::stop_condition{{}, 30},
+                                         [&](std::int32_t t) {
+                                           seen.push_back(t);
+                                           return seen.size() < stop_after;
+                                         });
+    REQUIRE(g.ok());
+    const std::vector<std::int32_t> want(plain.tokens.begin(),
+                                         plain.tokens.begin() + static_cast<std::ptrdiff_t>(stop_after));
+    INFO("stop after " << stop_after);
+    CHECK(g->tokens == want);
+    CHECK(seen == want);
+    CHECK(*cache->tokens(seq, 0) == static_cast<index_t>(prompt.size() + stop_after - 1));
+  }
+}
