@@ -63,14 +63,30 @@ namespace detail {
 
 inline constexpr index_t q8_block = 32;  // columns per int8 block: fp4_block, one scale byte
 
-// One token's x as int8 blocks: codes (in) in the stored order and half steps (in / 32).
+// One token's x as int8 blocks: codes (in) in the stored order, each block's eight lane offsets
+// (12 times the sum of the lane's four codes: the AVX2 kernel's bias, below) and half steps
+// (in / 32).
 struct q8_row {
   const std::int8_t* codes;
+  const std::int32_t* offsets;
   const float* half_steps;
 };
 
-// Floats of workspace one token's blocks take: in bytes of codes, then in / 32 floats.
-constexpr index_t q8_floats(index_t in) { return in / 4 + in / q8_block; }
+// Floats of workspace one token's blocks take: in bytes of codes, in / 4 offsets, in / 32 steps.
+constexpr index_t q8_floats(index_t in) { return in / 2 + in / q8_block; }
+
+// Where the parts of one token's blocks lie in its q8_floats(in) floats from `base`.
+struct q8_parts {
+  std::int8_t* codes;
+  std::int32_t* offsets;
+  float* half_steps;
+  q8_parts(float* base, index_t in)
+      : codes(reinterpret_cast<std::int8_t*>(base)),
+        offsets(reinterpret_cast<std::int32_t*>(base + in / 4)),
+        half_steps(base + in / 2) {}
+  operator q8_row() const { return {codes, offsets, half_steps}; }
+};
+inline q8_row q8_row_at(const float* base, index_t in) { return q8_parts(const_cast<float*>(base), in); }
 
 // Block b's step and codes from its largest magnitude amax (finite, nonzero): the float
 // arithmetic both quantizers below share. A block below 2^-64 is scaled up by 2^64 (exactly) first,
@@ -86,29 +102,30 @@ struct q8_scaling {
 // The blocks of one token, x (in, a multiple of 32), written to `out` (q8_floats(in) floats): the
 // rule in plain code.
 inline q8_row quantize_q8_portable(const float* x, index_t in, float* out) {
-  auto* codes = reinterpret_cast<std::int8_t*>(out);
-  float* half_steps = out + in / 4;
+  const q8_parts p(out, in);
+  float* const half_steps = p.half_steps;
   for (index_t b = 0; b < in / q8_block; ++b) {
     const float* v = x + b * q8_block;
-    std::int8_t* qb = codes + b * q8_block;
+    std::int8_t* qb = p.codes + b * q8_block;
+    std::int32_t* ob = p.offsets + b * 8;
     float amax = 0.0f;
     bool finite = true;
     for (int k = 0; k < q8_block; ++k) {
       amax = std::max(amax, std::fabs(v[k]));
       finite = finite && std::isfinite(v[k]);
     }
-    if (!finite || amax == 0.0f) {
-      std::fill(qb, qb + q8_block, std::int8_t{0});
-      half_steps[b] = finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
-      continue;
+    std::fill(qb, qb + q8_block, std::int8_t{0});
+    half_steps[b] = finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+    if (finite && amax != 0.0f) {
+      const q8_scaling s(amax);
+      for (int k = 0; k < q8_block; ++k)
+        qb[k % 2 * (q8_block / 2) + k / 2] =
+            static_cast<std::int8_t>(std::clamp(std::nearbyint(v[k] * s.up * s.inv), -127.0f, 127.0f));
+      half_steps[b] = s.half_step;
     }
-    const q8_scaling s(amax);
-    for (int k = 0; k < q8_block; ++k)
-      qb[k % 2 * (q8_block / 2) + k / 2] =
-          static_cast<std::int8_t>(std::clamp(std::nearbyint(v[k] * s.up * s.inv), -127.0f, 127.0f));
-    half_steps[b] = s.half_step;
+    for (int l = 0; l < 8; ++l) ob[l] = 12 * (qb[4 * l] + qb[4 * l + 1] + qb[4 * l + 2] + qb[4 * l + 3]);
   }
-  return {codes, half_steps};
+  return p;
 }
 
 #if defined(__AVX2__)
@@ -116,8 +133,8 @@ inline q8_row quantize_q8_portable(const float* x, index_t in, float* out) {
 // codes packed to bytes in column order, then split into even and odd columns by one byte shuffle
 // and one quadword permutation.
 inline q8_row quantize_q8(const float* x, index_t in, float* out) {
-  auto* codes = reinterpret_cast<std::int8_t*>(out);
-  float* half_steps = out + in / 4;
+  const q8_parts p(out, in);
+  float* const half_steps = p.half_steps;
   const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   // Per 16 columns: even ones first, then odd ones.
   const __m256i split = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,  //
@@ -137,9 +154,11 @@ inline q8_row quantize_q8(const float* x, index_t in, float* out) {
     h = _mm_max_ps(h, _mm_movehl_ps(h, h));
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
     const float amax = _mm_cvtss_f32(h);
-    std::int8_t* qb = codes + b * q8_block;
+    std::int8_t* qb = p.codes + b * q8_block;
+    auto* ob = reinterpret_cast<__m256i*>(p.offsets + b * 8);
     if (!finite || amax == 0.0f) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), _mm256_setzero_si256());
+      _mm256_storeu_si256(ob, _mm256_setzero_si256());
       half_steps[b] = finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
       continue;
     }
@@ -157,10 +176,13 @@ inline q8_row quantize_q8(const float* x, index_t in, float* out) {
     const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     const __m256i halves = _mm256_shuffle_epi8(ordered, split);  // per 16 columns: 8 even, 8 odd
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), _mm256_permute4x64_epi64(halves, 0xd8));
+    const __m256i stored = _mm256_permute4x64_epi64(halves, 0xd8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), stored);
+    _mm256_storeu_si256(
+        ob, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(12), stored), _mm256_set1_epi16(1)));
     half_steps[b] = s.half_step;
   }
-  return {codes, half_steps};
+  return p;
 }
 #else
 inline q8_row quantize_q8(const float* x, index_t in, float* out) { return quantize_q8_portable(x, in, out); }
@@ -201,32 +223,34 @@ void q8_dot_rows_portable(const fp4_matrix& m, index_t row0, q8_row x, float (&o
 template <int R>
 DSV4_FORCEINLINE void q8_blocks(const std::uint8_t* const (&w)[R], const q8_row& x, index_t b0, index_t nb,
                                 const float (&d)[R][8], __m256 (&acc)[R]) {
-  const __m256i magnitude = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, 1, 2, 3, 4, 6, 8, 12,  //
-                                             0, 1, 2, 3, 4, 6, 8, 12, 0, 1, 2, 3, 4, 6, 8, 12);
-  const __m256i sign = _mm256_setr_epi8(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1,  //
-                                        1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i biased = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0,  //
+                                          12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
   const __m256i nibble = _mm256_set1_epi8(0x0f), high_half = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
   const __m256i ones = _mm256_set1_epi16(1);
+  __m256 a[R];  // the accumulators in registers for the loop (through acc, GCC stores them every block)
+  for (int r = 0; r < R; ++r) a[r] = acc[r];
   for (index_t i = 0; i < nb; ++i) {
     const index_t b = b0 + i;
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes + b * q8_block));
+    const __m256i offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.offsets + b * 8));
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m256i bytes =
           _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + b * 16)));
       const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(bytes, high_half), nibble);
-      const __m256i qs = _mm256_sign_epi8(q, _mm256_shuffle_epi8(sign, codes));
-      const __m256i p =
-          _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_shuffle_epi8(magnitude, codes), qs), ones);
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&d[r][i]), acc[r]);
+      const __m256i p = _mm256_sub_epi32(
+          _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_shuffle_epi8(biased, codes), q), ones), offset);
+      a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&d[r][i]), a[r]);
     }
   }
+  for (int r = 0; r < R; ++r) acc[r] = a[r];
 }
 
 // The same with AVX2, bit-identical: a block's 16 bytes broadcast to both halves of a register,
-// the high half shifted by a nibble, masked, looked up as |2 x E2M1| and its sign, which moves to
-// x's codes (vpmaddubsw multiplies unsigned by signed bytes); two multiply-adds give the eight
-// lane sums p_l, exact (at most 4 x 12 x 127). Eight blocks share a step: their R x 8 factors
+// the high half shifted by a nibble, masked and looked up as 2 x E2M1 + 12, an unsigned byte in
+// [0, 24] (vpmaddubsw multiplies unsigned by signed bytes); two multiply-adds give the eight lane
+// sums of (w + 12) q, exact (at most 4 x 24 x 127), and subtracting the lane offsets 12 x sum q,
+// formed once per token, leaves p_l. Eight blocks share a step: their R x 8 factors
 // scale x step / 2 are formed at once from the eight scale bytes of each row.
 template <int R>
 void q8_dot_rows(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
@@ -279,10 +303,7 @@ void q8_dot_rows(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
 inline void q8_row_block(const fp4_matrix& m, const float* x, tensor_view<float, 2> y, index_t row0,
                          index_t rows) {
   const index_t n = y.extent(0), per_token = q8_floats(m.cols());
-  auto token = [&](index_t t) {
-    const float* base = x + t * per_token;
-    return q8_row{reinterpret_cast<const std::int8_t*>(base), base + m.cols() / 4};
-  };
+  auto token = [&](index_t t) { return q8_row_at(x + t * per_token, m.cols()); };
   index_t r = 0;
   for (; r + 4 <= rows; r += 4)
     for (index_t t = 0; t < n; ++t) {
