@@ -33,11 +33,13 @@
 #include "attn/attn_test_support.hpp"
 #include "dsv4/attn/attention.hpp"
 #include "dsv4/config/presets.hpp"
+#include "kv_synthesis.hpp"
 #include "moe/random_weights.hpp"
 #include "roofline.hpp"
 
 namespace {
 using namespace dsv4;
+using bench::random_floats;
 using config::model_config;
 
 constexpr model_config flash = config::v4_flash;  // released layout
@@ -49,47 +51,13 @@ constexpr model_config flash_exact = [] {         // fp32 cache and weights
 }();
 constexpr index_t heads = flash.n_heads, c = flash.head_dim;
 
-std::vector<float> random_floats(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-// Copies row (i mod pool rows) of `pool` into every row of `to` (same codec and widths): encoding
-// every row of a 1M-token cache would dominate the benchmark's set-up.
-template <class Region>
-void fill_rows(const Region& to, const Region& pool) {
-  const std::size_t pb = std::size_t(pool.payload(1) - pool.payload(0)),
-                    sb = std::size_t(pool.scales(1) - pool.scales(0));
-  for (index_t i = 0; i < to.rows; ++i) {
-    std::memcpy(to.payload(i), pool.payload(i % pool.rows), pb);
-    if (sb > 0) std::memcpy(to.scales(i), pool.scales(i % pool.rows), sb);
-  }
-}
-
-// Fills every layer of sequence seq with random rows and declares `tokens` tokens.
+// Declares `tokens` tokens of seq with random rows (kv_synthesis.hpp); the benchmark's own cache
+// has room for them, so a failure stops it.
 template <model_config C>
 void synthesize(attn::kv_cache_for<C>& cache, attn::sequence_id seq, index_t tokens) {
-  constexpr index_t pool_rows = 61;
-  using cache_t = attn::kv_cache_for<C>;
-  std::vector<std::byte> rows(
-      std::size_t(pool_rows * cache_t::entry_region::bytes_per_row(C.head_dim, C.rope_dim)));
-  std::vector<std::byte> keys(
-      std::size_t(pool_rows * cache_t::key_region::bytes_per_row(C.index_head_dim, 0)));
-  const typename cache_t::entry_region row_pool{rows.data(), pool_rows, C.head_dim, C.rope_dim};
-  const typename cache_t::key_region key_pool{keys.data(), pool_rows, C.index_head_dim, 0};
-  const auto x = random_floats(std::size_t(pool_rows * C.head_dim), 7);
-  for (index_t i = 0; i < pool_rows; ++i) {
-    row_pool.write(i, x.data() + i * C.head_dim);
-    key_pool.write(i, x.data() + i * C.head_dim);
-  }
-  if (!cache.assume_tokens(seq, tokens).ok()) std::abort();
-  for (int l = 0; l < cache.layers(); ++l) {
-    const auto v = cache.view(l, seq);
-    fill_rows(v.rows, row_pool);
-    fill_rows(v.keys, key_pool);
+  if (const status s = bench::synthesize_kv(cache, seq, tokens); !s.ok()) {
+    std::fprintf(stderr, "attn_bench: %s\n", s.to_string().c_str());
+    std::abort();
   }
 }
 
@@ -320,9 +288,8 @@ void bm_layer_tokens(benchmark::State& state) {
 // B sequences, each at position context (a synthesized cache), decoding one token each per call:
 // the projections of the B rows run as one GEMM per weight. Checked once before timing: the
 // batched call's outputs equal the bits of each sequence's own call in a copy of the cache.
-// Sequences go back to `context` tokens (untimed) when the cache fills: its capacity is context + 3,
-// which adds no compressed entry (synthesize fills every row a sequence's view spans, so its pages
-// must be those of `context` tokens).
+// Sequences go back to `context` tokens (untimed, synthesized again) when the cache fills: its
+// capacity is context + 3.
 template <class P>
 void bm_decode_batch(benchmark::State& state) {
   using Layer = flash_layer_released<P>;
