@@ -45,6 +45,10 @@
 // sqrtsoftplus, hidden_act silu, norm_topk_prob true, no tied embeddings, no biases.
 // The result passes the run-time form of config::validate's rules (check_rules) and
 // config::check_params (bos_token_id / eos_token_id, the first of a list, land in model_params).
+// The settings both spellings carry are read from one table of (Hugging Face key, inference key,
+// field, bounds): shape_ints and param_floats, so that a bound or a default cannot differ between
+// the two readers; what only one spelling has (token ids, rope_dim from partial_rotary_factor,
+// layer_types, mlp_layer_types, the formats) is read in a step named by the table.
 #pragma once
 
 #include <algorithm>
@@ -210,8 +214,14 @@ inline status read_schedule(const config_reader& r, model_shape& s,
   return {};
 }
 
-inline status read_hash_layers(const config_reader& r, model_shape& s) {
-  if (r.find("num_hash_layers")) return r.get_int("num_hash_layers", s.n_hash_layers, 0, s.n_layers);
+// Both spellings name one setting by two keys: Hugging Face's and the inference code's.
+enum class spelling : std::uint8_t { hf, inference };
+
+// n_hash_layers: num_hash_layers / n_hash_layers (required in the inference spelling), else the
+// leading hash_moe entries of mlp_layer_types, else 3.
+inline status read_hash_layers(const config_reader& r, spelling sp, model_shape& s) {
+  const std::string_view key = sp == spelling::hf ? "num_hash_layers" : "n_hash_layers";
+  if (sp == spelling::inference || r.find(key)) return r.get_int(key, s.n_hash_layers, 0, s.n_layers);
   if (const auto* types = r.find("mlp_layer_types")) {
     if (!types->is_array() || types->size() != static_cast<std::size_t>(s.n_layers))
       return r.error("mlp_layer_types must be a list of num_hidden_layers names");
@@ -330,6 +340,131 @@ inline status read_formats(const config_reader& r, const nlohmann::json& j, mode
   return {};
 }
 
+// What the two spellings read differently, in the place of the shape where it is read: after the
+// table entry that names it, so that both read their keys (and find the first error) in one order.
+enum class shape_step : std::uint8_t {
+  none,
+  token_ids,    // bos_token_id / eos_token_id (Hugging Face's only: ModelArgs has none)
+  rope_dim,     // qk_rope_head_dim or partial_rotary_factor / rope_head_dim, then nope_dim
+  schedule,     // compress_ratios (required by the inference code), layer_types, the default
+  hash_layers,  // read_hash_layers
+};
+
+// A shape integer both spellings carry: its Hugging Face key, its inference-code key, the field,
+// the bounds, the value when absent (none: the key is required) and the step read after it.
+struct shape_int {
+  std::string_view hf, inference;
+  int model_shape::*field;
+  int lo, hi;
+  std::optional<int> fallback = std::nullopt;
+  shape_step then = shape_step::none;
+};
+
+inline constexpr shape_int shape_ints[] = {
+    {"vocab_size", "vocab_size", &model_shape::vocab_size, 1, max_dim},
+    {"hidden_size", "dim", &model_shape::d_model, 1, max_dim},
+    {"num_hidden_layers", "n_layers", &model_shape::n_layers, 1, config::max_schedule - 1, std::nullopt,
+     shape_step::token_ids},
+    {"num_attention_heads", "n_heads", &model_shape::n_heads, 1, max_dim},
+    {"head_dim", "head_dim", &model_shape::head_dim, 1, max_dim, std::nullopt, shape_step::rope_dim},
+    {"q_lora_rank", "q_lora_rank", &model_shape::q_lora_rank, 1, max_dim},
+    {"o_groups", "o_groups", &model_shape::o_groups, 1, max_dim},
+    {"o_lora_rank", "o_lora_rank", &model_shape::o_lora_rank, 1, max_dim},
+    {"sliding_window", "window_size", &model_shape::window, 1, max_dim, std::nullopt, shape_step::schedule},
+    {"index_n_heads", "index_n_heads", &model_shape::index_n_heads, 1, max_dim},
+    {"index_head_dim", "index_head_dim", &model_shape::index_head_dim, 1, max_dim},
+    {"index_topk", "index_topk", &model_shape::index_topk, 1, max_dim},
+    {"hc_mult", "hc_mult", &model_shape::hc_mult, 1, 64},
+    {"hc_sinkhorn_iters", "hc_sinkhorn_iters", &model_shape::hc_sinkhorn_iters, 1, 1 << 16},
+    {"n_routed_experts", "n_routed_experts", &model_shape::n_routed_experts, 1, max_dim},
+    {"n_shared_experts", "n_shared_experts", &model_shape::n_shared_experts, 0, 64},
+    {"num_experts_per_tok", "n_activated_experts", &model_shape::n_experts_per_tok, 1, max_dim},
+    {"moe_intermediate_size", "moe_inter_dim", &model_shape::moe_inter_dim, 1, max_dim, std::nullopt,
+     shape_step::hash_layers},
+    // Absent from the released repos' inference/config.json: the code's default.
+    {"num_nextn_predict_layers", "n_mtp_layers", &model_shape::n_mtp_layers, 0, 1, 1},
+};
+
+// A number of model_params under its two keys (an empty Hugging Face key: read there from
+// rope_scaling / rope_parameters, read_rope), and the inference code's value when it is absent
+// (the Hugging Face spelling keeps model_params' own).
+struct param_float {
+  std::string_view hf, inference;
+  float config::model_params::*field;
+  float inference_default;
+};
+
+inline constexpr param_float param_floats[] = {
+    {"rms_norm_eps", "norm_eps", &config::model_params::rms_norm_eps, 1e-6f},
+    {"hc_eps", "hc_eps", &config::model_params::hc_eps, 1e-6f},
+    {"rope_theta", "rope_theta", &config::model_params::rope_theta, 10000.0f},
+    {"compress_rope_theta", "compress_rope_theta", &config::model_params::compress_rope_theta, 40000.0f},
+    {"routed_scaling_factor", "route_scale", &config::model_params::route_scale, 1.0f},
+    {"swiglu_limit", "swiglu_limit", &config::model_params::swiglu_limit, 0.0f},
+    {"", "rope_factor", &config::model_params::yarn_factor, 40.0f},
+    {"", "beta_fast", &config::model_params::yarn_beta_fast, 32.0f},
+    {"", "beta_slow", &config::model_params::yarn_beta_slow, 1.0f},
+};
+
+// One step of the shape in spelling sp.
+inline status read_shape_step(const config_reader& r, spelling sp, shape_step step, model_shape& s,
+                              config::model_params& p) {
+  const bool hf = sp == spelling::hf;
+  switch (step) {
+    case shape_step::none:
+      return {};
+    case shape_step::token_ids:
+      if (!hf) return {};
+      DSV4_TRY(r.get_int("bos_token_id", p.bos_id, 0, max_dim, 0));
+      if (const auto* eos = r.find("eos_token_id"); eos != nullptr && eos->is_array()) {
+        if (eos->empty()) return r.error("eos_token_id is an empty list");
+        return r.int_value((*eos)[0], "eos_token_id[0]", p.eos_id, 0, max_dim);
+      }
+      return r.get_int("eos_token_id", p.eos_id, 0, max_dim, 1);
+    case shape_step::rope_dim: {
+      const std::string_view key = hf ? "qk_rope_head_dim" : "rope_head_dim";
+      if (!hf || r.find(key)) {
+        DSV4_TRY(r.get_int(key, s.rope_dim, 0, s.head_dim));
+      } else {
+        float factor = 0.125f;
+        DSV4_TRY(r.get_float("partial_rotary_factor", factor));
+        const double dims = static_cast<double>(factor) * s.head_dim;
+        if (!(factor > 0.0f && factor <= 1.0f) || std::abs(dims - std::round(dims)) > 1e-6)
+          return r.error("partial_rotary_factor * head_dim must be a whole number of dims in (0, head_dim]");
+        s.rope_dim = static_cast<int>(std::round(dims));
+      }
+      s.nope_dim = s.head_dim - s.rope_dim;
+      return {};
+    }
+    case shape_step::schedule:
+      if (!hf && r.find("compress_ratios") == nullptr) return r.error("missing compress_ratios");
+      return read_schedule(r, s, hf ? "num_hidden_layers" : "n_layers");
+    case shape_step::hash_layers:
+      return read_hash_layers(r, sp, s);
+  }
+  return {};
+}
+
+// Every shape integer of shape_ints, each followed by its step, in spelling sp.
+inline status read_shape(const config_reader& r, spelling sp, model_shape& s, config::model_params& p) {
+  s.family = config::attention_family::v4_hybrid;
+  for (const shape_int& f : shape_ints) {
+    DSV4_TRY(r.get_int(sp == spelling::hf ? f.hf : f.inference, s.*f.field, f.lo, f.hi, f.fallback));
+    DSV4_TRY(read_shape_step(r, sp, f.then, s, p));
+  }
+  return {};
+}
+
+// The numbers of param_floats in spelling sp (a missing one: as param_floats says).
+inline status read_param_floats(const config_reader& r, spelling sp, config::model_params& p) {
+  for (const param_float& f : param_floats) {
+    if (sp == spelling::inference) p.*f.field = f.inference_default;
+    const std::string_view key = sp == spelling::hf ? f.hf : f.inference;
+    if (!key.empty()) DSV4_TRY(r.get_float(key, p.*f.field));
+  }
+  return {};
+}
+
 // The Hugging Face spelling (see the banner).
 inline result<hf_config> parse_hf_spelling(const nlohmann::json& j, std::string_view source) {
   const config_reader r(j, source);
@@ -352,53 +487,9 @@ inline result<hf_config> parse_hf_spelling(const nlohmann::json& j, std::string_
   hf_config out;
   model_shape& s = out.shape;
   config::model_params& p = out.params;
-  s.family = config::attention_family::v4_hybrid;
-  DSV4_TRY(r.get_int("vocab_size", s.vocab_size, 1, max_dim));
-  DSV4_TRY(r.get_int("hidden_size", s.d_model, 1, max_dim));
-  DSV4_TRY(r.get_int("num_hidden_layers", s.n_layers, 1, config::max_schedule - 1));
-  DSV4_TRY(r.get_int("bos_token_id", p.bos_id, 0, max_dim, 0));
-  if (const auto* eos = r.find("eos_token_id"); eos != nullptr && eos->is_array()) {
-    if (eos->empty()) return r.error("eos_token_id is an empty list");
-    DSV4_TRY(r.int_value((*eos)[0], "eos_token_id[0]", p.eos_id, 0, max_dim));
-  } else {
-    DSV4_TRY(r.get_int("eos_token_id", p.eos_id, 0, max_dim, 1));
-  }
-  DSV4_TRY(r.get_int("num_attention_heads", s.n_heads, 1, max_dim));
-  DSV4_TRY(r.get_int("head_dim", s.head_dim, 1, max_dim));
-  if (r.find("qk_rope_head_dim")) {
-    DSV4_TRY(r.get_int("qk_rope_head_dim", s.rope_dim, 0, s.head_dim));
-  } else {
-    float factor = 0.125f;
-    DSV4_TRY(r.get_float("partial_rotary_factor", factor));
-    const double dims = static_cast<double>(factor) * s.head_dim;
-    if (!(factor > 0.0f && factor <= 1.0f) || std::abs(dims - std::round(dims)) > 1e-6)
-      return r.error("partial_rotary_factor * head_dim must be a whole number of dims in (0, head_dim]");
-    s.rope_dim = static_cast<int>(std::round(dims));
-  }
-  s.nope_dim = s.head_dim - s.rope_dim;
-  DSV4_TRY(r.get_int("q_lora_rank", s.q_lora_rank, 1, max_dim));
-  DSV4_TRY(r.get_int("o_groups", s.o_groups, 1, max_dim));
-  DSV4_TRY(r.get_int("o_lora_rank", s.o_lora_rank, 1, max_dim));
-  DSV4_TRY(r.get_int("sliding_window", s.window, 1, max_dim));
-  DSV4_TRY(read_schedule(r, s));
-  DSV4_TRY(r.get_int("index_n_heads", s.index_n_heads, 1, max_dim));
-  DSV4_TRY(r.get_int("index_head_dim", s.index_head_dim, 1, max_dim));
-  DSV4_TRY(r.get_int("index_topk", s.index_topk, 1, max_dim));
-  DSV4_TRY(r.get_int("hc_mult", s.hc_mult, 1, 64));
-  DSV4_TRY(r.get_int("hc_sinkhorn_iters", s.hc_sinkhorn_iters, 1, 1 << 16));
-  DSV4_TRY(r.get_int("n_routed_experts", s.n_routed_experts, 1, max_dim));
-  DSV4_TRY(r.get_int("n_shared_experts", s.n_shared_experts, 0, 64));
-  DSV4_TRY(r.get_int("num_experts_per_tok", s.n_experts_per_tok, 1, max_dim));
-  DSV4_TRY(r.get_int("moe_intermediate_size", s.moe_inter_dim, 1, max_dim));
-  DSV4_TRY(read_hash_layers(r, s));
-  DSV4_TRY(r.get_int("num_nextn_predict_layers", s.n_mtp_layers, 0, 1, 1));
+  DSV4_TRY(read_shape(r, spelling::hf, s, p));
   DSV4_TRY(read_formats(r, j, s));
-  DSV4_TRY(r.get_float("rms_norm_eps", p.rms_norm_eps));
-  DSV4_TRY(r.get_float("hc_eps", p.hc_eps));
-  DSV4_TRY(r.get_float("rope_theta", p.rope_theta));
-  DSV4_TRY(r.get_float("compress_rope_theta", p.compress_rope_theta));
-  DSV4_TRY(r.get_float("routed_scaling_factor", p.route_scale));
-  DSV4_TRY(r.get_float("swiglu_limit", p.swiglu_limit));
+  DSV4_TRY(read_param_floats(r, spelling::hf, p));
   DSV4_TRY(r.get_int("max_position_embeddings", p.max_seq_len, 1, INT32_MAX, p.max_seq_len));
   DSV4_TRY(read_rope(r, s, p));
   DSV4_TRY(check_rules(s, source));
@@ -481,31 +572,7 @@ inline result<hf_config> parse_inference_spelling(const nlohmann::json& j, std::
   hf_config out;
   model_shape& s = out.shape;
   config::model_params& p = out.params;
-  s.family = config::attention_family::v4_hybrid;
-  DSV4_TRY(r.get_int("vocab_size", s.vocab_size, 1, max_dim));
-  DSV4_TRY(r.get_int("dim", s.d_model, 1, max_dim));
-  DSV4_TRY(r.get_int("n_layers", s.n_layers, 1, config::max_schedule - 1));
-  DSV4_TRY(r.get_int("n_heads", s.n_heads, 1, max_dim));
-  DSV4_TRY(r.get_int("head_dim", s.head_dim, 1, max_dim));
-  DSV4_TRY(r.get_int("rope_head_dim", s.rope_dim, 0, s.head_dim));
-  s.nope_dim = s.head_dim - s.rope_dim;
-  DSV4_TRY(r.get_int("q_lora_rank", s.q_lora_rank, 1, max_dim));
-  DSV4_TRY(r.get_int("o_groups", s.o_groups, 1, max_dim));
-  DSV4_TRY(r.get_int("o_lora_rank", s.o_lora_rank, 1, max_dim));
-  DSV4_TRY(r.get_int("window_size", s.window, 1, max_dim));
-  if (r.find("compress_ratios") == nullptr) return r.error("missing compress_ratios");
-  DSV4_TRY(read_schedule(r, s, "n_layers"));
-  DSV4_TRY(r.get_int("index_n_heads", s.index_n_heads, 1, max_dim));
-  DSV4_TRY(r.get_int("index_head_dim", s.index_head_dim, 1, max_dim));
-  DSV4_TRY(r.get_int("index_topk", s.index_topk, 1, max_dim));
-  DSV4_TRY(r.get_int("hc_mult", s.hc_mult, 1, 64));
-  DSV4_TRY(r.get_int("hc_sinkhorn_iters", s.hc_sinkhorn_iters, 1, 1 << 16));
-  DSV4_TRY(r.get_int("n_routed_experts", s.n_routed_experts, 1, max_dim));
-  DSV4_TRY(r.get_int("n_shared_experts", s.n_shared_experts, 0, 64));
-  DSV4_TRY(r.get_int("n_activated_experts", s.n_experts_per_tok, 1, max_dim));
-  DSV4_TRY(r.get_int("moe_inter_dim", s.moe_inter_dim, 1, max_dim));
-  DSV4_TRY(r.get_int("n_hash_layers", s.n_hash_layers, 0, s.n_layers));
-  DSV4_TRY(r.get_int("n_mtp_layers", s.n_mtp_layers, 0, 1, 1));  // absent from the shipped file: 1
+  DSV4_TRY(read_shape(r, spelling::inference, s, p));
   // Formats: dtype fp8 | bf16 (linears; other tensors bf16), expert_dtype fp4 | None (experts as
   // the linears). Weight scales are E8M0 in either case; activation scales are powers of two
   // (ue8m0) when scale_dtype is fp8 (the default) or scale_fmt is ue8m0, the only kind here.
@@ -538,25 +605,7 @@ inline result<hf_config> parse_inference_spelling(const nlohmann::json& j, std::
                       ": scale_dtype fp32 with scale_fmt null quantizes activations with "
                       "scales that are not powers of two; only ue8m0 scales are implemented"};
   // Numbers: absent keys take the inference code's own defaults, as that code would.
-  p.rms_norm_eps = 1e-6f;
-  p.hc_eps = 1e-6f;
-  p.route_scale = 1.0f;
-  p.swiglu_limit = 0.0f;
-  p.rope_theta = 10000.0f;
-  p.compress_rope_theta = 40000.0f;
-  p.yarn_factor = 40.0f;
-  p.yarn_original_seq_len = 0;
-  p.yarn_beta_fast = 32.0f;
-  p.yarn_beta_slow = 1.0f;
-  DSV4_TRY(r.get_float("norm_eps", p.rms_norm_eps));
-  DSV4_TRY(r.get_float("hc_eps", p.hc_eps));
-  DSV4_TRY(r.get_float("route_scale", p.route_scale));
-  DSV4_TRY(r.get_float("swiglu_limit", p.swiglu_limit));
-  DSV4_TRY(r.get_float("rope_theta", p.rope_theta));
-  DSV4_TRY(r.get_float("compress_rope_theta", p.compress_rope_theta));
-  DSV4_TRY(r.get_float("rope_factor", p.yarn_factor));
-  DSV4_TRY(r.get_float("beta_fast", p.yarn_beta_fast));
-  DSV4_TRY(r.get_float("beta_slow", p.yarn_beta_slow));
+  DSV4_TRY(read_param_floats(r, spelling::inference, p));
   DSV4_TRY(r.get_int("original_seq_len", p.yarn_original_seq_len, 0, max_dim, 0));  // 0: no YaRN
   if (p.yarn_original_seq_len > 0 && !(p.yarn_factor >= 1.0f))
     return r.error("rope_factor must be at least 1");
