@@ -1,6 +1,8 @@
-// parallel_for and the executors: every index exactly once, bit-identical results for OpenMP with 1
-// and 2 threads, spin_pool with 1, 2 and 3 threads and an executor that runs tasks last first on
-// one thread; nested loops inline; the executor scope; spin_pool's sleep, wake-up and shutdown.
+// parallel_for and the executors: every index exactly once, bit-identical results for the default
+// pool with 1 and 2 threads, spin_pool with 1, 2 and 3 threads and an executor that runs tasks last
+// first on one thread; nested loops inline; the executor scope; the default pool's thread count,
+// its use from several threads, and loops that still run when it cannot be made; spin_pool's
+// sleep, wake-up and shutdown.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <stdexcept>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -74,8 +77,8 @@ static_assert(!dsv4::executor<no_run> && !dsv4::executor<throwing_run>);
 static_assert(std::is_nothrow_constructible_v<dsv4::spin_pool, int> &&
               std::is_nothrow_destructible_v<dsv4::spin_pool>);
 
-// The ways a loop can run: OpenMP (or the plain loop) with 1 and 2 threads, spin_pool with 1, 2
-// and 3 threads, the reversed executor.
+// The ways a loop can run: no executor installed (the default pool) with 1 and 2 threads,
+// spin_pool with 1, 2 and 3 threads, the reversed executor.
 constexpr int n_setups = 6;
 const char* const setup_names[n_setups] = {"default, 1 thread", "default, 2 threads", "spin_pool(1)",
                                            "spin_pool(2)",      "spin_pool(3)",       "reversed"};
@@ -139,6 +142,7 @@ TEST_CASE("parallel_for results do not depend on the thread count", "[core][para
 TEST_CASE("parallel: the test allocation counter sees operator new on every thread") {
   // The counter the zero-allocation tests rely on (tests/allocations.hpp) must count, or their
   // zeros would mean nothing.
+  dsv4::parallel_for(0, 4, [](std::int64_t) {});  // the default pool, made once, is not counted below
   const std::int64_t n = dsv4::test::allocations_during([] {
     dsv4::parallel_for(0, 4, [](std::int64_t i) {
       int* volatile p = new int(static_cast<int>(i));  // volatile: the pair may not be elided
@@ -222,11 +226,117 @@ TEST_CASE("a loop inside a task runs inline on the task's thread", "[core][paral
     });
     CHECK(inner.load() == 300);
     CHECK(off_thread.load() == 0);
-    if (s >= 3) {
-      CHECK(runs == 1);  // the outer loop only
-      CHECK(wide.load() == 0);
+    CHECK(wide.load() == 0);
+    if (s >= 3) CHECK(runs == 1);  // the outer loop only
+  }
+}
+
+TEST_CASE("the default pool: set_num_threads sizes it for every thread; its loops use its threads",
+          "[core][parallel]") {
+  static_assert(noexcept(dsv4::set_num_threads(2)));
+  static_assert(noexcept(dsv4::max_threads()));
+  const int saved = dsv4::max_threads();
+  dsv4::set_num_threads(3);
+  CHECK(dsv4::max_threads() == 3);
+  int elsewhere = 0;
+  std::thread([&] { elsewhere = dsv4::max_threads(); }).join();
+  CHECK(elsewhere == 3);
+  dsv4::set_num_threads(0);
+  CHECK(dsv4::max_threads() == 1);
+  // Two threads: the pool's worker joins a loop whose tasks take long enough.
+  dsv4::set_num_threads(2);
+  std::vector<std::thread::id> ids(64);
+  dsv4::parallel_for_dynamic(0, 64, [&](std::int64_t i) {
+    ids[std::size_t(i)] = std::this_thread::get_id();
+    std::this_thread::sleep_for(std::chrono::microseconds{200});
+  });
+  const auto me = std::this_thread::get_id();
+  CHECK(std::any_of(ids.begin(), ids.end(), [&](const std::thread::id& id) { return id != me; }));
+  dsv4::set_num_threads(saved);
+}
+
+TEST_CASE("the default pool: callers on several threads, and its count changed while they run",
+          "[core][parallel]") {
+  const int saved = dsv4::max_threads();
+  dsv4::set_num_threads(2);
+  constexpr int callers = 3, loops = 200, width = 37;
+  std::vector<std::atomic<int>> hits(std::size_t(callers * loops * width));
+  std::atomic<int> done{0};
+  const auto caller = [&](int who) {
+    for (int r = 0; r < loops; ++r) {
+      const auto at = [&](std::int64_t i) { return std::size_t((who * loops + r) * width + i); };
+      if (r % 2 == 0)
+        dsv4::parallel_for(0, width, [&](std::int64_t i) { hits[at(i)].fetch_add(1); });
+      else
+        dsv4::parallel_for_dynamic(0, width, [&](std::int64_t i) { hits[at(i)].fetch_add(1); });
+    }
+    done.fetch_add(1);
+  };
+  // The pool is replaced under the callers' loops: a loop in flight finishes on its pool.
+  std::thread changer([&] {
+    int k = 0;
+    do {
+      dsv4::set_num_threads(2 + ++k % 2);
+      std::this_thread::yield();
+    } while (done.load() < callers);
+  });
+  std::vector<std::thread> others;
+  for (int who = 1; who < callers; ++who) others.emplace_back(caller, who);
+  caller(0);
+  for (std::thread& t : others) t.join();
+  changer.join();
+  std::int64_t wrong = 0;
+  for (const auto& h : hits) wrong += h.load() != 1;
+  CHECK(wrong == 0);
+  dsv4::set_num_threads(saved);
+}
+
+TEST_CASE("the default pool: no exception leaves a loop; a pool that cannot be made leaves it inline",
+          "[core][parallel]") {
+  const int saved = dsv4::max_threads();
+  // A task that throws and catches inside itself: every index still runs, and the pool goes on.
+  dsv4::set_num_threads(2);
+  std::vector<std::atomic<int>> hits(100);
+  std::atomic<int> caught{0};
+  dsv4::parallel_for_dynamic(0, 100, [&](std::int64_t i) {
+    try {
+      if (i % 7 == 0) throw std::runtime_error("task");
+    } catch (const std::runtime_error&) {
+      caught.fetch_add(1);
+    }
+    hits[std::size_t(i)].fetch_add(1);
+  });
+  CHECK(caught.load() == 15);
+  // No memory for the pool: the loops run, on the calling thread, and nothing is thrown.
+  dsv4::set_num_threads(3);  // the pool of 2 is dropped; the next loop would make one of 3
+  const auto me = std::this_thread::get_id();
+  std::atomic<int> off_thread{0};
+  bool threw = false;
+  {
+    const dsv4::test::refuse_allocations refuse;
+    try {
+      dsv4::parallel_for(0, 100, [&](std::int64_t i) {
+        hits[std::size_t(i)].fetch_add(1);
+        if (std::this_thread::get_id() != me) off_thread.fetch_add(1);
+      });
+      dsv4::parallel_for_dynamic(0, 100, [&](std::int64_t i) {
+        hits[std::size_t(i)].fetch_add(1);
+        if (std::this_thread::get_id() != me) off_thread.fetch_add(1);
+      });
+    } catch (...) {
+      threw = true;
     }
   }
+  CHECK_FALSE(threw);
+  CHECK(off_thread.load() == 0);
+  std::int64_t wrong = 0;
+  for (const auto& h : hits) wrong += h.load() != 3;
+  CHECK(wrong == 0);
+  // With memory again, the next loop makes the pool.
+  std::atomic<int> sum{0};
+  dsv4::parallel_for(0, 100, [&](std::int64_t i) { sum.fetch_add(int(i)); });
+  CHECK(sum.load() == 4950);
+  dsv4::set_num_threads(saved);
 }
 
 TEST_CASE("executor_scope installs for its thread and restores the previous executor", "[core][parallel]") {

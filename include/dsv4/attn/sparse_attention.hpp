@@ -203,9 +203,8 @@ struct kernel<attn::sparse_attention_op<Codec>, cpu> {
     // sliver of heads that packs the query for every chunk; a task per chunk and head group; with
     // several chunks, a merge task per sliver of heads. A task of a later kind needs all of the
     // kind before it. The threads pack and merge side by side, and a step starts one team instead
-    // of three (a team start costs most with passively waiting OpenMP threads). With one chunk
-    // every task merges its own heads (a window step's two head groups finish their halves side
-    // by side).
+    // of three. With one chunk every task merges its own heads (a window step's two head groups
+    // finish their halves side by side).
     //
     // No executor promises to run the tasks at once or in order (one may run them one after
     // another, last first). So a loop index does not name its task: it claims the next task of
