@@ -6,9 +6,10 @@
 //   fp8_released   peer_small_fp8: FP8 linears and experts, BF16 others, the FP8/FP4 cache
 //                  layout, numerics::released
 //   fp4_released   peer_small_fp4: the same with FP4 (e2m1, 1x32 scales) routed experts
+//   fp4_fast       the same checkpoint under numerics::fast (int8 inputs to the FP4 experts)
 //
 //   decode/<storage>/context:<T>   one token of one sequence at position T (its cache synthesized
-//       with T tokens: kv_cache::assume_tokens, random rows in the cache format); after each step
+//       with T tokens: bench::synthesize_kv, random rows in the cache format); after each step
 //       the sequence is truncated back to T, so every step is the same step. `bytes` is what a
 //       decode token must read: every weight outside the routed experts (attention, shared expert,
 //       router, mHC, norms, the LM head), top-6 of the routed experts in their stored format, the
@@ -30,9 +31,9 @@
 // and each sequence of a batched call has the bits of its own call. `allocs` counts the heap
 // allocations of one forward with the caller's workspace (the global operator new of this
 // executable counts them; the library promises none). forward runs on the model's own spin_pool
-// (causal_lm's thread team); the roofline probes run on OpenMP's threads. Models are built once per
-// storage, outside the timed loops, and one storage is held at a time (the benchmarks run grouped
-// by storage).
+// (causal_lm's thread team), the roofline probes on parallel_for's default pool. Models are built
+// once per storage, outside the timed loops, and one storage is held at a time (the benchmarks run
+// grouped by storage).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -45,14 +46,15 @@
 #include <cstring>
 #include <memory>
 #include <new>
-#include <random>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "dsv4/config/accounting.hpp"
 #include "dsv4/config/presets.hpp"
 #include "dsv4/io/random_model.hpp"
 #include "dsv4/model/causal_lm.hpp"
+#include "kv_synthesis.hpp"
 #include "roofline.hpp"
 
 // ---- heap allocations, counted ----------------------------------------------------------------
@@ -149,35 +151,6 @@ struct workspace {
     bytes = std::span<std::byte>(memory.data() + (workspace_align - skew) % workspace_align, n);
   }
 };
-
-std::vector<float> random_floats(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> d(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
-
-// Declares `tokens` tokens of seq in every layer (assume_tokens takes their pages) and writes
-// random rows, in the cache's format, into every row those pages hold for them: the window's ring
-// rows, the compressed entries and the index keys. Rows cycle over a pool of 61, so a sequence
-// synthesized twice holds the same rows.
-template <model_config C>
-void synthesize(attn::kv_cache_for<C>& cache, attn::sequence_id seq, index_t tokens) {
-  constexpr index_t pool_rows = 61;
-  static const std::vector<float> pool = random_floats(std::size_t(pool_rows * C.head_dim), 7);
-  const auto row = [&](index_t i) { return pool.data() + (i % pool_rows) * C.head_dim; };
-  must(cache.assume_tokens(seq, tokens), "assume_tokens");
-  for (int l = 0; l < cache.layers(); ++l) {
-    const auto v = cache.view(l, seq);
-    const attn::kv_layer_geometry g = cache.geometry(l);
-    const index_t entries = g.ratio > 0 ? tokens / g.ratio : 0;
-    for (index_t i = 0; i < std::min(tokens, v.ring); ++i) v.rows.write(i, row(i));
-    for (index_t e = 0; e < entries; ++e) v.rows.write(v.ring + e, row(e + 17));
-    if (g.indexed)
-      for (index_t e = 0; e < entries; ++e) v.keys.write(e, row(e + 29));
-  }
-}
 
 // ---- what a token reads and computes ------------------------------------------------------------
 
@@ -277,7 +250,7 @@ void bm_decode(benchmark::State& state) {
   const lm& m = engine_of<C, Num>().model;
   auto cache = made(lm::make_cache(attn::kv_cache_options{1, context + 1, 0, 1}));
   const attn::sequence_id seq = made(cache.open());
-  synthesize<C>(cache, seq, context);
+  must(bench::synthesize_kv(cache, seq, context), "synthesize_kv");
   workspace ws(m.workspace_bytes(1, cache.capacity()));
   std::vector<float> logits(vocab), first(vocab);
   const std::int32_t token = 7;
@@ -370,7 +343,7 @@ void bm_decode_batch(benchmark::State& state) {
   for (index_t i = 0; i < b; ++i) {
     tokens[std::size_t(i)] = static_cast<std::int32_t>((7 + 13 * i) % vocab);
     batch.push_back({made(cache.open()), {&tokens[std::size_t(i)], 1}, model::logits_rows::last});
-    synthesize<C>(cache, batch.back().seq, context);
+    must(bench::synthesize_kv(cache, batch.back().seq, context), "synthesize_kv");
   }
   workspace ws(m.workspace_bytes(b, cache.capacity()));
   std::vector<float> logits(std::size_t(b * vocab));
@@ -387,7 +360,7 @@ void bm_decode_batch(benchmark::State& state) {
     std::vector<float> own(vocab);
     for (const index_t i : {index_t{0}, b / 3, (2 * b) / 3, b - 1}) {
       const attn::sequence_id seq = made(alone.open());
-      synthesize<C>(alone, seq, context);
+      must(bench::synthesize_kv(alone, seq, context), "synthesize_kv");
       const model::sequence_input in{seq, batch[std::size_t(i)].tokens, model::logits_rows::last};
       must(m.forward(alone, {&in, 1}, tensor_view<float, 2>(own.data(), {1, vocab}), ws1.bytes),
            "decode alone");
@@ -408,6 +381,65 @@ void bm_decode_batch(benchmark::State& state) {
   state.counters["allocs"] = static_cast<double>(allocs);
   roofline_counters(state, weights + kv,
                     double(b) * static_cast<double>(config::decode_flops(C, context + 1).total()));
+}
+
+// Softmax distributions of two logit rows: KL(p || q), in double.
+double kl_divergence(std::span<const float> p, std::span<const float> q) {
+  const auto log_softmax = [](std::span<const float> l) {
+    const double top = *std::max_element(l.begin(), l.end());
+    double sum = 0;
+    for (const float v : l) sum += std::exp(v - top);
+    std::vector<double> out;
+    for (const float v : l) out.push_back(v - top - std::log(sum));
+    return out;
+  };
+  const auto lp = log_softmax(p), lq = log_softmax(q);
+  double kl = 0;
+  for (std::size_t i = 0; i < lp.size(); ++i) kl += std::exp(lp[i]) * (lp[i] - lq[i]);
+  return kl;
+}
+
+// fidelity/fp4_fast: numerics::fast and numerics::released against numerics::exact on the same
+// FP4 checkpoint, every next-token distribution of a 256-token text: mean KL divergence
+// (`kl_fast`, `kl_released`) and top-1 agreement (`top1_fast`, `top1_released`). The timed loop
+// is the fast model's 256-token prefill.
+void bm_fidelity(benchmark::State& state) {
+  constexpr model_config C = fp4_cfg;
+  constexpr index_t n = 256;
+  const auto& fast = engine_of<C, numerics::fast>();
+  const auto exact = made(model::causal_lm<C, model::default_policies<C>>::create(fast.loaded.weights(),
+                                                                                   fast.loaded.params()));
+  const auto released = made(model::causal_lm<C, model::released_policies<C>>::create(fast.loaded.weights(),
+                                                                                      fast.loaded.params()));
+  std::vector<std::int32_t> tokens(n);
+  for (index_t i = 0; i < n; ++i) tokens[std::size_t(i)] = static_cast<std::int32_t>((i * 53 + 5) % vocab);
+  const auto score = [&](const auto& m) {
+    using lm = std::remove_cvref_t<decltype(m)>;
+    auto cache = made(lm::make_cache(attn::kv_cache_options{1, n, 0, 1}));
+    const model::sequence_input in{made(cache.open()), tokens, model::logits_rows::all};
+    std::vector<float> logits(std::size_t(n * vocab));
+    workspace ws(m.workspace_bytes(n, n));
+    must(m.forward(cache, {&in, 1}, tensor_view<float, 2>(logits.data(), {n, vocab}), ws.bytes), "fidelity");
+    check_logits(logits, "fidelity");
+    return logits;
+  };
+  const auto ref = score(exact), rel = score(released);
+  std::vector<float> got;
+  for (auto _ : state) got = score(fast.model);
+  double kl[2] = {}, top1[2] = {};
+  const auto argmax = [](std::span<const float> r) { return std::max_element(r.begin(), r.end()) - r.begin(); };
+  for (index_t t = 0; t < n; ++t) {
+    const std::span<const float> r(ref.data() + t * vocab, vocab);
+    for (int k = 0; k < 2; ++k) {
+      const std::span<const float> q((k == 0 ? got : rel).data() + t * vocab, vocab);
+      kl[k] += kl_divergence(r, q) / double(n);
+      top1[k] += double(argmax(r) == argmax(q)) / double(n);
+    }
+  }
+  state.counters["kl_fast"] = kl[0];
+  state.counters["top1_fast"] = top1[0];
+  state.counters["kl_released"] = kl[1];
+  state.counters["top1_released"] = top1[1];
 }
 
 void contexts(benchmark::internal::Benchmark* b) {
@@ -437,3 +469,9 @@ BENCHMARK(bm_prefill<fp4_cfg, numerics::released>)
     ->Name("prefill/fp4_released")
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+BENCHMARK(bm_decode<fp4_cfg, numerics::fast>)->Name("decode/fp4_fast")->Apply(contexts);
+BENCHMARK(bm_prefill<fp4_cfg, numerics::fast>)
+    ->Name("prefill/fp4_fast")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(bm_fidelity)->Name("fidelity/fp4_fast")->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
