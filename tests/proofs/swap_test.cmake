@@ -1,0 +1,22 @@
+# One swap test (tests/proofs/swap.cmake): the probe built with a wrong variant of an index
+# function must print a different line for KERNEL than the probe built from the real header, and
+# both must run cleanly.
+foreach(var PROBE VARIANT KERNEL)
+  if(NOT DEFINED ${var})
+    message(FATAL_ERROR "swap_test.cmake: ${var} is not set")
+  endif()
+endforeach()
+execute_process(COMMAND ${PROBE} RESULT_VARIABLE rc_real OUTPUT_VARIABLE real ERROR_VARIABLE err_real)
+execute_process(COMMAND ${VARIANT} RESULT_VARIABLE rc_wrong OUTPUT_VARIABLE wrong ERROR_VARIABLE err_wrong)
+if(NOT rc_real EQUAL 0 OR NOT rc_wrong EQUAL 0)
+  message(FATAL_ERROR "a probe failed: real ${rc_real} ${err_real}; variant ${rc_wrong} ${err_wrong}")
+endif()
+string(REGEX MATCH "${KERNEL} [0-9a-f]+" real_line "${real}")
+string(REGEX MATCH "${KERNEL} [0-9a-f]+" wrong_line "${wrong}")
+if(real_line STREQUAL "" OR wrong_line STREQUAL "")
+  message(FATAL_ERROR "no line for ${KERNEL}: real '${real}', variant '${wrong}'")
+endif()
+if(real_line STREQUAL wrong_line)
+  message(FATAL_ERROR "${KERNEL} is unchanged by the wrong variant (${real_line}): the kernel does not call the index function")
+endif()
+message(STATUS "${KERNEL}: ${real_line} -> ${wrong_line}")
