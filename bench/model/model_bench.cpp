@@ -30,8 +30,8 @@
 // 511 tokens then one decode step (`chunk_diff`, the largest difference over the logits' spread),
 // and each sequence of a batched call has the bits of its own call. `allocs` counts the heap
 // allocations of one forward with the caller's workspace (the global operator new of this
-// executable counts them; the library promises none). forward runs on the model's own spin_pool
-// (causal_lm's thread team), the roofline probes on parallel_for's default pool. Models are built
+// executable counts them; the library promises none). forward and the roofline probes run on
+// parallel_for's default pool. Models are built
 // once per storage, outside the timed loops, and one storage is held at a time (the benchmarks run
 // grouped by storage).
 #include <benchmark/benchmark.h>
@@ -407,10 +407,10 @@ void bm_fidelity(benchmark::State& state) {
   constexpr model_config C = fp4_cfg;
   constexpr index_t n = 256;
   const auto& fast = engine_of<C, numerics::fast>();
-  const auto exact = made(model::causal_lm<C, model::default_policies<C>>::create(fast.loaded.weights(),
-                                                                                   fast.loaded.params()));
-  const auto released = made(model::causal_lm<C, model::released_policies<C>>::create(fast.loaded.weights(),
-                                                                                      fast.loaded.params()));
+  const auto exact = made(
+      model::causal_lm<C, model::default_policies<C>>::create(fast.loaded.weights(), fast.loaded.params()));
+  const auto released = made(
+      model::causal_lm<C, model::released_policies<C>>::create(fast.loaded.weights(), fast.loaded.params()));
   std::vector<std::int32_t> tokens(n);
   for (index_t i = 0; i < n; ++i) tokens[std::size_t(i)] = static_cast<std::int32_t>((i * 53 + 5) % vocab);
   const auto score = [&](const auto& m) {
@@ -427,7 +427,9 @@ void bm_fidelity(benchmark::State& state) {
   std::vector<float> got;
   for (auto _ : state) got = score(fast.model);
   double kl[2] = {}, top1[2] = {};
-  const auto argmax = [](std::span<const float> r) { return std::max_element(r.begin(), r.end()) - r.begin(); };
+  const auto argmax = [](std::span<const float> r) {
+    return std::max_element(r.begin(), r.end()) - r.begin();
+  };
   for (index_t t = 0; t < n; ++t) {
     const std::span<const float> r(ref.data() + t * vocab, vocab);
     for (int k = 0; k < 2; ++k) {
@@ -474,4 +476,8 @@ BENCHMARK(bm_prefill<fp4_cfg, numerics::fast>)
     ->Name("prefill/fp4_fast")
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-BENCHMARK(bm_fidelity)->Name("fidelity/fp4_fast")->Iterations(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bm_fidelity)
+    ->Name("fidelity/fp4_fast")
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();

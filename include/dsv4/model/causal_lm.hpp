@@ -22,11 +22,12 @@
 // with the geometry the policies give) holds each sequence's state; workspace_bytes(max_tokens,
 // capacity) sizes the scratch of a call of up to max_tokens tokens; forward allocates nothing.
 //
-// Threads: a decode step is hundreds of short parallel loops, so forward keeps one team of threads
-// alive across all of them: unless the caller installed an executor (core/parallel.hpp), it runs
-// on the model's spin_pool of max_threads() threads (made on the first call and again when that
-// count changes; its workers sleep when the model is idle), so starting a loop costs about a
-// microsecond whatever OMP_WAIT_POLICY says. An engine with its own pool installs it instead.
+// Threads: a decode step is hundreds of short parallel loops, all on one team of threads: the
+// executor the caller installed (core/parallel.hpp), else parallel_for's default pool of
+// max_threads() threads, whose workers stay alive between loops (starting one costs about a
+// microsecond) and sleep when the model is idle. An engine with its own pool installs it; one that
+// calls forward from several threads at once gives each its own executor (the default pool runs
+// one loop at a time, a second caller's loops on the caller's thread alone).
 //
 // Checks: forward validates everything the caller controls before its first write: token ids in
 // the vocabulary, sequences open, distinct and with every layer at the same position, capacity,
@@ -41,7 +42,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <span>
 #include <string>
@@ -161,7 +161,7 @@ class causal_lm {
   // call's N tokens.
   status forward(cache_type& cache, std::span<const sequence_input> batch, tensor_view<float, 2> logits,
                  tensor_view<float, 3> hidden, std::span<std::byte> ws) const {
-    return on_team([&] { return run_forward(cache, batch, logits, hidden, ws); });
+    return run_forward(cache, batch, logits, hidden, ws);
   }
   status forward(cache_type& cache, std::span<const sequence_input> batch, tensor_view<float, 2> logits,
                  std::span<std::byte> ws) const {
@@ -186,7 +186,7 @@ class causal_lm {
   status mtp_forward(cache_type& cache, std::span<const sequence_input> batch,
                      tensor_view<const float, 3> hidden, tensor_view<float, 2> logits,
                      std::span<std::byte> ws) const {
-    return on_team([&] { return run_mtp_forward(cache, batch, hidden, logits, ws); });
+    return run_mtp_forward(cache, batch, hidden, logits, ws);
   }
   status mtp_forward(cache_type& cache, std::span<const sequence_input> batch,
                      tensor_view<const float, 3> hidden, tensor_view<float, 2> logits) const {
@@ -212,32 +212,6 @@ class causal_lm {
   struct aligned_delete {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{workspace_align}); }
   };
-
-  // The model's threads: a spin_pool of the thread count its last call saw (see the banner).
-  struct thread_team {
-    std::mutex m;
-    std::shared_ptr<spin_pool> pool;
-  };
-  // f() on the caller's executor, or on the model's team.
-  template <class F>
-  status on_team(F&& f) const {
-    const int threads = max_threads();
-    if (executor_installed() || threads <= 1) return f();
-    std::shared_ptr<spin_pool> pool;
-    {
-      const std::lock_guard<std::mutex> lock(team_->m);
-      if (!team_->pool || team_->pool->threads() != threads) {
-        try {
-          team_->pool = std::make_shared<spin_pool>(threads);
-        } catch (const std::bad_alloc&) {
-          return f();  // no memory for a team: the default threads
-        }
-      }
-      pool = team_->pool;
-    }
-    const executor_scope scope(*pool);
-    return f();
-  }
 
   status run_forward(cache_type& cache, std::span<const sequence_input> batch, tensor_view<float, 2> logits,
                      tensor_view<float, 3> hidden, std::span<std::byte> ws) const {
@@ -700,7 +674,6 @@ class causal_lm {
   std::vector<hca_layer> hca_;
   std::vector<score_ffn> score_ffns_;
   std::vector<hash_ffn> hash_ffns_;
-  std::unique_ptr<thread_team> team_ = std::make_unique<thread_team>();
 };
 
 }  // namespace dsv4::model
