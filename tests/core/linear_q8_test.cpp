@@ -28,8 +28,8 @@ struct blocks {
   explicit blocks(const std::vector<float>& x)
       : storage(static_cast<std::size_t>(dsv4::detail::q8_floats(static_cast<index_t>(x.size())))),
         row(dsv4::detail::quantize_q8(x.data(), static_cast<index_t>(x.size()), storage.data())) {}
-  // Code of column k (the stored order is [even, odd] within each block).
-  int code(index_t k) const { return row.codes[k / 32 * 32 + k % 2 * 16 + k % 32 / 2]; }
+  // Code of column k.
+  int code(index_t k) const { return row.codes[dsv4::detail::q8_code_at(k)]; }
 };
 
 bool same_bits(float a, float b) {
@@ -104,34 +104,38 @@ TEST_CASE("q8: the quantizer equals the portable form bit for bit") {
   std::vector<float> a(static_cast<std::size_t>(dsv4::detail::q8_floats(384))), b(a.size());
   dsv4::detail::quantize_q8(x.data(), 384, a.data());
   dsv4::detail::quantize_q8_portable(x.data(), 384, b.data());
-  CHECK(std::memcmp(a.data(), b.data(), 2 * 384) == 0);  // the codes and the lane offsets
-  for (std::size_t i = 384 / 2; i < a.size(); ++i) CHECK(same_bits(a[i], b[i]));
+  const auto parts = static_cast<std::size_t>(24 * dsv4::detail::q8_pairs(384));  // codes and offsets
+  CHECK(std::memcmp(a.data(), b.data(), parts * sizeof(float)) == 0);
+  for (std::size_t i = parts; i < a.size(); ++i) CHECK(same_bits(a[i], b[i]));
 }
 
 TEST_CASE("q8: the kernel equals the portable form bit for bit, every code and scale") {
-  // Every scale byte (0 and 255 included) and every code; 264 columns: a group of eight blocks
-  // and a tail of one.
-  const index_t out = 13, in = 288;
-  random_matrix<format::fp4> w(out, in, 41);
-  for (std::size_t i = 0; i < w.scale.size(); ++i)
-    w.scale[i] = dsv4::ue8m0::from_bits(static_cast<std::uint8_t>(i * 7 % 256));
-  const auto x = dsv4::test::random_normal(static_cast<std::size_t>(in), 42);
-  const blocks q(x);
-  const dsv4::fp4_matrix m = w.view();
-  for (index_t r = 0; r + 4 <= out; r += 4) {
-    float a[4], b[4];
-    dsv4::detail::q8_dot_rows<4>(m, r, q.row, a);
-    dsv4::detail::q8_dot_rows_portable<4>(m, r, q.row, b);
-    for (int i = 0; i < 4; ++i) CHECK(same_bits(a[i], b[i]));
+  // Every scale byte (0 and 255 included) and every code; 1, 3, 8, 9 and 19 blocks: a lone block,
+  // pairs with a lone one, a group of eight, a group and a lone block, groups, pairs and a lone one.
+  for (index_t in : {32, 96, 256, 288, 608}) {
+    const index_t out = 13;
+    random_matrix<format::fp4> w(out, in, 41);
+    for (std::size_t i = 0; i < w.scale.size(); ++i)
+      w.scale[i] = dsv4::ue8m0::from_bits(static_cast<std::uint8_t>(i * 7 % 256));
+    const auto x = dsv4::test::random_normal(static_cast<std::size_t>(in), 42);
+    const blocks q(x);
+    const dsv4::fp4_matrix m = w.view();
+    INFO("in = " << in);
+    for (index_t r = 0; r + 4 <= out; r += 4) {
+      float a[4], b[4];
+      dsv4::detail::q8_dot_rows<4>(m, r, q.row, a);
+      dsv4::detail::q8_dot_rows_portable<4>(m, r, q.row, b);
+      for (int i = 0; i < 4; ++i) CHECK(same_bits(a[i], b[i]));
+    }
+    float a[1], b[1];
+    dsv4::detail::q8_dot_rows<1>(m, out - 1, q.row, a);
+    dsv4::detail::q8_dot_rows_portable<1>(m, out - 1, q.row, b);
+    CHECK(same_bits(a[0], b[0]));
   }
-  float a[1], b[1];
-  dsv4::detail::q8_dot_rows<1>(m, out - 1, q.row, a);
-  dsv4::detail::q8_dot_rows_portable<1>(m, out - 1, q.row, b);
-  CHECK(same_bits(a[0], b[0]));
 }
 
 TEST_CASE("q8: the product is the sum of code x code x scale x step to float accuracy") {
-  for (index_t in : {32, 256, 2048, 4128}) {
+  for (index_t in : {32, 96, 256, 2048, 4128}) {
     const index_t out = 37;
     const random_matrix<format::fp4> w(out, in, 51, 0.05f);
     const auto x = dsv4::test::random_normal(static_cast<std::size_t>(in), 52);

@@ -3,22 +3,24 @@
 // approximation is x's quantization); docs/linear.md states its accuracy.
 //
 // Why: an E2M1 value times 2 is an integer in [-12, 12], so a block of 32 FP4 weights times 32
-// int8 activations is an exact int32 sum, which AVX2 forms with a table lookup (vpshufb) and two
-// multiply-adds (vpmaddubsw, vpmaddwd) per 32 weights instead of decoding every weight to fp32.
-// The one-token GEMV then reads weights at memory speed where the exact path is bound by decoding.
+// int8 activations is an exact int32 sum, which AVX2 forms with table lookups (vpshufb) and
+// multiply-adds (vpmaddubsw, vpmaddwd) instead of decoding every weight to fp32.
+// The one-token GEMV then does about half the vector work per weight of the exact path's decoding.
 //
 // Quantization (quantize_q8, one rule for every target): for each block of 32 columns,
 // amax = max |x|, q = x * (127 / amax) rounded to nearest (ties to even), in [-127, 127], and
 // step = amax / 127, in float arithmetic. A block holding a NaN or an infinity gets step NaN (its
-// outputs become NaN, as the exact product's would); an all-zero block gets step 0. A block is
-// stored as its 32 codes in the order [even columns, odd columns] (the order in which one FP4 byte
-// load splits into low and high nibbles) and step / 2 (the weights enter as 2 x E2M1).
+// outputs become NaN, as the exact product's would); an all-zero block gets step 0. Blocks are
+// stored in pairs, the codes of a pair as [even columns of its first block, even of its second,
+// odd of the first, odd of the second] (the order in which one 32-byte load of the pair's FP4
+// bytes splits into low and high nibbles), with step / 2 per block (the weights enter as
+// 2 x E2M1); an odd count ends with a padding block of zeros.
 //
 // Accumulation order (bit-identical on every target and for any batch or thread count): output o
-// has eight fp32 lane accumulators; for block b in increasing order, lane l adds
-// float(p_l) * (scale_b * step_b / 2) by a fused multiply-add, where p_l is the exact int32 sum of
-// the products of codes 4l .. 4l + 3 of the block in the stored order; the lanes are then added
-// by the tree of dsv4::dot (reduce_lanes).
+// has eight fp32 lane accumulators; for each pair of blocks in increasing order, lane l adds
+// float(p_l) * (scale_b * step_b / 2) by a fused multiply-add, where b is block l / 4 of the pair
+// and p_l the exact int32 sum of the products of its columns 8 (l mod 4) .. 8 (l mod 4) + 7 (a
+// padding block adds +0 * +0); the lanes are then added by the tree of dsv4::dot (reduce_lanes).
 #pragma once
 
 #include <algorithm>
@@ -63,17 +65,30 @@ namespace detail {
 
 inline constexpr index_t q8_block = 32;  // columns per int8 block: fp4_block, one scale byte
 
-// One token's x as int8 blocks: codes (in) in the stored order, each block's eight lane offsets
-// (12 times the sum of the lane's four codes: the AVX2 kernel's bias, below) and half steps
-// (in / 32).
+// Blocks go in pairs (2p, 2p + 1); an odd count ends with a pair whose second block is padding
+// (codes, offsets and step 0).
+constexpr index_t q8_pairs(index_t in) { return (in / q8_block + 1) / 2; }
+
+// Where column k's code lies among a token's codes: pair p = b / 2 of block b = k / 32 takes 64
+// bytes, [even columns of 2p, even of 2p + 1, odd of 2p, odd of 2p + 1] (16 each): the order in
+// which one 32-byte load of the pair's FP4 bytes splits into low and high nibbles.
+constexpr index_t q8_code_at(index_t k) {
+  const index_t b = k / q8_block, c = k % q8_block;
+  return 64 * (b / 2) + 32 * (c % 2) + 16 * (b % 2) + c / 2;
+}
+
+// One token's x as int8 blocks: codes (64 bytes a pair), eight lane offsets a pair (lane l, the
+// columns 8 (l mod 4) .. + 7 of block 2p + l / 4: 12 times the sum of their codes, the AVX2
+// kernel's bias, below) and a half step a block (the padding's 0).
 struct q8_row {
   const std::int8_t* codes;
   const std::int32_t* offsets;
   const float* half_steps;
 };
 
-// Floats of workspace one token's blocks take: in bytes of codes, in / 4 offsets, in / 32 steps.
-constexpr index_t q8_floats(index_t in) { return in / 2 + in / q8_block; }
+// Floats of workspace one token's blocks take: 16 (codes), 8 (offsets) and 2 (steps) a pair, at
+// most `in`.
+constexpr index_t q8_floats(index_t in) { return 26 * q8_pairs(in); }
 
 // Where the parts of one token's blocks lie in its q8_floats(in) floats from `base`.
 struct q8_parts {
@@ -82,8 +97,8 @@ struct q8_parts {
   float* half_steps;
   q8_parts(float* base, index_t in)
       : codes(reinterpret_cast<std::int8_t*>(base)),
-        offsets(reinterpret_cast<std::int32_t*>(base + in / 4)),
-        half_steps(base + in / 2) {}
+        offsets(reinterpret_cast<std::int32_t*>(base + 16 * q8_pairs(in))),
+        half_steps(base + 24 * q8_pairs(in)) {}
   operator q8_row() const { return {codes, offsets, half_steps}; }
 };
 inline q8_row q8_row_at(const float* base, index_t in) { return q8_parts(const_cast<float*>(base), in); }
@@ -99,47 +114,59 @@ struct q8_scaling {
         half_step(amax * up / 127.0f * (up != 1.0f ? 0x1p-65f : 0.5f)) {}
 };
 
+// The lane offsets of every pair, from the codes.
+inline void q8_offsets(const q8_parts& p, index_t in) {
+  for (index_t pair = 0; pair < q8_pairs(in); ++pair)
+    for (int l = 0; l < 8; ++l) {
+      const index_t b = 2 * pair + l / 4;
+      std::int32_t sum = 0;
+      if (b < in / q8_block)
+        for (index_t c = 8 * (l % 4); c < 8 * (l % 4) + 8; ++c) sum += p.codes[q8_code_at(b * q8_block + c)];
+      p.offsets[8 * pair + l] = 12 * sum;
+    }
+}
+
 // The blocks of one token, x (in, a multiple of 32), written to `out` (q8_floats(in) floats): the
 // rule in plain code.
 inline q8_row quantize_q8_portable(const float* x, index_t in, float* out) {
   const q8_parts p(out, in);
-  float* const half_steps = p.half_steps;
-  for (index_t b = 0; b < in / q8_block; ++b) {
+  const index_t blocks = in / q8_block;
+  std::fill(p.codes, p.codes + 64 * q8_pairs(in), std::int8_t{0});
+  std::fill(p.half_steps, p.half_steps + 2 * q8_pairs(in), 0.0f);
+  for (index_t b = 0; b < blocks; ++b) {
     const float* v = x + b * q8_block;
-    std::int8_t* qb = p.codes + b * q8_block;
-    std::int32_t* ob = p.offsets + b * 8;
     float amax = 0.0f;
     bool finite = true;
     for (int k = 0; k < q8_block; ++k) {
       amax = std::max(amax, std::fabs(v[k]));
       finite = finite && std::isfinite(v[k]);
     }
-    std::fill(qb, qb + q8_block, std::int8_t{0});
-    half_steps[b] = finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
-    if (finite && amax != 0.0f) {
-      const q8_scaling s(amax);
-      for (int k = 0; k < q8_block; ++k)
-        qb[k % 2 * (q8_block / 2) + k / 2] =
-            static_cast<std::int8_t>(std::clamp(std::nearbyint(v[k] * s.up * s.inv), -127.0f, 127.0f));
-      half_steps[b] = s.half_step;
-    }
-    for (int l = 0; l < 8; ++l) ob[l] = 12 * (qb[4 * l] + qb[4 * l + 1] + qb[4 * l + 2] + qb[4 * l + 3]);
+    if (!finite) p.half_steps[b] = std::numeric_limits<float>::quiet_NaN();
+    if (!finite || amax == 0.0f) continue;
+    const q8_scaling s(amax);
+    for (int k = 0; k < q8_block; ++k)
+      p.codes[q8_code_at(b * q8_block + k)] =
+          static_cast<std::int8_t>(std::clamp(std::nearbyint(v[k] * s.up * s.inv), -127.0f, 127.0f));
+    p.half_steps[b] = s.half_step;
   }
+  q8_offsets(p, in);
   return p;
 }
 
 #if defined(__AVX2__)
 // The same with AVX2, bit-identical: the same float operations, eight columns at a time; the
 // codes packed to bytes in column order, then split into even and odd columns by one byte shuffle
-// and one quadword permutation.
+// and stored as the pair layout's halves.
 inline q8_row quantize_q8(const float* x, index_t in, float* out) {
   const q8_parts p(out, in);
-  float* const half_steps = p.half_steps;
+  const index_t blocks = in / q8_block;
+  std::fill(p.codes, p.codes + 64 * q8_pairs(in), std::int8_t{0});
+  std::fill(p.half_steps, p.half_steps + 2 * q8_pairs(in), 0.0f);
   const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   // Per 16 columns: even ones first, then odd ones.
   const __m256i split = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,  //
                                          0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-  for (index_t b = 0; b < in / q8_block; ++b) {
+  for (index_t b = 0; b < blocks; ++b) {
     __m256 v[4];
     for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(x + b * q8_block + 8 * i);
     const __m256 m =
@@ -154,14 +181,8 @@ inline q8_row quantize_q8(const float* x, index_t in, float* out) {
     h = _mm_max_ps(h, _mm_movehl_ps(h, h));
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
     const float amax = _mm_cvtss_f32(h);
-    std::int8_t* qb = p.codes + b * q8_block;
-    auto* ob = reinterpret_cast<__m256i*>(p.offsets + b * 8);
-    if (!finite || amax == 0.0f) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), _mm256_setzero_si256());
-      _mm256_storeu_si256(ob, _mm256_setzero_si256());
-      half_steps[b] = finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
-      continue;
-    }
+    if (!finite) p.half_steps[b] = std::numeric_limits<float>::quiet_NaN();
+    if (!finite || amax == 0.0f) continue;
     const q8_scaling s(amax);
     const __m256 up = _mm256_set1_ps(s.up), inv = _mm256_set1_ps(s.inv);
     const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
@@ -175,12 +196,23 @@ inline q8_row quantize_q8(const float* x, index_t in, float* out) {
     // 4-7, 12-15, 20-23, 28-31; the permutation puts them in column order.
     const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    const __m256i halves = _mm256_shuffle_epi8(ordered, split);  // per 16 columns: 8 even, 8 odd
-    const __m256i stored = _mm256_permute4x64_epi64(halves, 0xd8);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), stored);
-    _mm256_storeu_si256(
-        ob, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(12), stored), _mm256_set1_epi16(1)));
-    half_steps[b] = s.half_step;
+    // Quadwords: even 0-15, odd 0-15, even 16-31, odd 16-31; after the permutation the low half holds
+    // the 16 even columns, the high half the 16 odd ones.
+    const __m256i halves = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(ordered, split), 0xd8);
+    std::int8_t* pair = p.codes + 64 * (b / 2) + 16 * (b % 2);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pair), _mm256_castsi256_si128(halves));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(pair + 32), _mm256_extracti128_si256(halves, 1));
+    p.half_steps[b] = s.half_step;
+  }
+  // The lane offsets as the kernel pairs its products: 16-bit sums of the even and odd codes, then
+  // pairs of them, times 12.
+  const __m256i twelve = _mm256_set1_epi8(12), ones = _mm256_set1_epi16(1);
+  for (index_t pair = 0; pair < q8_pairs(in); ++pair) {
+    const __m256i even = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.codes + 64 * pair));
+    const __m256i odd = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.codes + 64 * pair + 32));
+    const __m256i sums =
+        _mm256_add_epi16(_mm256_maddubs_epi16(twelve, even), _mm256_maddubs_epi16(twelve, odd));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p.offsets + 8 * pair), _mm256_madd_epi16(sums, ones));
   }
   return p;
 }
@@ -192,8 +224,8 @@ inline q8_row quantize_q8(const float* x, index_t in, float* out) { return quant
 inline constexpr std::int8_t e2m1_twice[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 // The R outputs of rows [row0, row0 + R) of m against one token's blocks, in the order of the
-// contract at the top of the file, one block at a time in plain integer arithmetic: the readable
-// form, and the kernel of targets without AVX2.
+// contract at the top of the file, in plain integer arithmetic: the readable form, and the kernel
+// of targets without AVX2.
 template <int R>
 void q8_dot_rows_portable(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
   const index_t blocks = m.cols() / q8_block;
@@ -201,57 +233,66 @@ void q8_dot_rows_portable(const fp4_matrix& m, index_t row0, q8_row x, float (&o
     const std::uint8_t* w = &m.weight.data()[(row0 + r) * m.weight.stride(0)].bits;
     const ue8m0* s = m.scale.data() + (row0 + r) * m.scale.stride(0);
     v8f acc = {};
-    for (index_t b = 0; b < blocks; ++b) {
-      const std::int8_t* q = x.codes + b * q8_block;
-      const float d = s[b].to_float() * x.half_steps[b];
+    for (index_t pair = 0; pair < q8_pairs(m.cols()); ++pair)
       for (int l = 0; l < 8; ++l) {
+        const index_t b = 2 * pair + l / 4;
         std::int32_t p = 0;
-        for (int j = 4 * l; j < 4 * l + 4; ++j) {  // code j: the low nibble of byte j, or the high of j - 16
-          const std::uint8_t byte = w[b * (q8_block / 2) + j % 16];
-          p += e2m1_twice[j < 16 ? byte & 0x0f : byte >> 4] * q[j];
+        float d = 0.0f;  // the padding block adds +0 * +0
+        if (b < blocks) {
+          for (index_t c = 8 * (l % 4); c < 8 * (l % 4) + 8; ++c) {
+            const std::uint8_t byte = w[b * (q8_block / 2) + c / 2];
+            p += e2m1_twice[c % 2 == 0 ? byte & 0x0f : byte >> 4] * x.codes[q8_code_at(b * q8_block + c)];
+          }
+          d = s[b].to_float() * x.half_steps[b];
         }
         acc[l] = fma1(static_cast<float>(p), d, acc[l]);
       }
-    }
     out[r] = reduce_lanes(acc);
   }
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
-// Blocks [b0, b0 + nb) of R rows (w: each row's first byte) against x, d[r][i] the factor of
-// block b0 + i of row r, into the lane accumulators (q8_dot_rows below).
-template <int R>
-DSV4_FORCEINLINE void q8_blocks(const std::uint8_t* const (&w)[R], const q8_row& x, index_t b0, index_t nb,
-                                const float (&d)[R][8], __m256 (&acc)[R]) {
+// Pairs [p0, p0 + np) of R rows (w: each row's first byte) against x, d[r][i0 + i] the eight
+// factors of pair p0 + i of row r (four for each block), into the lane accumulators (q8_dot_rows
+// below). Lone: the pair holds one block (the row's last), whose 16 bytes are loaded alone.
+template <int R, bool Lone>
+DSV4_FORCEINLINE void q8_pairs_of(const std::uint8_t* const (&w)[R], const q8_row& x, index_t p0, index_t np,
+                                  const float (&d)[R][4][8], index_t i0, __m256 (&acc)[R]) {
   const __m256i biased = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0,  //
                                           12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
-  const __m256i nibble = _mm256_set1_epi8(0x0f), high_half = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 a[R];  // the accumulators in registers for the loop (through acc, GCC stores them every block)
+  const __m256i nibble = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256 a[R];  // the accumulators in registers for the loop (through acc, GCC stores them every pair)
   for (int r = 0; r < R; ++r) a[r] = acc[r];
-  for (index_t i = 0; i < nb; ++i) {
-    const index_t b = b0 + i;
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes + b * q8_block));
-    const __m256i offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.offsets + b * 8));
+  for (index_t i = 0; i < np; ++i) {
+    const index_t pair = p0 + i;
+    const __m256i even = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes + 64 * pair));
+    const __m256i odd = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes + 64 * pair + 32));
+    const __m256i offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.offsets + 8 * pair));
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m256i bytes =
-          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + b * 16)));
-      const __m256i codes = _mm256_and_si256(_mm256_srlv_epi32(bytes, high_half), nibble);
-      const __m256i p = _mm256_sub_epi32(
-          _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_shuffle_epi8(biased, codes), q), ones), offset);
-      a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(&d[r][i]), a[r]);
+          Lone ? _mm256_set_m128i(_mm_setzero_si128(),
+                                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + 32 * pair)))
+               : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + 32 * pair));
+      const __m256i low = _mm256_and_si256(bytes, nibble),
+                    high = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
+      const __m256i sums = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_shuffle_epi8(biased, low), even),
+                                            _mm256_maddubs_epi16(_mm256_shuffle_epi8(biased, high), odd));
+      const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(sums, ones), offset);
+      a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_load_ps(d[r][i0 + i]), a[r]);
     }
   }
   for (int r = 0; r < R; ++r) acc[r] = a[r];
 }
 
-// The same with AVX2, bit-identical: a block's 16 bytes broadcast to both halves of a register,
-// the high half shifted by a nibble, masked and looked up as 2 x E2M1 + 12, an unsigned byte in
-// [0, 24] (vpmaddubsw multiplies unsigned by signed bytes); two multiply-adds give the eight lane
-// sums of (w + 12) q, exact (at most 4 x 24 x 127), and subtracting the lane offsets 12 x sum q,
-// formed once per token, leaves p_l. Eight blocks share a step: their R x 8 factors
-// scale x step / 2 are formed at once from the eight scale bytes of each row.
+// The same with AVX2, bit-identical: a pair's 32 bytes in one register, masked and shifted into
+// low and high nibbles (the even and odd columns of both blocks), looked up as 2 x E2M1 + 12, an
+// unsigned byte in [0, 24] (vpmaddubsw multiplies unsigned by signed bytes); the even and odd
+// products added as 16-bit sums (at most 4 x 24 x 127) and paired by vpmaddwd give the sums of
+// (w + 12) q over the lanes' eight columns, and subtracting the lane offsets 12 x sum q, formed
+// once per token, leaves p_l, exact. Eight blocks share a step: their R x 8 factors
+// scale x step / 2 are formed at once from the eight scale bytes of each row, then spread to the
+// four lanes of their block.
 template <int R>
 void q8_dot_rows(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
   const index_t blocks = m.cols() / q8_block, ws = m.weight.stride(0), ss = m.scale.stride(0);
@@ -259,7 +300,15 @@ void q8_dot_rows(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
   for (int r = 0; r < R; ++r) w[r] = &m.weight.data()[(row0 + r) * ws].bits;
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  alignas(32) float d[R][8];
+  alignas(32) float d[R][4][8];
+  // The factors of blocks b0 .. b0 + 7 of row r (f: eight floats, 0 for the padding) spread to
+  // four pairs' lanes.
+  const auto spread = [&](int r, __m256 f) {
+    for (int i = 0; i < 4; ++i)
+      _mm256_store_ps(d[r][i],
+                      _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(2 * i, 2 * i, 2 * i, 2 * i, 2 * i + 1,
+                                                                    2 * i + 1, 2 * i + 1, 2 * i + 1)));
+  };
   index_t b0 = 0;
   for (; b0 + 8 <= blocks; b0 += 8) {
     const __m256 half_steps = _mm256_loadu_ps(x.half_steps + b0);
@@ -273,17 +322,22 @@ void q8_dot_rows(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
                                 _mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
       bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000),
                                 _mm256_cmpeq_epi32(e, _mm256_set1_epi32(255)));
-      _mm256_store_ps(d[r], _mm256_mul_ps(_mm256_castsi256_ps(bits), half_steps));
+      spread(r, _mm256_mul_ps(_mm256_castsi256_ps(bits), half_steps));
       if (row0 + R + r < m.rows())  // the next R rows' bytes of these blocks, two lines
         for (int line = 0; line < 2; ++line) __builtin_prefetch(w[r] + R * ws + b0 * 16 + 64 * line);
     }
-    q8_blocks<R>(w, x, b0, 8, d, acc);
+    q8_pairs_of<R, false>(w, x, b0 / 2, 4, d, 0, acc);
   }
-  if (b0 < blocks) {
-    for (int r = 0; r < R; ++r)
-      for (index_t i = 0; i < blocks - b0; ++i)
-        d[r][i] = m.scale.data()[(row0 + r) * ss + b0 + i].to_float() * x.half_steps[b0 + i];
-    q8_blocks<R>(w, x, b0, blocks - b0, d, acc);
+  if (b0 < blocks) {  // fewer than eight blocks left
+    const index_t left = blocks - b0;
+    for (int r = 0; r < R; ++r) {
+      alignas(32) float f[8] = {};
+      for (index_t i = 0; i < left; ++i)
+        f[i] = m.scale.data()[(row0 + r) * ss + b0 + i].to_float() * x.half_steps[b0 + i];
+      spread(r, _mm256_load_ps(f));
+    }
+    q8_pairs_of<R, false>(w, x, b0 / 2, left / 2, d, 0, acc);
+    if (left % 2 != 0) q8_pairs_of<R, true>(w, x, (blocks - 1) / 2, 1, d, left / 2, acc);
   }
   for (int r = 0; r < R; ++r) {
     v8f a;
