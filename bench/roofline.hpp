@@ -2,10 +2,12 @@
 //
 // read bandwidth: bytes/s of a streaming read over a buffer far larger than the caches, with
 // every thread parallel_for uses. FMA peak: FLOP/s of independent fused multiply-add chains in
-// the widest vectors the compiler targets, on every thread. Both at start-up (reported in the
-// run's context) and again after each benchmark (best_roofline). A benchmark reports its
-// achieved fraction of either with the counters bandwidth_fraction(), fma_fraction() and
-// roofline_fraction() make.
+// the widest vectors the compiler targets, on every thread. Int8 dot-product peak: operations/s
+// (two per multiply-add of int8 pairs) of the widest int8 dot product the compiler targets
+// (vpdpbusd with AVX-512 VNNI; vpmaddubsw, vpmaddwd and vpaddd with AVX2), on every thread, the
+// bound of the int8 kernels of numerics::fast. All at start-up (reported in the run's context) and
+// again after each benchmark (best_roofline). A benchmark reports its achieved fraction with the
+// counters bandwidth_fraction(), fma_fraction(), int8_dot_fraction() and roofline_fraction() make.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -17,11 +19,16 @@
 
 #include "dsv4/core/parallel.hpp"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 namespace dsv4::bench {
 
 struct machine_roofline {
   double read_bytes_per_s;
   double fma_flops_per_s;
+  double int8_ops_per_s;
   int threads;
 };
 
@@ -112,18 +119,71 @@ inline double measure_fma_peak(int repeats, std::int64_t iters = std::int64_t{1}
   });
   return fma_probe_flops_per_iteration() * static_cast<double>(iters) / s;
 }
+
+// measure_int8_peak's loop: independent chains of 256-bit int8 dot products (32 multiply-adds of
+// byte pairs into eight int32 lanes per step) on every thread.
+inline constexpr int int8_probe_chains = 8, int8_probe_macs = 32;
+inline double int8_probe_ops_per_iteration() {
+  return 2.0 * int8_probe_macs * int8_probe_chains * std::max(1, dsv4::max_threads());
+}
+
+// The int8 dot-product peak over `iters` steps per chain. An empty asm statement hands each step
+// its byte operand anew, so that the compiler can neither hoist nor merge the products.
+inline double measure_int8_peak(int repeats, std::int64_t iters = std::int64_t{1} << 22) {
+  constexpr int chains = int8_probe_chains;
+  const int parts = std::max(1, dsv4::max_threads());
+  std::vector<std::int32_t> out(static_cast<size_t>(parts));
+  const double s = best_seconds(repeats, [&] {
+    dsv4::parallel_for(0, parts, [&](std::int64_t p) {
+#if defined(__AVX2__)
+      __m256i acc[chains];
+      for (int c = 0; c < chains; ++c) acc[c] = _mm256_set1_epi32(c + static_cast<int>(p));
+      const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-5);
+#if !(defined(__AVX512VNNI__) && defined(__AVX512VL__))
+      const __m256i ones = _mm256_set1_epi16(1);
+#endif
+      for (std::int64_t i = 0; i < iters; ++i)
+        for (int c = 0; c < chains; ++c) {
+          __m256i u = a;
+          __asm__ volatile("" : "+x"(u));
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+          acc[c] = _mm256_dpbusd_epi32(acc[c], u, b);
+#else
+          acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(_mm256_maddubs_epi16(u, b), ones));
+#endif
+        }
+      std::int32_t t = 0;
+      for (int c = 0; c < chains; ++c) t += _mm256_extract_epi32(acc[c], 0);
+#else  // no AVX2: the same products in scalar integers
+      std::int32_t acc[chains] = {};
+      for (std::int64_t i = 0; i < iters; ++i)
+        for (int c = 0; c < chains; ++c) {
+          std::int8_t u = 3;
+          __asm__ volatile("" : "+r"(u));
+          for (int k = 0; k < int8_probe_macs; ++k) acc[c] += u * std::int8_t{-5};
+        }
+      std::int32_t t = 0;
+      for (int c = 0; c < chains; ++c) t += acc[c];
+#endif
+      out[static_cast<size_t>(p)] = t;
+    });
+    benchmark::DoNotOptimize(out.data());
+  });
+  return int8_probe_ops_per_iteration() * static_cast<double>(iters) / s;
+}
 }  // namespace detail
 
 // Measured once per process, on first use (reported in the run's context).
 inline const machine_roofline& roofline() {
   static const machine_roofline r{detail::measure_read_bandwidth(5), detail::measure_fma_peak(9),
-                                  dsv4::max_threads()};
+                                  detail::measure_int8_peak(5), dsv4::max_threads()};
   return r;
 }
 
 // The limits the fractions divide by: the best of every measurement so far, the start-up one and
 // one more after each benchmark (when the last is more than a second old: FMA peak best of 3 runs
-// of 2^23 multiply-adds per chain, read bandwidth best of 2 reads of 256 MiB). On a shared host
+// of 2^23 multiply-adds per chain, int8 peak best of 2 runs of 2^22 steps per chain, read
+// bandwidth best of 2 reads of 256 MiB). On a shared host
 // the limits move: for stretches of seconds the two threads get half the FMA peak (as if they
 // shared one core) or less bandwidth, and a start-up sample taken then would inflate every
 // fraction of the run. The running best never overstates what the machine can do, so a fraction
@@ -133,6 +193,7 @@ inline const machine_roofline& best_roofline() {
   static detail::clock::time_point at = detail::clock::now();
   if (detail::clock::now() - at > std::chrono::seconds(1)) {
     best.fma_flops_per_s = std::max(best.fma_flops_per_s, detail::measure_fma_peak(3));
+    best.int8_ops_per_s = std::max(best.int8_ops_per_s, detail::measure_int8_peak(2));
     best.read_bytes_per_s = std::max(best.read_bytes_per_s, detail::measure_read_bandwidth(2));
     at = detail::clock::now();
   }
@@ -146,6 +207,11 @@ inline benchmark::Counter bandwidth_fraction(double bytes_per_iteration) {
 }
 inline benchmark::Counter fma_fraction(double flops_per_iteration) {
   return benchmark::Counter(flops_per_iteration / best_roofline().fma_flops_per_s,
+                            benchmark::Counter::kIsIterationInvariantRate);
+}
+// Achieved int8 operations (two per multiply-add of an int8 pair) / the int8 dot-product peak.
+inline benchmark::Counter int8_dot_fraction(double ops_per_iteration) {
+  return benchmark::Counter(ops_per_iteration / best_roofline().int8_ops_per_s,
                             benchmark::Counter::kIsIterationInvariantRate);
 }
 

@@ -1,9 +1,9 @@
 // GEMV (one token) and GEMM (256 tokens) over one weight matrix of V4-Flash's routed-expert shape
-// (2048 x 4096) in each storage format. The GEMV cycles over enough copies of the matrix that they
-// do not fit in the last-level cache, and reports the bytes it reads as a fraction of the read
-// bandwidth measured in the same run (`of_read_bw`); the GEMM reports its FLOP rate as a fraction
-// of the measured FMA peak (`of_fma_peak`). Each benchmark checks one output against a direct
-// evaluation before timing.
+// (2048 x 4096) in each storage format, and FP4 under numerics::fast. The GEMV cycles over enough copies of
+// the matrix that they do not fit in the last-level cache, and reports the bytes it reads as a fraction of
+// the read bandwidth measured in the same run (`of_read_bw`); the GEMM reports its FLOP rate as a fraction of
+// the measured FMA peak (`of_fma_peak`). Each benchmark checks one output against a direct evaluation before
+// timing.
 //
 // Where the GEMV's time goes, without a profiler: bm_decode decodes a cache-resident matrix chunk
 // by chunk into an L1 buffer (decode alone), bm_gemv_cached runs the GEMV on it (decode plus
@@ -122,20 +122,29 @@ void bm_gemv_cached_fp8_subnormal(benchmark::State& state) {
   run_gemv_cached(state, w);
 }
 
-template <class W>
+// n tokens against the matrix. Exact paths report their FLOP rate as a fraction of the FMA peak;
+// the int8 path of numerics::fast reports its operations as a fraction of the int8 dot-product
+// peak (`of_int8_peak`), and of the FMA peak beside it.
+template <class W, dsv4::numerics Num = dsv4::numerics::exact>
 void bm_gemm(benchmark::State& state) {
   const index_t n = state.range(0);
   const dsv4::bench::stored_matrix<W> w(rows, cols, 1);
   std::vector<float> x(static_cast<std::size_t>(n * cols));
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7) * 0.25f - 0.75f;
-  std::vector<float> y(static_cast<std::size_t>(n * rows));
-  if (!dsv4::linear(w.view(), {x.data(), {n, cols}}, {y.data(), {n, rows}}).ok()) std::abort();
-  verify_or_abort(w.view(), x.data(), y.data(), n, 777);
+  std::vector<float> y(static_cast<std::size_t>(n * rows)),
+      ws(static_cast<std::size_t>(dsv4::linear_op<W>::workspace_floats(n, cols)));
+  const auto run = [&] {
+    return dsv4::linear(w.view(), {x.data(), {n, cols}}, {y.data(), {n, rows}}, ws, Num);
+  };
+  if (!run().ok()) std::abort();
+  verify_or_abort(w.view(), x.data(), y.data(), n, 777, tolerance_of(Num));
   for (auto _ : state) {
-    benchmark::DoNotOptimize(dsv4::linear(w.view(), {x.data(), {n, cols}}, {y.data(), {n, rows}}));
+    benchmark::DoNotOptimize(run());
     benchmark::ClobberMemory();
   }
-  state.counters["of_fma_peak"] = dsv4::bench::fma_fraction(2.0 * static_cast<double>(n * rows * cols));
+  const double ops = 2.0 * static_cast<double>(n * rows * cols);
+  state.counters["of_fma_peak"] = dsv4::bench::fma_fraction(ops);
+  if (dsv4::takes_int8_input<W>(Num)) state.counters["of_int8_peak"] = dsv4::bench::int8_dot_fraction(ops);
 }
 
 }  // namespace
@@ -149,6 +158,10 @@ BENCHMARK(bm_gemm<dsv4::f32_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->U
 BENCHMARK(bm_gemm<dsv4::bf16_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(bm_gemm<dsv4::fp8_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(bm_gemm<dsv4::fp4_matrix>)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bm_gemm<dsv4::fp4_matrix, dsv4::numerics::fast>)
+    ->Arg(256)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(bm_decode<dsv4::bf16_matrix>)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_decode<dsv4::fp8_matrix>)->Unit(benchmark::kMicrosecond);
 BENCHMARK(bm_decode<dsv4::fp4_matrix>)->Unit(benchmark::kMicrosecond);

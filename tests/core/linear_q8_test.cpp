@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "dsv4/core/linear.hpp"
@@ -112,25 +113,29 @@ TEST_CASE("q8: the quantizer equals the portable form bit for bit") {
 TEST_CASE("q8: the kernel equals the portable form bit for bit, every code and scale") {
   // Every scale byte (0 and 255 included) and every code; 1, 3, 8, 9 and 19 blocks: a lone block,
   // pairs with a lone one, a group of eight, a group and a lone block, groups, pairs and a lone one.
+  // Tiles of 4 rows x 1 token (the GEMV), 2 x 3 (the GEMM) and 1 x 1.
   for (index_t in : {32, 96, 256, 288, 608}) {
     const index_t out = 13;
     random_matrix<format::fp4> w(out, in, 41);
     for (std::size_t i = 0; i < w.scale.size(); ++i)
       w.scale[i] = dsv4::ue8m0::from_bits(static_cast<std::uint8_t>(i * 7 % 256));
-    const auto x = dsv4::test::random_normal(static_cast<std::size_t>(in), 42);
-    const blocks q(x);
+    std::vector<blocks> q;
+    for (unsigned t = 0; t < 3; ++t)
+      q.emplace_back(dsv4::test::random_normal(static_cast<std::size_t>(in), 42 + t));
     const dsv4::fp4_matrix m = w.view();
     INFO("in = " << in);
-    for (index_t r = 0; r + 4 <= out; r += 4) {
-      float a[4], b[4];
-      dsv4::detail::q8_dot_rows<4>(m, r, q.row, a);
-      dsv4::detail::q8_dot_rows_portable<4>(m, r, q.row, b);
-      for (int i = 0; i < 4; ++i) CHECK(same_bits(a[i], b[i]));
-    }
-    float a[1], b[1];
-    dsv4::detail::q8_dot_rows<1>(m, out - 1, q.row, a);
-    dsv4::detail::q8_dot_rows_portable<1>(m, out - 1, q.row, b);
-    CHECK(same_bits(a[0], b[0]));
+    const auto same_tile = [&]<int R, int T>(index_t row0) {
+      dsv4::detail::q8_row x[T];
+      for (int t = 0; t < T; ++t) x[t] = q[static_cast<std::size_t>(t)].row;
+      float a[R][T], b[R][T];
+      dsv4::detail::q8_dot_tile<R, T>(m, row0, x, a);
+      dsv4::detail::q8_dot_tile_portable<R, T>(m, row0, x, b);
+      for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) CHECK(same_bits(a[r][t], b[r][t]));
+    };
+    for (index_t r = 0; r + 4 <= out; r += 4) same_tile.operator()<4, 1>(r);
+    for (index_t r = 0; r + 2 <= out; r += 2) same_tile.operator()<2, 3>(r);
+    same_tile.operator()<1, 1>(out - 1);
   }
 }
 
@@ -174,7 +179,13 @@ TEST_CASE("q8: against the exact FP4 product the error is x's quantization, abou
 }
 
 TEST_CASE("q8: a batch equals its tokens one by one, for 1 and 2 threads") {
-  const index_t out = 50, in = 320, n = 5;
+  // 5 tokens: one tile of three and two alone; 23 tokens: groups of nine and a last of five; 608
+  // columns: 19 blocks (two groups of eight, a pair and a lone block); 1088: 34 blocks (a chunk of
+  // 32, then two); 50 rows: tasks of 12 and a last of 2, tiles of two rows.
+  const auto [in, n] = GENERATE(std::pair<index_t, index_t>{320, 5}, std::pair<index_t, index_t>{320, 23},
+                                std::pair<index_t, index_t>{608, 7}, std::pair<index_t, index_t>{1088, 11});
+  INFO("in " << in << ", tokens " << n);
+  const index_t out = 50;
   const random_matrix<format::fp4> w(out, in, 71, 0.05f);
   const auto x = dsv4::test::random_normal(static_cast<std::size_t>(n * in), 72);
   const int before = dsv4::max_threads();

@@ -224,8 +224,7 @@ inline q8_row quantize_q8(const float* x, index_t in, float* out) { return quant
 inline constexpr std::int8_t e2m1_twice[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 // The R outputs of rows [row0, row0 + R) of m against one token's blocks, in the order of the
-// contract at the top of the file, in plain integer arithmetic: the readable form, and the kernel
-// of targets without AVX2.
+// contract at the top of the file, in plain integer arithmetic: the readable form.
 template <int R>
 void q8_dot_rows_portable(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
   const index_t blocks = m.cols() / q8_block;
@@ -251,126 +250,241 @@ void q8_dot_rows_portable(const fp4_matrix& m, index_t row0, q8_row x, float (&o
   }
 }
 
+// The R x T outputs of rows [row0, row0 + R) against T tokens' blocks: each token by
+// q8_dot_rows_portable (the kernel of targets without AVX2).
+template <int R, int T>
+void q8_dot_tile_portable(const fp4_matrix& m, index_t row0, const q8_row (&x)[T], float (&out)[R][T]) {
+  for (int t = 0; t < T; ++t) {
+    float o[R];
+    q8_dot_rows_portable<R>(m, row0, x[t], o);
+    for (int r = 0; r < R; ++r) out[r][t] = o[r];
+  }
+}
+
 #if defined(__AVX2__) && defined(__FMA__)
-// Pairs [p0, p0 + np) of R rows (w: each row's first byte) against x, d[r][i0 + i] the eight
-// factors of pair p0 + i of row r (four for each block), into the lane accumulators (q8_dot_rows
-// below). Lone: the pair holds one block (the row's last), whose 16 bytes are loaded alone.
-template <int R, bool Lone>
-DSV4_FORCEINLINE void q8_pairs_of(const std::uint8_t* const (&w)[R], const q8_row& x, index_t p0, index_t np,
-                                  const float (&d)[R][4][8], index_t i0, __m256 (&acc)[R]) {
+// Eight floats f spread to the lanes of four pairs: pair i's lanes take f[2i] (its first block's
+// four lanes) and f[2i + 1].
+DSV4_FORCEINLINE void q8_spread(__m256 f, float (&lanes)[4][8]) {
+  for (int i = 0; i < 4; ++i)
+    _mm256_store_ps(lanes[i],
+                    _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(2 * i, 2 * i, 2 * i, 2 * i, 2 * i + 1,
+                                                                  2 * i + 1, 2 * i + 1, 2 * i + 1)));
+}
+
+// 2^(e - 127) for the eight scale bytes at s: the exponent field for e in [1, 254], 2^-127 (a
+// subnormal) for e = 0, NaN for e = 255 (ue8m0::to_float).
+DSV4_FORCEINLINE __m256 q8_scale_floats(const ue8m0* s) {
+  const __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s)));
+  __m256i bits = _mm256_slli_epi32(e, 23);
+  bits =
+      _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x00400000), _mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
+  bits =
+      _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000), _mm256_cmpeq_epi32(e, _mm256_set1_epi32(255)));
+  return _mm256_castsi256_ps(bits);
+}
+
+// Pairs [p0, p0 + np) of R rows (w: each row's first byte) against T tokens x, into the lane
+// accumulators (q8_dot_tile below): pair p0 + i's factors are sl[r][i0 + i] (row r's scales in
+// its lanes) times hl[t][i0 + i] (token t's half steps), the product dsv4::linear's contract
+// names. Each row's pair is looked up once for the T tokens. Lone: the pair holds one block (the
+// row's last), whose 16 bytes are loaded alone.
+template <int R, int T, bool Lone>
+DSV4_FORCEINLINE void q8_pairs_of(const std::uint8_t* const (&w)[R], const q8_row (&x)[T], index_t p0,
+                                  index_t np, const float (&sl)[R][4][8], const float (&hl)[T][4][8],
+                                  index_t i0, __m256 (&acc)[R][T]) {
   const __m256i biased = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0,  //
                                           12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
   const __m256i nibble = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-  __m256 a[R];  // the accumulators in registers for the loop (through acc, GCC stores them every pair)
-  for (int r = 0; r < R; ++r) a[r] = acc[r];
+  __m256 a[R][T];  // the accumulators in registers for the loop (through acc, GCC stores them every pair)
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) a[r][t] = acc[r][t];
   for (index_t i = 0; i < np; ++i) {
     const index_t pair = p0 + i;
-    const __m256i even = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes + 64 * pair));
-    const __m256i odd = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.codes + 64 * pair + 32));
-    const __m256i offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.offsets + 8 * pair));
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m256i bytes =
           Lone ? _mm256_set_m128i(_mm_setzero_si128(),
                                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + 32 * pair)))
                : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + 32 * pair));
-      const __m256i low = _mm256_and_si256(bytes, nibble),
-                    high = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble);
-      const __m256i sums = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_shuffle_epi8(biased, low), even),
-                                            _mm256_maddubs_epi16(_mm256_shuffle_epi8(biased, high), odd));
-      const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(sums, ones), offset);
-      a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_load_ps(d[r][i0 + i]), a[r]);
+      const __m256i low = _mm256_shuffle_epi8(biased, _mm256_and_si256(bytes, nibble)),
+                    high = _mm256_shuffle_epi8(biased, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibble));
+      const __m256 scale = _mm256_load_ps(sl[r][i0 + i]);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const std::int8_t* codes = x[t].codes + 64 * pair;
+        const __m256i even = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+        const __m256i odd = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32));
+        const __m256i offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t].offsets + 8 * pair));
+        const __m256i sums =
+            _mm256_add_epi16(_mm256_maddubs_epi16(low, even), _mm256_maddubs_epi16(high, odd));
+        const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(sums, ones), offset);
+        const __m256 d = _mm256_mul_ps(scale, _mm256_load_ps(hl[t][i0 + i]));
+        a[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), d, a[r][t]);
+      }
     }
   }
-  for (int r = 0; r < R; ++r) acc[r] = a[r];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = a[r][t];
 }
 
-// The same with AVX2, bit-identical: a pair's 32 bytes in one register, masked and shifted into
+// q8_dot_tile_portable with AVX2, bit-identical (q8_dot_tile below; q8_tile_blocks takes the
+// blocks [begin, end) of the rows, begin a multiple of eight, end one too or the row's end, into
+// accumulators the caller keeps): a pair's 32 bytes in one register, masked and shifted into
 // low and high nibbles (the even and odd columns of both blocks), looked up as 2 x E2M1 + 12, an
 // unsigned byte in [0, 24] (vpmaddubsw multiplies unsigned by signed bytes); the even and odd
 // products added as 16-bit sums (at most 4 x 24 x 127) and paired by vpmaddwd give the sums of
 // (w + 12) q over the lanes' eight columns, and subtracting the lane offsets 12 x sum q, formed
-// once per token, leaves p_l, exact. Eight blocks share a step: their R x 8 factors
-// scale x step / 2 are formed at once from the eight scale bytes of each row, then spread to the
-// four lanes of their block.
-template <int R>
-void q8_dot_rows(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
+// once per token, leaves p_l, exact. Eight blocks at a time, each row's scales and each token's
+// half steps are spread to their four pairs' lanes once; the factor of a lane is their product,
+// formed where it is used. T = 1 is the one-token GEMV; with more tokens each weight lookup serves
+// T of them (the int8 GEMM of a batch).
+template <int R, int T>
+void q8_tile_blocks(const fp4_matrix& m, index_t row0, const q8_row (&x)[T], index_t begin, index_t end,
+                    __m256 (&acc)[R][T]) {
   const index_t blocks = m.cols() / q8_block, ws = m.weight.stride(0), ss = m.scale.stride(0);
   const std::uint8_t* w[R];
   for (int r = 0; r < R; ++r) w[r] = &m.weight.data()[(row0 + r) * ws].bits;
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  alignas(32) float d[R][4][8];
-  // The factors of blocks b0 .. b0 + 7 of row r (f: eight floats, 0 for the padding) spread to
-  // four pairs' lanes.
-  const auto spread = [&](int r, __m256 f) {
-    for (int i = 0; i < 4; ++i)
-      _mm256_store_ps(d[r][i],
-                      _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(2 * i, 2 * i, 2 * i, 2 * i, 2 * i + 1,
-                                                                    2 * i + 1, 2 * i + 1, 2 * i + 1)));
-  };
-  index_t b0 = 0;
-  for (; b0 + 8 <= blocks; b0 += 8) {
-    const __m256 half_steps = _mm256_loadu_ps(x.half_steps + b0);
+  alignas(32) float sl[R][4][8], hl[T][4][8];
+  index_t b0 = begin;
+  for (; b0 + 8 <= end; b0 += 8) {
+    for (int t = 0; t < T; ++t) q8_spread(_mm256_loadu_ps(x[t].half_steps + b0), hl[t]);
     for (int r = 0; r < R; ++r) {
-      // 2^(e - 127) from the eight scale bytes: the exponent field for e in [1, 254], 2^-127 (a
-      // subnormal) for e = 0, NaN for e = 255.
-      const std::uint8_t* sr = &m.scale.data()[(row0 + r) * ss + b0].bits;
-      const __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sr)));
-      __m256i bits = _mm256_slli_epi32(e, 23);
-      bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x00400000),
-                                _mm256_cmpeq_epi32(e, _mm256_setzero_si256()));
-      bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000),
-                                _mm256_cmpeq_epi32(e, _mm256_set1_epi32(255)));
-      spread(r, _mm256_mul_ps(_mm256_castsi256_ps(bits), half_steps));
+      q8_spread(q8_scale_floats(m.scale.data() + (row0 + r) * ss + b0), sl[r]);
       if (row0 + R + r < m.rows())  // the next R rows' bytes of these blocks, two lines
         for (int line = 0; line < 2; ++line) __builtin_prefetch(w[r] + R * ws + b0 * 16 + 64 * line);
     }
-    q8_pairs_of<R, false>(w, x, b0 / 2, 4, d, 0, acc);
+    q8_pairs_of<R, T, false>(w, x, b0 / 2, 4, sl, hl, 0, acc);
   }
-  if (b0 < blocks) {  // fewer than eight blocks left
+  if (b0 < end) {  // the row's last blocks, fewer than eight; the lanes past them get factor 0
     const index_t left = blocks - b0;
     for (int r = 0; r < R; ++r) {
       alignas(32) float f[8] = {};
-      for (index_t i = 0; i < left; ++i)
-        f[i] = m.scale.data()[(row0 + r) * ss + b0 + i].to_float() * x.half_steps[b0 + i];
-      spread(r, _mm256_load_ps(f));
+      for (index_t i = 0; i < left; ++i) f[i] = m.scale.data()[(row0 + r) * ss + b0 + i].to_float();
+      q8_spread(_mm256_load_ps(f), sl[r]);
     }
-    q8_pairs_of<R, false>(w, x, b0 / 2, left / 2, d, 0, acc);
-    if (left % 2 != 0) q8_pairs_of<R, true>(w, x, (blocks - 1) / 2, 1, d, left / 2, acc);
-  }
-  for (int r = 0; r < R; ++r) {
-    v8f a;
-    std::memcpy(&a, &acc[r], sizeof a);
-    out[r] = reduce_lanes(a);
+    for (int t = 0; t < T; ++t) {
+      alignas(32) float f[8] = {};
+      for (index_t i = 0; i < left; ++i) f[i] = x[t].half_steps[b0 + i];
+      q8_spread(_mm256_load_ps(f), hl[t]);
+    }
+    q8_pairs_of<R, T, false>(w, x, b0 / 2, left / 2, sl, hl, 0, acc);
+    if (left % 2 != 0) q8_pairs_of<R, T, true>(w, x, (blocks - 1) / 2, 1, sl, hl, left / 2, acc);
   }
 }
+
+template <int R, int T>
+void q8_dot_tile(const fp4_matrix& m, index_t row0, const q8_row (&x)[T], float (&out)[R][T]) {
+  __m256 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+  q8_tile_blocks<R, T>(m, row0, x, 0, m.cols() / q8_block, acc);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) {
+      v8f a;
+      std::memcpy(&a, &acc[r][t], sizeof a);
+      out[r][t] = reduce_lanes(a);
+    }
+}
 #else
-template <int R>
-void q8_dot_rows(const fp4_matrix& m, index_t row0, q8_row x, float (&out)[R]) {
-  q8_dot_rows_portable<R>(m, row0, x, out);
+template <int R, int T>
+void q8_dot_tile(const fp4_matrix& m, index_t row0, const q8_row (&x)[T], float (&out)[R][T]) {
+  q8_dot_tile_portable<R, T>(m, row0, x, out);
 }
 #endif
 
+// The int8 GEMM's tiles: two rows by three tokens (each weight lookup serves three tokens, and
+// each token's codes two rows), over the tokens of a group of nine and the rows of a block of
+// twelve, one chunk of 32 blocks (1024 columns) at a time: a chunk of the group's codes (15 KiB) and
+// of the block's weights (6 KiB) stays in L1 while every tile passes over it. The tiles keep their
+// lane accumulators between chunks, so each output still adds its pairs in order (the contract).
+inline constexpr int q8_gemm_rows = 2, q8_gemm_tokens = 3;
+inline constexpr index_t q8_gemm_group = 9, q8_gemm_row_block = 12, q8_gemm_chunk = 32;
+
+#if defined(__AVX2__) && defined(__FMA__)
+// Rows [row0 + r, + R) against tokens [t0 + t, + T) over blocks [c0, c1) of the chunk loop below:
+// the accumulators start at zero (c0 = 0) or from part, and go back to part or, after the row's
+// last block, to y.
+template <int R, int T, class Token>
+void q8_gemm_tile(const fp4_matrix& m, const Token& token, index_t row0, index_t r, index_t t0, index_t t,
+                  index_t c0, index_t c1, __m256 (&part)[q8_gemm_row_block][q8_gemm_group],
+                  tensor_view<float, 2> y) {
+  q8_row x[T];
+  for (int j = 0; j < T; ++j) x[j] = token(t0 + t + j);
+  __m256 acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < T; ++j) acc[i][j] = c0 == 0 ? _mm256_setzero_ps() : part[r + i][t + j];
+  q8_tile_blocks<R, T>(m, row0 + r, x, c0, c1, acc);
+  const bool last = c1 == m.cols() / q8_block;
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < T; ++j) {
+      if (!last) {
+        part[r + i][t + j] = acc[i][j];
+        continue;
+      }
+      v8f a;
+      std::memcpy(&a, &acc[i][j], sizeof a);
+      y(t0 + t + j, row0 + r + i) = reduce_lanes(a);
+    }
+}
+
+// Rows [row0, row0 + rows) (at most q8_gemm_row_block) against tokens [t0, t1) (at most
+// q8_gemm_group), chunk by chunk; rows and tokens past the last whole tile go one at a time.
+template <class Token>
+void q8_gemm_block(const fp4_matrix& m, const Token& token, index_t row0, index_t rows, index_t t0,
+                   index_t t1, tensor_view<float, 2> y) {
+  __m256 part[q8_gemm_row_block][q8_gemm_group];
+  const index_t blocks = m.cols() / q8_block, tokens = t1 - t0;
+  for (index_t c0 = 0; c0 < blocks; c0 += q8_gemm_chunk) {
+    const index_t c1 = std::min(blocks, c0 + q8_gemm_chunk);
+    index_t r = 0;
+    for (; r + q8_gemm_rows <= rows; r += q8_gemm_rows) {
+      index_t t = 0;
+      for (; t + q8_gemm_tokens <= tokens; t += q8_gemm_tokens)
+        q8_gemm_tile<q8_gemm_rows, q8_gemm_tokens>(m, token, row0, r, t0, t, c0, c1, part, y);
+      for (; t < tokens; ++t) q8_gemm_tile<q8_gemm_rows, 1>(m, token, row0, r, t0, t, c0, c1, part, y);
+    }
+    for (; r < rows; ++r)
+      for (index_t t = 0; t < tokens; ++t) q8_gemm_tile<1, 1>(m, token, row0, r, t0, t, c0, c1, part, y);
+  }
+}
+#endif
+
+// Rows [row0, row0 + R) against tokens [t0, t0 + T) (token(t): its blocks), into y.
+template <int R, int T, class Token>
+void q8_tile_into(const fp4_matrix& m, index_t row0, const Token& token, index_t t0,
+                  tensor_view<float, 2> y) {
+  q8_row x[T];
+  for (int t = 0; t < T; ++t) x[t] = token(t0 + t);
+  float o[R][T];
+  q8_dot_tile<R, T>(m, row0, x, o);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) y(t0 + t, row0 + r) = o[r][t];
+}
+
 // y rows [row0, row0 + rows) of every token from the tokens' blocks (x: n tokens, token t's blocks
-// at x + t * q8_floats(in)): four rows at a time, all tokens against them while they are in L1.
+// at x + t * q8_floats(in)). One token: four rows at a time (the GEMV). More: the GEMM's blocks of
+// rows and groups of tokens with AVX2, each row against each token otherwise. Every output is the
+// one q8_dot_tile gives for its row and token, whatever the tile: the batch and thread invariance
+// of the contract.
 inline void q8_row_block(const fp4_matrix& m, const float* x, tensor_view<float, 2> y, index_t row0,
                          index_t rows) {
   const index_t n = y.extent(0), per_token = q8_floats(m.cols());
-  auto token = [&](index_t t) { return q8_row_at(x + t * per_token, m.cols()); };
-  index_t r = 0;
-  for (; r + 4 <= rows; r += 4)
-    for (index_t t = 0; t < n; ++t) {
-      float o[4];
-      q8_dot_rows<4>(m, row0 + r, token(t), o);
-      for (int i = 0; i < 4; ++i) y(t, row0 + r + i) = o[i];
-    }
-  for (; r < rows; ++r)
-    for (index_t t = 0; t < n; ++t) {
-      float o[1];
-      q8_dot_rows<1>(m, row0 + r, token(t), o);
-      y(t, row0 + r) = o[0];
-    }
+  const auto token = [&](index_t t) { return q8_row_at(x + t * per_token, m.cols()); };
+  if (n == 1) {
+    index_t r = 0;
+    for (; r + 4 <= rows; r += 4) q8_tile_into<4, 1>(m, row0 + r, token, 0, y);
+    for (; r < rows; ++r) q8_tile_into<1, 1>(m, row0 + r, token, 0, y);
+    return;
+  }
+#if defined(__AVX2__) && defined(__FMA__)
+  for (index_t t0 = 0; t0 < n; t0 += q8_gemm_group)
+    for (index_t r = 0; r < rows; r += q8_gemm_row_block)
+      q8_gemm_block(m, token, row0 + r, std::min(q8_gemm_row_block, rows - r), t0,
+                    std::min(n, t0 + q8_gemm_group), y);
+#else
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t t = 0; t < n; ++t) q8_tile_into<1, 1>(m, row0 + r, token, t, y);
+#endif
 }
 
 }  // namespace detail
