@@ -54,6 +54,7 @@
 #include "dsv4/config/presets.hpp"
 #include "dsv4/io/random_model.hpp"
 #include "dsv4/model/causal_lm.hpp"
+#include "dsv4/model/fidelity.hpp"
 #include "kv_synthesis.hpp"
 #include "roofline.hpp"
 
@@ -383,22 +384,6 @@ void bm_decode_batch(benchmark::State& state) {
                     double(b) * static_cast<double>(config::decode_flops(C, context + 1).total()));
 }
 
-// Softmax distributions of two logit rows: KL(p || q), in double.
-double kl_divergence(std::span<const float> p, std::span<const float> q) {
-  const auto log_softmax = [](std::span<const float> l) {
-    const double top = *std::max_element(l.begin(), l.end());
-    double sum = 0;
-    for (const float v : l) sum += std::exp(v - top);
-    std::vector<double> out;
-    for (const float v : l) out.push_back(v - top - std::log(sum));
-    return out;
-  };
-  const auto lp = log_softmax(p), lq = log_softmax(q);
-  double kl = 0;
-  for (std::size_t i = 0; i < lp.size(); ++i) kl += std::exp(lp[i]) * (lp[i] - lq[i]);
-  return kl;
-}
-
 // fidelity/fp4_fast: numerics::fast and numerics::released against numerics::exact on the same
 // FP4 checkpoint, every next-token distribution of a 256-token text: mean KL divergence
 // (`kl_fast`, `kl_released`) and top-1 agreement (`top1_fast`, `top1_released`). The timed loop
@@ -427,16 +412,13 @@ void bm_fidelity(benchmark::State& state) {
   std::vector<float> got;
   for (auto _ : state) got = score(fast.model);
   double kl[2] = {}, top1[2] = {};
-  const auto argmax = [](std::span<const float> r) {
-    return std::max_element(r.begin(), r.end()) - r.begin();
-  };
-  for (index_t t = 0; t < n; ++t) {
-    const std::span<const float> r(ref.data() + t * vocab, vocab);
-    for (int k = 0; k < 2; ++k) {
-      const std::span<const float> q((k == 0 ? got : rel).data() + t * vocab, vocab);
-      kl[k] += kl_divergence(r, q) / double(n);
-      top1[k] += double(argmax(r) == argmax(q)) / double(n);
-    }
+  for (int k = 0; k < 2; ++k) {
+    model::logit_agreement a;
+    must(model::compare_logits(tensor_view<const float, 2>(ref.data(), {n, vocab}),
+                               tensor_view<const float, 2>((k == 0 ? got : rel).data(), {n, vocab}), a),
+         "fidelity");
+    kl[k] = a.mean_kl;
+    top1[k] = a.top1;
   }
   state.counters["kl_fast"] = kl[0];
   state.counters["top1_fast"] = top1[0];

@@ -26,6 +26,7 @@
 #include "dsv4/config/presets.hpp"
 #include "dsv4/io/load_model.hpp"
 #include "dsv4/model/causal_lm.hpp"
+#include "dsv4/model/fidelity.hpp"
 #include "fixture.hpp"
 
 using namespace dsv4;
@@ -91,35 +92,14 @@ std::vector<float> score(const Lm& m, const std::vector<std::int32_t>& prompt, b
   return logits;
 }
 
-// KL(p || q) of the softmax distributions of two logit rows, in double.
-double kl_divergence(const float* p_logits, const float* q_logits) {
-  const auto log_softmax = [](const float* l) {
-    const double top = *std::max_element(l, l + vocab);
-    double sum = 0;
-    for (index_t i = 0; i < vocab; ++i) sum += std::exp(l[i] - top);
-    std::vector<double> out(static_cast<std::size_t>(vocab));
-    for (index_t i = 0; i < vocab; ++i) out[static_cast<std::size_t>(i)] = l[i] - top - std::log(sum);
-    return out;
-  };
-  const auto lp = log_softmax(p_logits), lq = log_softmax(q_logits);
-  double kl = 0;
-  for (std::size_t i = 0; i < lp.size(); ++i) kl += std::exp(lp[i]) * (lp[i] - lq[i]);
-  return kl;
-}
-
-// Mean KL(p || q) over the rows, the largest, and the fraction of rows with the same argmax.
-struct agreement {
-  double mean_kl = 0, max_kl = 0, top1 = 0;
-};
-agreement compare(const std::vector<float>& p, const std::vector<float>& q) {
-  agreement a;
+// Next-token agreement of two score() results (rows of vocab logits).
+model::logit_agreement compare(const std::vector<float>& p, const std::vector<float>& q) {
   const index_t n = static_cast<index_t>(p.size()) / vocab;
-  for (index_t t = 0; t < n; ++t) {
-    const double kl = kl_divergence(row(p, t).data(), row(q, t).data());
-    a.mean_kl += kl / static_cast<double>(n);
-    a.max_kl = std::max(a.max_kl, kl);
-    a.top1 += (argmax(row(p, t)) == argmax(row(q, t))) / static_cast<double>(n);
-  }
+  model::logit_agreement a;
+  const status s = model::compare_logits(tensor_view<const float, 2>(p.data(), {n, vocab}),
+                                         tensor_view<const float, 2>(q.data(), {n, vocab}), a);
+  INFO(s.message());
+  REQUIRE(s.ok());
   return a;
 }
 
@@ -221,7 +201,7 @@ TEST_CASE(
   // experts' inputs by int8 blocks of 32, a finer quantization, so it must come out no further.
   const auto ref = score(*exact, prompt, false), rel = score(*released, prompt, false),
              got = score(*fast, prompt, false);
-  const agreement r = compare(ref, rel), g = compare(ref, got);
+  const model::logit_agreement r = compare(ref, rel), g = compare(ref, got);
   WARN("against the exact path over " << prompt.size() << " positions: released mean KL " << r.mean_kl
                                       << ", max " << r.max_kl << ", top-1 " << r.top1 << "; fast mean KL "
                                       << g.mean_kl << ", max " << g.max_kl << ", top-1 " << g.top1);
