@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "batch_views.hpp"
 #include "dsv4/optim/muon.hpp"
 #include "random.hpp"
 
@@ -15,7 +16,9 @@ namespace {
 using dsv4::index_t;
 using namespace dsv4::optim;
 
+using dsv4::test::cview;
 using dsv4::test::random_normal;
+using dsv4::test::view;
 
 // A (1, m) matrix X / ||X|| has its one singular value at 1, so the schedule maps it to
 // sigma_final * X / ||X|| with sigma_final the steps' polynomials composed at 1.
@@ -26,12 +29,6 @@ double sigma_final() {
   return s;
 }
 
-dsv4::tensor_view<float, 3> view(std::vector<float>& v, index_t b, index_t n, index_t m) {
-  return {v.data(), {b, n, m}};
-}
-dsv4::tensor_view<const float, 3> cview(const std::vector<float>& v, index_t b, index_t n, index_t m) {
-  return {v.data(), {b, n, m}};
-}
 }  // namespace
 
 TEST_CASE("muon: two steps of momentum with Nesterov and weight decay by hand", "[optim][muon]") {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "allocations.hpp"
+#include "batch_views.hpp"
 #include "dsv4/optim/adamw.hpp"
 #include "dsv4/optim/muon.hpp"
 #include "random.hpp"
@@ -23,7 +24,9 @@ namespace {
 using dsv4::errc;
 using dsv4::index_t;
 using dsv4::status;
+using dsv4::test::cview;
 using dsv4::test::random_normal;
+using dsv4::test::view;
 using namespace dsv4::optim;
 
 using ns = newton_schulz<v4_hybrid_schedule>;
@@ -33,12 +36,6 @@ constexpr float qnan = std::numeric_limits<float>::quiet_NaN();
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-dsv4::tensor_view<float, 3> view(std::vector<float>& v, index_t b, index_t n, index_t m) {
-  return {v.data(), {b, n, m}};
-}
-dsv4::tensor_view<const float, 3> cview(const std::vector<float>& v, index_t b, index_t n, index_t m) {
-  return {v.data(), {b, n, m}};
-}
 }  // namespace
 
 TEST_CASE("newton_schulz refuses negative extents", "[optim][validation]") {
