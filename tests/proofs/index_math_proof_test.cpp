@@ -384,6 +384,51 @@ TEST_CASE("paged cache: truncation keeps exactly the pages of the rows below n",
   require_proved("paged truncation", premises, claim);
 }
 
+// kv_cache::pages_to_append counts a page of ring rows [lo, lo + P) when ring_rows_touch says that
+// appending n positions from position t (first slot a = t mod ring) writes one of its rows. Sound
+// (every page written is counted, or the pool could run out mid-write): for every i < n, if row
+// (t + i) mod ring lies in the page, the predicate holds. Tight (no page is taken that is not
+// written): when it holds, the offset w below (slot lo once the append covers the whole ring;
+// max(lo, a) without wrapping; lo after wrapping) is below n and below 2 ring - a, and its row,
+// a + w or a + w - ring past the end, lies in the page. That this row is (t + w) mod ring is the
+// one step left to arithmetic: the solver gives up on it (a modulus by a symbolic ring).
+template <class Touch>
+void ring_pages(const std::string& name, Touch touch, bool expect) {
+  pf::begin();
+  const sym t = sym::var("t"), n = sym::var("n"), ring = sym::var("ring"), lo = sym::var("lo"),
+            rows = sym::var("P"), i = sym::var("i");
+  const sym hi = lo + rows, a = im::ring_slot(t, ring);
+  const cond premises = in_range(t, 0, two31) && in_range(n, 1, two31) && in_range(ring, 1, two31) &&
+                        in_range(lo, 0, ring) && in_range(rows, 1, two31) && in_range(i, 0, n);
+  const cond touched = touch(a, n, ring, lo, hi);
+  const cond sound = implies(in_range(im::ring_slot(t + i, ring), lo, hi), touched);
+  if (!expect) {
+    require_counterexample(name + " sound", premises, sound);
+    return;
+  }
+  require_proved(name + " sound", premises, sound);
+  // Offsets below 2 ring - a, where the row of offset w is a + w, or a + w - ring past the end.
+  const sym first = select(lo > a, lo - a, sym(0));  // max(lo, a) - a
+  const sym witness = select(n >= ring, select(lo >= a, lo - a, lo - a + ring),
+                             select(a < hi && a + n > lo, first, ring - a + lo));
+  const sym row = select(a + witness >= ring, a + witness - ring, a + witness);
+  require_proved(
+      name + " tight", premises,
+      implies(touched, in_range(witness, 0, n) && a + witness < 2 * ring && in_range(row, lo, hi)));
+}
+
+TEST_CASE("paged cache: pages_to_append counts exactly the ring pages an append writes", "[proofs]") {
+  ring_pages(
+      "ring pages",
+      [](sym a, sym n, sym ring, sym lo, sym hi) { return im::ring_rows_touch(a, n, ring, lo, hi); }, true);
+}
+TEST_CASE("paged cache, negative: ring pages without the wrapped part", "[proofs]") {
+  ring_pages(
+      "ring pages",
+      [](sym a, sym n, sym ring, sym lo, sym hi) { return n >= ring || (a < hi && a + n > lo); }, false);
+}
+
+
 // ---- released row layouts (spec §8.2) ------------------------------------------------------------------
 
 // One main entry of every preset's width: the E4M3 codes, the BF16 RoPE values and the scale bytes

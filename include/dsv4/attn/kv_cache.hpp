@@ -373,19 +373,16 @@ class kv_cache {
     const index_t t0 = progress(seq.slot(), layer).tokens;
     index_t count = 0;
     if (n <= 0) return 0;
-    for (index_t j = 0; j < l.ring_pages; ++j) {
-      const index_t lo = j * entry_rpp_, hi = lo + entry_rpp_, a = index_math::ring_slot(t0, l.ring),
-                    b = a + n;
-      const bool touched =
-          n >= l.ring || (a < hi && b > lo) || (b > l.ring && b - l.ring > lo);  // [a, b) mod ring
-      count += touched && must_take(t[j]);
-    }
+    const index_t a = index_math::ring_slot(t0, l.ring);
+    for (index_t j = 0; j < l.ring_pages; ++j)
+      count +=
+          index_math::ring_rows_touch(a, n, l.ring, j * entry_rpp_, (j + 1) * entry_rpp_) && must_take(t[j]);
     if (l.geometry.ratio > 0) {
       const index_t e0 = t0 / l.geometry.ratio, e1 = (t0 + n) / l.geometry.ratio;
-      for (index_t e = e0; e < e1; e = (e / entry_rpp_ + 1) * entry_rpp_)
+      for (index_t e = e0; e < e1; e = index_math::next_page_row(e, entry_rpp_))
         count += must_take(t[l.ring_pages + index_math::page_slot(e, entry_rpp_)]);
       if (l.geometry.indexed)
-        for (index_t e = e0; e < e1; e = (e / key_rpp_ + 1) * key_rpp_)
+        for (index_t e = e0; e < e1; e = index_math::next_page_row(e, key_rpp_))
           count += must_take(t[l.ring_pages + l.entry_pages + index_math::page_slot(e, key_rpp_)]);
     }
     return count;

@@ -85,6 +85,20 @@ template <class I>
 DSV4_HOST_DEVICE constexpr I row_in_page(I row, I page_rows) {
   return row % page_rows;
 }
+// Whether appending n >= 1 positions whose first lands in ring slot a = ring_slot(t, ring) writes
+// a ring row in [lo, hi) (one page of ring rows, 0 <= lo < ring): the rows a, a + 1, ... mod ring,
+// n of them, as [a, a + n) when it stays below ring, and [a, ring) then [0, a + n - ring) when it
+// wraps (kv_cache::pages_to_append). A truth value (a proof's condition type for symbolic terms).
+template <class I>
+DSV4_HOST_DEVICE constexpr auto ring_rows_touch(I a, I n, I ring, I lo, I hi) {
+  return n >= ring || (a < hi && a + n > lo) || (a + n > ring && a + n - ring > lo);
+}
+// The first row of the page after row's (kv_cache::pages_to_append steps over the entries one page
+// at a time).
+template <class I>
+DSV4_HOST_DEVICE constexpr I next_page_row(I row, I page_rows) {
+  return (row / page_rows + 1) * page_rows;
+}
 template <class I>
 DSV4_HOST_DEVICE constexpr I page_offset(I page, I page_bytes) {
   return page * page_bytes;
