@@ -129,21 +129,6 @@ struct sgemm_op {
   static constexpr index_t packed_a_size(index_t m, index_t k) {
     return round_up(round_up(m, mr) * k, line_floats);
   }
-
- private:
-  // Conservative: compares the address ranges the views span (either stride may be negative).
-  template <class T, class U>
-  static bool overlaps(const tensor_view<T, 2>& x, const tensor_view<U, 2>& y) {
-    if (x.empty() || y.empty()) return false;
-    const auto range = [](const auto& v) {
-      const void* first = v.data();
-      const void* last = v.data() + (v.extent(0) - 1) * v.stride(0) + (v.extent(1) - 1) * v.stride(1);
-      return std::less<>{}(last, first) ? std::pair{last, first} : std::pair{first, last};
-    };
-    const auto [x0, x1] = range(x);
-    const auto [y0, y1] = range(y);
-    return !(std::less<>{}(x1, y0) || std::less<>{}(y1, x0));
-  }
 };
 
 namespace detail::sgemm {

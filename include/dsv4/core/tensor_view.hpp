@@ -165,13 +165,18 @@ std::pair<const std::byte*, const std::byte*> byte_span(const tensor_view<T, Ran
   return {p + lo * static_cast<index_t>(sizeof(T)), p + (hi + 1) * static_cast<index_t>(sizeof(T))};
 }
 
+// True when two byte_span results intersect (an empty span intersects nothing).
+inline bool spans_intersect(std::pair<const std::byte*, const std::byte*> a,
+                            std::pair<const std::byte*, const std::byte*> b) {
+  return a.first != nullptr && b.first != nullptr && std::less<>{}(a.first, b.second) &&
+         std::less<>{}(b.first, a.second);
+}
+
 // True when the byte ranges of a and b intersect: an output must not overlap an input or
 // another output it does not own (checked before the first write).
 template <class T, std::size_t RankT, class U, std::size_t RankU>
 bool overlaps(const tensor_view<T, RankT>& a, const tensor_view<U, RankU>& b) {
-  const auto [a0, a1] = byte_span(a);
-  const auto [b0, b1] = byte_span(b);
-  return a0 != nullptr && b0 != nullptr && std::less<>{}(a0, b1) && std::less<>{}(b0, a1);
+  return spans_intersect(byte_span(a), byte_span(b));
 }
 
 // True when no two elements of v share an address: sorted by |stride|, each dimension of two or

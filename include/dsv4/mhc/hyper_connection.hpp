@@ -189,11 +189,7 @@ template <class T, std::size_t Rank>
 named_span span_of(const tensor_view<T, Rank>& v, std::string_view name) {
   return {byte_span(v), name};
 }
-inline bool intersect(const named_span& a, const named_span& b) {
-  const auto [a0, a1] = a.bytes;
-  const auto [b0, b1] = b.bytes;
-  return a0 != nullptr && b0 != nullptr && std::less<>{}(a0, b1) && std::less<>{}(b0, a1);
-}
+inline bool intersect(const named_span& a, const named_span& b) { return spans_intersect(a.bytes, b.bytes); }
 
 // Every output disjoint from every input and from every other output: "comb: overlaps fn".
 inline status check_disjoint(std::initializer_list<named_span> outputs,
