@@ -21,6 +21,8 @@
 #include <system_error>
 #include <vector>
 
+#include <unistd.h>
+
 #include "dsv4/config/accounting.hpp"
 #include "dsv4/config/presets.hpp"
 #include "dsv4/core/parallel.hpp"
@@ -220,19 +222,65 @@ void progress(int percent, const std::string& what) {
   std::fflush(stderr);
 }
 
-// The checkpoint in `dir` as model C, the load's stages reported on stderr; a file that does not
-// hold a model C is fatal (exit 2).
+// The tensors' progress on stderr, driven by io::load_progress. On a terminal one line, redrawn
+// with '\r' whenever its percent changes:
+//        tensors [#############-----------------]  45%   73/162
+// elsewhere (a log, a test) a plain line at 0, 25, 50, 75 and 100%, so logs stay short.
+class tensor_bar {
+ public:
+  tensor_bar() : terminal_(::isatty(STDERR_FILENO) == 1) {}
+  tensor_bar(const tensor_bar&) = delete;
+  tensor_bar& operator=(const tensor_bar&) = delete;
+  ~tensor_bar() { end_line(); }
+
+  bool operator()(std::int64_t done, std::int64_t total, std::string_view /*name*/) {
+    const auto percent = static_cast<int>(total > 0 ? done * 100 / total : 100);
+    if (terminal_) {
+      if (percent == shown_ && done != total) return true;
+      constexpr int width = 30;
+      const int filled = percent * width / 100;
+      std::fprintf(stderr, "\r       tensors [%.*s%.*s] %3d%%  %*lld/%lld", filled, bar_full, width - filled,
+                   bar_empty, percent, digits(total), static_cast<long long>(done),
+                   static_cast<long long>(total));
+      open_ = done != total;
+      if (!open_) std::fputc('\n', stderr);
+    } else {
+      if (percent / 25 == shown_ / 25 && shown_ >= 0) return true;
+      std::fprintf(stderr, "       tensors %3d%%  %*lld/%lld\n", percent, digits(total),
+                   static_cast<long long>(done), static_cast<long long>(total));
+    }
+    shown_ = percent;
+    std::fflush(stderr);
+    return true;
+  }
+  // Ends a bar left open (a load that failed part way), so that the next message starts a line.
+  void end_line() {
+    if (open_) std::fputc('\n', stderr);
+    open_ = false;
+  }
+
+ private:
+  static int digits(std::int64_t n) { return static_cast<int>(std::to_string(n).size()); }
+
+  static constexpr const char* bar_full = "##############################";
+  static constexpr const char* bar_empty = "------------------------------";
+  bool terminal_;
+  bool open_ = false;  // a terminal line without its '\n' yet
+  int shown_ = -1;     // the percent last drawn
+};
+
+// The checkpoint in `dir` as model C, the tensors' progress on stderr; a file that does not hold a
+// model C is fatal (exit 2). bind validates each tensor as it binds it (once per load).
 template <config::model_config C>
 io::loaded_model<C> load_checkpoint(const fs::path& dir, const config::model_params& params) {
   const auto bad = [&](const status& s) { return fatal{exit_not_a_checkpoint, s.message()}; };
-  progress(20, "mapping the safetensors of " + dir.string());
   auto ckpt = io::checkpoint::open(dir);
   if (!ckpt) throw bad(ckpt.error());
-  progress(40, "validating " + std::to_string(ckpt->canonical_names().size()) + " tensors in " +
-                   std::to_string(ckpt->shards().size()) + " shard(s)");
-  if (const status s = ckpt->validate(io::shape_of(C)); !s.ok()) throw bad(s);
-  progress(60, "binding the weights");
-  auto loaded = io::loaded_model<C>::bind(std::move(*ckpt), params);
+  progress(20, "mapped " + std::to_string(ckpt->shards().size()) + " shard(s) of " + dir.string() +
+                   ": validating and binding " + std::to_string(ckpt->canonical_names().size()) + " tensors");
+  tensor_bar bar;
+  auto loaded = io::loaded_model<C>::bind(std::move(*ckpt), params, io::mtp_policy::automatic, bar);
+  bar.end_line();
   if (!loaded) throw bad(loaded.error());
   return std::move(*loaded);
 }
@@ -243,24 +291,6 @@ struct speed {
   index_t prefill_tokens = 0, decode_tokens = 0;
   double prefill_s = 0, decode_s = 0;
 };
-
-// Bytes the decode of one token reads: every weight a token uses as stored (the routed experts
-// n_experts_per_tok of n_routed_experts, one row of the embedding and of the hash tables) and the
-// KV cache of a sequence of `tokens` tokens.
-double decode_bytes_per_token(const config::model_config& c, index_t tokens) {
-  double bytes = 0;
-  const auto add = [&](const config::tensor_desc& t) {
-    double b = static_cast<double>(t.stored_bytes());
-    if (t.group == config::tensor_group::routed_experts)
-      b *= static_cast<double>(c.n_experts_per_tok) / c.n_routed_experts;
-    if (t.group == config::tensor_group::embedding || t.group == config::tensor_group::hash_table)
-      b /= static_cast<double>(t.rows);
-    bytes += b;
-  };
-  for (int l = 0; l < c.n_layers; ++l) config::for_each_layer_tensor(c, l, add);
-  config::for_each_top_tensor(c, add);
-  return bytes + static_cast<double>(config::kv_sequence_bytes(c, c.cache_format, tokens).total());
-}
 
 // Read bandwidth: the best of three streaming reads of 256 MiB on every thread parallel_for uses,
 // four sequential streams per thread (as bench/roofline.hpp measures it).
@@ -362,7 +392,8 @@ void report(const speed& s, index_t tokens) {
                    static_cast<long long>(e.entry), static_cast<long long>(g.ratio));
   }
   if (s.decode_tokens < 2) return;
-  const double bytes = decode_bytes_per_token(C, tokens),
+  // Every weight the token uses as stored, the KV cache the sequence holds (config/accounting.hpp).
+  const double bytes = config::decode_read_bytes(C, tokens).total(),
                rate = static_cast<double>(s.decode_tokens) / s.decode_s;
   const double bw = read_bandwidth();
   std::fprintf(

@@ -288,3 +288,96 @@ TEST_CASE("KV bytes and FLOPs never decrease with context") {
     }
   }
 }
+
+// ---- bytes read per decoded token ----------------------------------------------------------------
+
+namespace {
+
+// Two layers (SWA hash-routed, CSA score-routed) and an MTP block, FP8 linears, FP4 experts, BF16
+// others and a BF16 cache: every kind of stored size, at dims small enough to count by hand.
+constexpr model_config read_bytes_micro = [] {
+  model_config c;
+  c.family = attention_family::v4_hybrid;
+  c.vocab_size = 64;
+  c.d_model = 64;
+  c.n_layers = 2;
+  c.n_heads = 2;
+  c.head_dim = 32;
+  c.rope_dim = 16;
+  c.nope_dim = 16;
+  c.q_lora_rank = 32;
+  c.o_groups = 1;
+  c.o_lora_rank = 16;
+  c.window = 4;
+  c.csa_ratio = 4;
+  c.hca_ratio = 8;
+  c.compress_ratios[0] = 0;  // layer 0: SWA
+  c.compress_ratios[1] = 4;  // layer 1: CSA
+  c.compress_ratios[2] = 0;  // the MTP block: SWA
+  c.n_schedule = 3;
+  c.index_n_heads = 2;
+  c.index_head_dim = 16;
+  c.index_topk = 2;
+  c.hc_mult = 2;
+  c.hc_sinkhorn_iters = 1;
+  c.n_routed_experts = 4;
+  c.n_shared_experts = 1;
+  c.n_experts_per_tok = 2;
+  c.moe_inter_dim = 32;
+  c.n_hash_layers = 1;
+  c.n_mtp_layers = 1;
+  c.linear_format = weight_format::fp8_e4m3_block128;
+  c.expert_format = weight_format::fp4_e2m1_block32;
+  c.other_format = weight_format::bf16;
+  c.cache_format = kv_format::bf16;
+  return c;
+}();
+static_assert(is_valid_config<read_bytes_micro>);
+
+}  // namespace
+
+TEST_CASE("decode_read_bytes: the weights a token touches and the cache it holds, counted by hand") {
+  // Stored sizes: FP8 (r, c) with r, c <= 128 is r*c bytes + one E8M0 scale; FP4 (r, c) is
+  // r*c/2 bytes + r*c/32 scales; BF16 2 bytes, F32 4 bytes an element.
+  // Top level: one embedding row 64*2 = 128, head 64*64*2 = 8192, norm 128, HC head fn (2, 128)
+  // F32 1024, base 8, scale 4.
+  const std::int64_t top = 128 + 8192 + 128 + 1024 + 8 + 4;
+  // Each layer: attn_norm, ffn_norm 128 each; mHC sites attn and ffn, fn (8, 128) F32 4096, base 32,
+  // scale 12 each; attention wq_a (32, 64) 2049, q_norm 64, wq_b (64, 32) 2049, wkv (32, 64) 2049,
+  // kv_norm 64, wo_a (16, 64) 1025, wo_b (64, 16) 1025, attn_sink 8.
+  const std::int64_t norms = 256, mhc = 2 * (4096 + 32 + 12);
+  const std::int64_t attention = 2049 + 64 + 2049 + 2049 + 64 + 1025 + 1025 + 8;
+  // FFN: gate (4, 64) BF16 512; two of the four FP4 experts, w1 and w3 (32, 64) 1024 + 64 each,
+  // w2 (64, 32) 1024 + 64; the shared FP8 expert w1, w3 (32, 64), w2 (64, 32) 2049 each.
+  const std::int64_t experts = 2 * 3 * 1088, shared = 3 * 2049;
+  // Layer 0 (hash-routed): one tid2eid row of 2 int64; layer 1: the gate bias (4) F32.
+  const std::int64_t layer0 = norms + mhc + attention + 512 + 16 + experts + shared;
+  // Layer 1 (CSA): compressor wkv, wgate (64, 64) BF16 8192 each, ape (4, 64) F32 1024, norm 64;
+  // indexer wq_b (32, 32) FP8 1025, weights_proj (2, 64) BF16 256, its compressor wkv, wgate
+  // (32, 64) 4096 each, ape (4, 32) 512, norm 32.
+  const std::int64_t csa = 8192 + 8192 + 1024 + 64 + 1025 + 256 + 4096 + 4096 + 512 + 32;
+  const std::int64_t layer1 = norms + mhc + attention + csa + 512 + 16 + experts + shared;
+  CHECK(top == 9484);
+  CHECK(layer0 == 30072);
+  CHECK(layer1 == 57561);
+  // KV at 10 tokens, BF16 entries of 32 dims (64 B) and index keys of 16 (32 B): layer 0 its window
+  // of 4 entries; layer 1 its window, floor(10 / 4) = 2 entries and 2 keys, and the two
+  // compressors' fp32 kv and score state, (2*4, 2*32) and (2*4, 2*16): 2 * 4 * 8 * 96 B.
+  const std::int64_t kv10 = 4 * 64 + (4 * 64 + 2 * 64 + 2 * 32 + 2 * 4 * 8 * 96);
+  CHECK(kv10 == 6848);
+
+  constexpr token_read_bytes at10 = decode_read_bytes(read_bytes_micro, 10);
+  STATIC_REQUIRE(at10.weights == 97117.0);  // top + layer0 + layer1: the MTP block is left out
+  CHECK(at10.weights == static_cast<double>(top + layer0 + layer1));
+  CHECK(at10.kv == kv10);
+  CHECK(at10.total() == static_cast<double>(top + layer0 + layer1 + kv10));
+  // With no token yet the cache holds only the compressors' state; the weights do not change.
+  const token_read_bytes at0 = decode_read_bytes(read_bytes_micro, 0);
+  CHECK(at0.weights == at10.weights);
+  CHECK(at0.kv == 2 * 4 * 8 * 96);
+  // Routing one more expert per token reads one more expert (3264 B) in each layer, and one more
+  // int64 in the hash layer's tid2eid row.
+  model_config more = read_bytes_micro;
+  more.n_experts_per_tok = 3;
+  CHECK(decode_read_bytes(more, 10).weights == at10.weights + 2 * 3264.0 + 8.0);
+}

@@ -1,4 +1,5 @@
-// Accounting: parameter counts, KV-cache bytes and decode FLOPs of a model_config, all constexpr.
+// Accounting: parameter counts, KV-cache bytes, decode FLOPs and the bytes a decoded token reads of
+// a model_config, all constexpr.
 //
 // Why here: the report's headline numbers (284B/13B, 1.6T/49B, "10% of V3.2's FLOPs, 7% of its KV
 // cache at 1M tokens") are functions of the config alone, so they are reproduced at compile time and
@@ -488,6 +489,44 @@ constexpr token_flops decode_flops(const model_config& c, std::int64_t tokens) {
   f.projections = 2 * b.main.attention;
   f.linear = 2 * (count_params(c).activated - b.main.embedding);
   return f;
+}
+
+// ---- bytes read per decoded token ---------------------------------------------------------------
+
+// What the decode of one token reads from memory, for a roofline (a decode step is bound by these
+// bytes over the machine's read bandwidth).
+struct token_read_bytes {
+  // Every backbone weight a token uses, as stored (its format and block scales): attention, mHC,
+  // norms, the router, the shared experts, the LM head in full; n_experts_per_tok of the
+  // n_routed_experts routed experts of each MoE layer; one row of the embedding and of each hash
+  // layer's tid2eid table (as the checkpoint stores it, int64). Fractional where a row of a
+  // block-quantized embedding takes a share of its scales.
+  double weights = 0.0;
+  // The KV cache one sequence of `tokens` tokens holds in the backbone (kv_sequence_bytes: window
+  // rows, compressed entries, index keys and the compressors' fp32 state), in c.cache_format. An
+  // upper bound on what attention reads: a CSA layer reads only the index_topk compressed entries
+  // its indexer selects (and every index key).
+  std::int64_t kv = 0;
+
+  constexpr double total() const { return weights + static_cast<double>(kv); }
+};
+
+// The bytes one decoded token reads with `tokens` (>= 0) tokens in its sequence, the MTP block
+// left out (see token_read_bytes).
+constexpr token_read_bytes decode_read_bytes(const model_config& c, std::int64_t tokens) {
+  token_read_bytes r;
+  const auto add = [&](const tensor_desc& t) {
+    auto b = static_cast<double>(t.stored_bytes());
+    if (t.group == tensor_group::routed_experts)
+      b *= static_cast<double>(c.n_experts_per_tok) / static_cast<double>(c.n_routed_experts);
+    if (t.group == tensor_group::embedding || t.group == tensor_group::hash_table)
+      b /= static_cast<double>(t.rows);
+    r.weights += b;
+  };
+  for (int l = 0; l < c.n_layers; ++l) for_each_layer_tensor(c, l, add);
+  for_each_top_tensor(c, add);
+  r.kv = kv_sequence_bytes(c, c.cache_format, tokens).total();
+  return r;
 }
 
 }  // namespace dsv4::config

@@ -20,7 +20,12 @@
 //    shape (32), expected (64)"
 // validate(shape) checks the whole inventory: every expected tensor present with an accepted dtype
 // and its shape, no extra tensor, and every tid2eid entry in [0, n_routed_experts) with distinct
-// experts per row. Mapped shards live as long as the checkpoint (move-only).
+// experts per row. It first checks what the headers say (check_inventory: names, dtypes, shapes;
+// no tensor data read), then the values that need reading (check_values: F32 block scales,
+// tid2eid rows) tensor by tensor in inventory order, reporting each tensor to an optional
+// load_progress hook that may stop it. loaded_model::bind (load_model.hpp) makes the same checks
+// itself, the values of each tensor as it binds it, so a load validates once: give bind the
+// checkpoint unvalidated, and its hook. Mapped shards live as long as the checkpoint (move-only).
 // Block scales may be spelled `X.scale` (official) or `X.weight_scale_inv` (transformers'
 // fine-grained FP8; fused `mlp.experts.{gate_up,down}_proj_scale_inv` in module names), both the
 // canonical `X.scale` (naming.hpp), and stored F8_E8M0 or F32: an F32 scale is accepted when every
@@ -30,6 +35,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -37,10 +43,12 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <set>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -122,6 +130,64 @@ inline status scales_to_ue8m0(const tensor_ref& r, std::span<ue8m0> out) {
     }
   }
   return {};
+}
+
+class load_progress;
+
+namespace detail {
+// A callable object (not a load_progress) that answers f(done, total, name) with a bool.
+template <class F>
+concept progress_callable =
+    std::is_object_v<std::remove_reference_t<F>> && !std::same_as<std::remove_cvref_t<F>, load_progress> &&
+    std::is_invocable_r_v<bool, std::remove_reference_t<F>&, std::int64_t, std::int64_t, std::string_view>;
+}  // namespace detail
+
+// A load's progress hook, for checkpoint::validate, loaded_model::bind and load_model. It is called
+// once per tensor of the inventory, after that tensor is checked (and, by bind, bound), with
+// `done` the tensors finished so far (1, 2, ... strictly increasing, the last call has done ==
+// total), `total` the number of tensors the inventory expects (the checkpoint's canonical tensor
+// count, the same in every call of one load) and the tensor's canonical name (valid during the
+// call). Returning false stops the load: the call returns the status of load_cancelled() (errc
+// invalid_state, "... cancelled by the progress hook after D of T tensors"), and bind returns no
+// model. An exception the callable throws passes through the call.
+// It refers to a callable it does not own (no allocation, no copy), so the callable must outlive
+// the call it is given to; a lambda written in the call's arguments does. A default-constructed
+// hook does nothing. A plain function with a context pointer works as well:
+//   bool report(void* ctx, std::int64_t done, std::int64_t total, std::string_view name);
+//   ckpt.validate(shape, io::mtp_policy::automatic, io::load_progress(&report, &state));
+class load_progress {
+ public:
+  using function = bool(void* context, std::int64_t done, std::int64_t total, std::string_view name);
+
+  constexpr load_progress() noexcept = default;
+  constexpr load_progress(function* f, void* context) noexcept : context_(context), call_(f) {}
+  // Any callable object (a lambda, a function object), by reference.
+  template <detail::progress_callable F>
+  load_progress(F&& f) noexcept  // NOLINT(google-explicit-constructor): given where a hook is expected
+      : context_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_(&invoke<std::remove_reference_t<F>>) {}
+
+  // Whether the load goes on (always, without a hook).
+  bool operator()(std::int64_t done, std::int64_t total, std::string_view name) const {
+    return call_ == nullptr || call_(context_, done, total, name);
+  }
+  explicit operator bool() const noexcept { return call_ != nullptr; }
+
+ private:
+  template <class F>
+  static bool invoke(void* f, std::int64_t done, std::int64_t total, std::string_view name) {
+    return static_cast<bool>((*static_cast<F*>(f))(done, total, name));
+  }
+
+  void* context_ = nullptr;
+  function* call_ = nullptr;
+};
+
+// The status of a load its progress hook stopped after `done` of `total` tensors; `what` names the
+// checkpoint.
+inline status load_cancelled(std::string_view what, std::int64_t done, std::int64_t total) {
+  return {errc::invalid_state, std::string(what) + ": load cancelled by the progress hook after " +
+                                   std::to_string(done) + " of " + std::to_string(total) + " tensors"};
 }
 
 // Whether the MTP block's tensors are expected by validate().
@@ -245,8 +311,28 @@ class checkpoint {
     return {};
   }
 
-  // The whole inventory of `s` (see the banner). The first problem found is returned.
-  [[nodiscard]] status validate(const model_shape& s, mtp_policy mtp = mtp_policy::automatic) const {
+  // The whole inventory of `s` (see the banner): check_inventory, then check_values on each
+  // expected tensor in inventory order, each reported to `progress` once checked. The first problem
+  // found is returned, or load_cancelled() when the hook stops it.
+  [[nodiscard]] status validate(const model_shape& s, mtp_policy mtp = mtp_policy::automatic,
+                                load_progress progress = {}) const {
+    auto expected = inventory(s, mtp);
+    if (!expected) return expected.error();
+    DSV4_TRY(check_inventory(*expected));
+    const auto total = static_cast<std::int64_t>(expected->size());
+    for (std::int64_t i = 0; i < total; ++i) {
+      const expected_tensor& e = (*expected)[static_cast<std::size_t>(i)];
+      DSV4_TRY(check_values(e, s.n_routed_experts));
+      if (!progress(i + 1, total, e.name)) return load_cancelled(label_, i + 1, total);
+    }
+    return {};
+  }
+
+  // The tensors validate() expects of this checkpoint for shape `s` (which must pass check_rules):
+  // expected_tensors(s, with_mtp), the MTP block included when `mtp` requires it, or, automatic,
+  // when the file holds any mtp.* tensor or is official with n_mtp_layers > 0.
+  [[nodiscard]] result<std::vector<expected_tensor>> inventory(const model_shape& s,
+                                                               mtp_policy mtp = mtp_policy::automatic) const {
     DSV4_TRY(check_rules(s, label_ + ": the model shape"));
     bool with_mtp = mtp == mtp_policy::required;
     if (mtp == mtp_policy::automatic) {
@@ -254,22 +340,33 @@ class checkpoint {
       const bool has_mtp = first_mtp != map_.end() && first_mtp->first.starts_with("mtp.");
       with_mtp = has_mtp || (scheme_ == naming_scheme::official && s.n_mtp_layers > 0);
     }
-    const auto expected = expected_tensors(s, with_mtp);
-    std::set<std::string_view> names;
-    for (const auto& e : expected) {
-      DSV4_TRY(expect(e.name, e.kind, e.shape));
-      if (e.kind == tensor_kind::scale) DSV4_TRY(check_scales(e.name));
-      names.insert(e.name);
+    return expected_tensors(s, with_mtp);
+  }
+
+  // What the headers say, no tensor data read: every tensor of `expected` (distinct canonical
+  // names) stored with an accepted dtype and its shape (expect), in `expected`'s order, and nothing
+  // else stored, neither another canonical name nor a name the scheme does not define.
+  [[nodiscard]] status check_inventory(std::span<const expected_tensor> expected) const {
+    for (const auto& e : expected) DSV4_TRY(expect(e.name, e.kind, e.shape));
+    if (map_.size() > expected.size()) {  // all expected are stored: some stored name is not expected
+      std::set<std::string_view> names;
+      for (const auto& e : expected) names.insert(e.name);
+      for (const auto& [name, loc] : map_)
+        if (names.find(name) == names.end())
+          return {errc::invalid_argument, label_ + ": extra tensor " + stored_label(name) + " in " +
+                                              shards_[loc.shard].name() + ", not part of the model"};
     }
-    for (const auto& [name, loc] : map_)
-      if (names.find(name) == names.end())
-        return {errc::invalid_argument, label_ + ": extra tensor " + stored_label(name) + " in " +
-                                            shards_[loc.shard].name() + ", not part of the model"};
     if (!unrecognized_.empty())
       return {errc::invalid_argument, label_ + ": extra tensor " + unrecognized_.front() + ", not a " +
                                           std::string(to_string(scheme_)) + " name of a DeepSeek-V4 tensor"};
-    for (int l = 0; l < s.n_hash_layers; ++l)
-      DSV4_TRY(check_tid2eid("layers." + std::to_string(l) + ".ffn.gate.tid2eid", s.n_routed_experts));
+    return {};
+  }
+
+  // The values of one tensor that check_inventory passed, where they need checking: a block
+  // scale's (check_scales), a tid2eid table's rows (check_tid2eid, experts in [0, n_routed_experts)).
+  [[nodiscard]] status check_values(const expected_tensor& e, int n_routed_experts) const {
+    if (e.kind == tensor_kind::scale) return check_scales(e.name);
+    if (e.kind == tensor_kind::ids) return check_tid2eid(e.name, n_routed_experts);
     return {};
   }
 

@@ -14,6 +14,16 @@
 // value is a power of two, and are refused naming the tensor otherwise.
 // loaded_model keeps the mapping and the copies alive (move-only; the views stay valid when it
 // moves).
+//
+// Validation happens once per load, inside bind: it checks what the headers say first
+// (checkpoint::check_inventory: every tensor present with an accepted dtype and its shape, nothing
+// extra; no tensor data read), then the values of each tensor that has values to check
+// (checkpoint::check_values: F32 block scales, tid2eid rows) just before binding it, and reports
+// each tensor to the optional io::load_progress hook (checkpoint.hpp): one call per tensor,
+// done = 1 .. total = the number of tensors, in binding order. bind therefore takes a checkpoint
+// that has not been validated (validate() before bind would check every tensor twice). A hook
+// returning false stops the load with io::load_cancelled()'s status and no model; so does any
+// failed check, and nothing half-bound is returned.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +33,8 @@
 #include <new>
 #include <span>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -33,6 +45,7 @@
 #include "dsv4/core/weight_matrix.hpp"
 #include "dsv4/io/checkpoint.hpp"
 #include "dsv4/io/hf_config.hpp"
+#include "dsv4/io/inventory.hpp"
 #include "dsv4/io/model_shape.hpp"
 #include "dsv4/model/weights.hpp"
 
@@ -48,8 +61,9 @@ class loaded_model {
   ~loaded_model() = default;
 
   // The directory's config.json and safetensors (see the banner). mtp: whether the MTP blocks are
-  // expected (automatic: when the file holds any).
-  static result<loaded_model> open(const std::filesystem::path& dir, mtp_policy mtp = mtp_policy::automatic) {
+  // expected (automatic: when the file holds any). progress: called per tensor (see the banner).
+  static result<loaded_model> open(const std::filesystem::path& dir, mtp_policy mtp = mtp_policy::automatic,
+                                   load_progress progress = {}) {
     auto cfg_file = config_path(dir);  // config.json, else inference/config.json
     if (!cfg_file) return cfg_file.error();
     auto cfg = read_hf_config(*cfg_file);
@@ -57,17 +71,25 @@ class loaded_model {
     DSV4_TRY(check_matches<C>(cfg->shape, cfg_file->string()));
     auto ckpt = checkpoint::open(dir);
     if (!ckpt) return ckpt.error();
-    return bind(std::move(*ckpt), cfg->params, mtp);
+    return bind(std::move(*ckpt), cfg->params, mtp, progress);
   }
 
-  // A checkpoint already open, with the parameters to run it with.
+  // A checkpoint already open (and not yet validated: bind validates it, see the banner), with the
+  // parameters to run it with.
   static result<loaded_model> bind(checkpoint ckpt, const config::model_params& params,
-                                   mtp_policy mtp = mtp_policy::automatic) {
+                                   mtp_policy mtp = mtp_policy::automatic, load_progress progress = {}) {
     DSV4_TRY(config::check_params(C, params));
     try {
-      DSV4_TRY(ckpt.validate(shape_of(C), mtp));
+      auto expected = ckpt.inventory(shape_of(C), mtp);
+      if (!expected) return expected.error();
+      DSV4_TRY(ckpt.check_inventory(*expected));
+      binding b{*expected, progress};
       loaded_model m(std::move(ckpt), params);
-      DSV4_TRY(m.bind_all());
+      m.binding_ = &b;
+      status s = m.bind_all();
+      if (s.ok()) s = m.check_rest();
+      m.binding_ = nullptr;
+      if (!s.ok()) return s;
       return m;
     } catch (const std::bad_alloc&) {
       return status{errc::out_of_range, "load_model: out of memory"};
@@ -76,8 +98,8 @@ class loaded_model {
 
   // A checkpoint of one safetensors file held in memory (random_model.hpp), kept alive here.
   static result<loaded_model> bind(std::vector<std::byte> file, std::string label,
-                                   const config::model_params& params,
-                                   mtp_policy mtp = mtp_policy::automatic) {
+                                   const config::model_params& params, mtp_policy mtp = mtp_policy::automatic,
+                                   load_progress progress = {}) {
     const std::span<const std::byte> bytes(file);  // the buffer stays where it is when file moves
     auto f = safetensors_file::from_bytes(bytes, label);
     if (!f) return f.error();
@@ -85,7 +107,7 @@ class loaded_model {
     shards.push_back(std::move(*f));
     auto ckpt = checkpoint::from_files(std::move(shards), std::move(label));
     if (!ckpt) return ckpt.error();
-    auto m = bind(std::move(*ckpt), params, mtp);
+    auto m = bind(std::move(*ckpt), params, mtp, progress);
     if (m) m->file_bytes_ = std::move(file);
     return m;
   }
@@ -102,6 +124,50 @@ class loaded_model {
 
   loaded_model(checkpoint c, const config::model_params& p) : ckpt_(std::move(c)), params_(p) {}
 
+  // The state of one bind(): the inventory (check_inventory passed: its tensors all stored with
+  // their dtypes and shapes, nothing else), which of its tensors were checked and reported, and
+  // the hook.
+  struct binding {
+    binding(const std::vector<expected_tensor>& e, load_progress p)
+        : expected(e), done(e.size()), progress(p) {
+      index.reserve(e.size());
+      for (std::size_t i = 0; i < e.size(); ++i) index.emplace(e[i].name, i);
+    }
+    const std::vector<expected_tensor>& expected;
+    std::unordered_map<std::string_view, std::size_t> index;  // canonical name -> position in expected
+    std::vector<bool> done;
+    std::int64_t count = 0;  // tensors done
+    load_progress progress;
+  };
+
+  // Checks the values of inventory entry i (checkpoint::check_values) and reports it to the hook.
+  status finish(std::size_t i) {
+    binding& b = *binding_;
+    const expected_tensor& e = b.expected[i];
+    DSV4_TRY(ckpt_.check_values(e, C.n_routed_experts));
+    b.done[i] = true;
+    const auto total = static_cast<std::int64_t>(b.expected.size());
+    if (!b.progress(++b.count, total, e.name)) return load_cancelled(ckpt_.label(), b.count, total);
+    return {};
+  }
+
+  // The tensor `name` for binding: checked the first time it is asked for (during bind), then found.
+  result<tensor_ref> take(const std::string& name) {
+    if (binding_ != nullptr)
+      if (const auto it = binding_->index.find(name);
+          it != binding_->index.end() && !binding_->done[it->second])
+        DSV4_TRY(finish(it->second));
+    return ckpt_.find(name);
+  }
+
+  // The inventory's tensors bind_all did not ask for, checked and reported, so that bind validates
+  // all of them whatever the binding reads.
+  status check_rest() {
+    for (std::size_t i = 0; i < binding_->expected.size(); ++i)
+      if (!binding_->done[i]) DSV4_TRY(finish(i));
+    return {};
+  }
+
   struct free_bytes {
     void operator()(std::byte* p) const { ::operator delete[](p, std::align_val_t{64}); }
   };
@@ -116,7 +182,7 @@ class loaded_model {
   // A tensor as fp32: the mapping when stored F32 and aligned, else a widened copy.
   template <std::size_t Rank>
   result<tensor_view<const float, Rank>> floats(const std::string& name) {
-    auto r = ckpt_.find(name);
+    auto r = take(name);
     if (!r) return r.error();
     if (r->type == dtype::f32) {
       auto v = r->template view<float, Rank>();
@@ -140,7 +206,7 @@ class loaded_model {
       if (!v) return v.error();
       return W{*v};
     } else if constexpr (std::same_as<W, bf16_matrix>) {
-      auto r = ckpt_.find(name);
+      auto r = take(name);
       if (!r) return r.error();
       if (r->type == dtype::bf16)
         if (auto v = r->template view<bf16, 2>(); v) return W{*v};
@@ -157,11 +223,11 @@ class loaded_model {
       return W{tensor_view<const bf16, 2>(p, {t->shape[0], t->shape[1]})};
     } else {
       using element = std::conditional_t<std::same_as<W, fp8_matrix>, fp8_e4m3, fp4x2>;
-      auto wr = ckpt_.find(name);
+      auto wr = take(name);
       if (!wr) return wr.error();
       auto wv = wr->template view<element, 2>();
       if (!wv) return wv.error();
-      auto sr = ckpt_.find(prefix + ".scale");  // or X.weight_scale_inv (checkpoint.hpp)
+      auto sr = take(prefix + ".scale");  // or X.weight_scale_inv (checkpoint.hpp)
       if (!sr) return sr.error();
       if (sr->type == dtype::f32 && sr->shape.size() == 2) {  // F32 powers of two: converted once
         const std::size_t n = sr->bytes.size() / sizeof(float);
@@ -262,9 +328,9 @@ class loaded_model {
     return {};
   }
 
-  // The (vocab, k) table as int32 (checkpoint::validate checked every row).
+  // The (vocab, k) table as int32 (take() checked every row).
   status tid2eid(const std::string& name, tensor_view<const std::int32_t, 2>& out) {
-    auto r = ckpt_.find(name);
+    auto r = take(name);
     if (!r) return r.error();
     const std::int64_t rows = r->shape[0], k = r->shape[1], esz = r->type == dtype::i64 ? 8 : 4;
     std::int32_t* p = own<std::int32_t>(static_cast<std::size_t>(rows * k));
@@ -306,6 +372,7 @@ class loaded_model {
     return {};
   }
 
+  binding* binding_ = nullptr;         // during bind() only
   std::vector<std::byte> file_bytes_;  // the file of a checkpoint made in memory
   checkpoint ckpt_;
   config::model_params params_;
@@ -315,8 +382,9 @@ class loaded_model {
 };
 
 template <config::model_config C>
-result<loaded_model<C>> load_model(const std::filesystem::path& dir, mtp_policy mtp = mtp_policy::automatic) {
-  return loaded_model<C>::open(dir, mtp);
+result<loaded_model<C>> load_model(const std::filesystem::path& dir, mtp_policy mtp = mtp_policy::automatic,
+                                   load_progress progress = {}) {
+  return loaded_model<C>::open(dir, mtp, progress);
 }
 
 }  // namespace dsv4::io
