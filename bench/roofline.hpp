@@ -154,14 +154,15 @@ inline double measure_int8_peak(int repeats, std::int64_t iters = std::int64_t{1
         }
       std::int32_t t = 0;
       for (int c = 0; c < chains; ++c) t += _mm256_extract_epi32(acc[c], 0);
-#else  // no AVX2: the same products in scalar integers
+#else  // no AVX2: the same products in scalar integers, each operand handed anew (no folding)
       std::int32_t acc[chains] = {};
       for (std::int64_t i = 0; i < iters; ++i)
-        for (int c = 0; c < chains; ++c) {
-          std::int8_t u = 3;
-          __asm__ volatile("" : "+r"(u));
-          for (int k = 0; k < int8_probe_macs; ++k) acc[c] += u * std::int8_t{-5};
-        }
+        for (int c = 0; c < chains; ++c)
+          for (int k = 0; k < int8_probe_macs; ++k) {
+            std::int8_t u = 3;
+            __asm__ volatile("" : "+r"(u));
+            acc[c] += u * std::int8_t{-5};
+          }
       std::int32_t t = 0;
       for (int c = 0; c < chains; ++c) t += acc[c];
 #endif

@@ -428,7 +428,6 @@ TEST_CASE("paged cache, negative: ring pages without the wrapped part", "[proofs
       [](sym a, sym n, sym ring, sym lo, sym hi) { return n >= ring || (a < hi && a + n > lo); }, false);
 }
 
-
 // ---- released row layouts (spec §8.2) ------------------------------------------------------------------
 
 // One main entry of every preset's width: the E4M3 codes, the BF16 RoPE values and the scale bytes
