@@ -36,6 +36,7 @@
 #include "kv_synthesis.hpp"
 #include "moe/random_weights.hpp"
 #include "roofline.hpp"
+#include "setup.hpp"
 
 namespace {
 using namespace dsv4;
@@ -179,16 +180,7 @@ double projection_macs_per_token() {
          double(d) * flash.o_groups * flash.o_lora_rank;
 }
 
-// The value of a call that must succeed (the benchmark's own weights and caches): a failure
-// says why and stops.
-template <class T>
-T made(result<T> r) {
-  if (!r.ok()) {
-    std::fprintf(stderr, "attn_bench: %s\n", r.error().to_string().c_str());
-    std::abort();
-  }
-  return std::move(r).value();
-}
+using bench::made;
 
 // One HCA layer of V4-Flash shapes with fp32 weights (about 0.5 GB), exact numerics, made once.
 struct flash_layer_f32 {

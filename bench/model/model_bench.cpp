@@ -57,6 +57,7 @@
 #include "dsv4/model/fidelity.hpp"
 #include "kv_synthesis.hpp"
 #include "roofline.hpp"
+#include "setup.hpp"
 
 // ---- heap allocations, counted ----------------------------------------------------------------
 
@@ -90,21 +91,8 @@ constexpr config::model_params params = config::v4_flash_params;
 constexpr index_t vocab = config::peer_small.vocab_size;
 static_assert(fp8_cfg.vocab_size == vocab && fp4_cfg.vocab_size == vocab);
 
-// The value of a call that must succeed: a failure says why and stops.
-template <class T>
-T made(result<T> r) {
-  if (!r.ok()) {
-    std::fprintf(stderr, "model_bench: %s\n", r.error().to_string().c_str());
-    std::abort();
-  }
-  return std::move(r).value();
-}
-void must(const status& s, const char* what) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "model_bench: %s: %s\n", what, s.to_string().c_str());
-    std::abort();
-  }
-}
+using bench::made;
+using bench::must;
 
 // One storage's model: the random checkpoint (kept alive: the weights view it) and the engine.
 template <model_config C, numerics Num>
