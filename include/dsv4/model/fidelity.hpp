@@ -10,7 +10,6 @@
 #include <limits>
 #include <span>
 #include <string>
-#include <vector>
 
 #include "dsv4/core/status.hpp"
 #include "dsv4/core/tensor_view.hpp"
